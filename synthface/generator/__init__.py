@@ -1,0 +1,8 @@
+"""StyleGAN2 generator: the network and the loaders for the checkpoint formats users have."""
+
+from .checkpoint import (CheckpointInfo, build_generator, describe, detect_format, load_generator, read_checkpoint,
+                         resolve_device, save_generator)
+from .networks import Generator, MappingNetwork, SynthesisNetwork
+
+__all__ = ["Generator", "MappingNetwork", "SynthesisNetwork", "CheckpointInfo", "load_generator", "save_generator",
+           "read_checkpoint", "build_generator", "detect_format", "describe", "resolve_device"]
