@@ -248,7 +248,7 @@ def _read_tf(net: TFNetworkStub, path: PathLike):
             continue  # recomputed buffer (resample_filter)
         if isinstance(value, str):
             raise CheckpointError(f"{path}: TensorFlow variable '{value}' (needed for '{name}') is missing")
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        tensors[name] = torch.from_numpy(np.array(value, dtype=np.float32))  # copy keeps 0-d shapes
     for name, buf in G.state_dict().items():
         if name not in tensors:
             tensors[name] = buf

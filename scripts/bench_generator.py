@@ -1,0 +1,323 @@
+#!/usr/bin/env python
+"""Time the full StyleGAN2 generator forward (mapping + synthesis) in the FFHQ config.
+
+Measures seconds per image for synthface's Generator and, optionally, for NVIDIA's
+stylegan2-ada-pytorch Generator with the same random weights, at each requested resolution
+and batch size. Prints a JSON record to stdout (and to --out FILE); progress goes to stderr.
+
+    python scripts/bench_generator.py                         # 256 and 1024, batches 1 and 8
+    python scripts/bench_generator.py --reference /path/to/stylegan2-ada-pytorch --out bench_out/cpu.json
+    python scripts/bench_generator.py --resolutions 256 --batches 1 --repeats 2 --warmup 1
+
+NVIDIA's code is only imported at run time from the checkout given with --reference; none of
+it lives in this repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# Run from a plain checkout too, not only from an installed package.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from synthface.generator import Generator  # noqa: E402
+
+# FFHQ config (stylegan2-ada-pytorch --cfg=stylegan2 / paper config F); only img_resolution varies.
+Z_DIM = W_DIM = 512
+MAPPING_KWARGS = dict(num_layers=8)
+SYNTHESIS_KWARGS = dict(channel_base=32768, channel_max=512, architecture="skip", conv_clamp=256, num_fp16_res=4)
+WEIGHT_SEED = 0   # seed for the random weights (both nets share them)
+LATENT_SEED = 123  # seed for the z used in the equality check and the timings
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def build_kwargs(resolution: int) -> dict:
+    return dict(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=resolution, img_channels=3,
+                mapping_kwargs=dict(MAPPING_KWARGS), synthesis_kwargs=dict(SYNTHESIS_KWARGS))
+
+
+# --------------------------------------------------------------------------------------------
+# Machine description: enough to tell later which numbers came from where.
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def git_commit(path: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        if out.returncode != 0:
+            return None
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def load_average() -> list[float] | None:
+    # Other processes on the machine skew CPU timings; record how busy it was.
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def machine_info(device: torch.device) -> dict:
+    info = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        platform=platform.platform(),
+        processor=platform.processor() or None,
+        cpu_model=cpu_model(),
+        cpu_count=os.cpu_count(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        torch_num_threads=torch.get_num_threads(),
+        device=str(device),
+        device_name=cpu_model() if device.type == "cpu" else torch.cuda.get_device_name(device),
+        synthface_commit=git_commit(REPO_ROOT),
+        load_average_start=load_average(),
+    )
+    if device.type == "cuda":
+        info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    cudnn_benchmark=torch.backends.cudnn.benchmark,
+                    allow_tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                    allow_tf32_cudnn=torch.backends.cudnn.allow_tf32)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# The two implementations, wrapped as z -> image so the timing loop treats them alike.
+
+def import_reference(path: str):
+    """NVIDIA's `training.networks` from a stylegan2-ada-pytorch checkout (imported, never copied)."""
+    root = Path(path).resolve()
+    if not (root / "training" / "networks.py").is_file():
+        sys.exit(f"--reference {path}: no training/networks.py there (not a stylegan2-ada-pytorch checkout)")
+    sys.path.insert(0, str(root))
+    from training import networks  # noqa: PLC0415  (only importable after the path insert)
+    return networks, root
+
+
+def reference_plugins() -> dict:
+    """Whether NVIDIA's compiled CUDA ops were used or its slower pure-PyTorch fallback (CPU always falls back)."""
+    try:
+        from torch_utils.ops import bias_act, upfirdn2d  # noqa: PLC0415
+        return dict(bias_act=bias_act._plugin is not None, upfirdn2d=upfirdn2d._plugin is not None)
+    except Exception:  # noqa: BLE001 - informational only
+        return {}
+
+
+def make_pair(resolution: int, device: torch.device, networks):
+    """(ours, ref) with identical weights; ref is None without --reference."""
+    torch.manual_seed(WEIGHT_SEED)
+    ref = None
+    if networks is not None:
+        ref = networks.Generator(**build_kwargs(resolution)).eval().requires_grad_(False)
+    ours = Generator(**build_kwargs(resolution)).eval().requires_grad_(False)
+    if ref is not None:
+        # Same random weights and const-noise buffers in both; strict, so any naming drift fails here.
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        ref = ref.to(device)
+    return ours.to(device), ref
+
+
+def forward_fns(ours, ref, device: torch.device):
+    def run_ours(z):
+        return ours(z, None, truncation_psi=1, noise_mode="const")
+
+    def run_ref(z):
+        # NVIDIA's blocks would run fp16 on CPU too (slow, partly unsupported): force fp32 there,
+        # which is what ours does by itself off CUDA.
+        c = torch.empty([z.shape[0], 0], device=device)
+        return ref(z, c, truncation_psi=1, noise_mode="const", force_fp32=(device.type == "cpu"))
+
+    return run_ours, (run_ref if ref is not None else None)
+
+
+def latents(batch: int, device: torch.device) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(LATENT_SEED)
+    return torch.randn([batch, Z_DIM], generator=gen).to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+def sync(device: torch.device) -> None:
+    # CUDA launches are asynchronous: wait for the work to finish before reading the clock.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, z, device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn(z)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def summarize(per_image: list[float]) -> dict:
+    return dict(median_s_per_image=statistics.median(per_image), min_s_per_image=min(per_image),
+                samples_s_per_image=[round(t, 6) for t in per_image])
+
+
+def bench_case(fns: dict, batch: int, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Time every implementation `repeats` times, interleaved so load spikes hit them equally."""
+    z = latents(batch, device)
+    names = list(fns)
+    for i in range(warmup):
+        for name in names:
+            log(f"  warmup {i + 1}/{warmup} {name}")
+            timed(fns[name], z, device)
+    samples = {name: [] for name in names}
+    for i in range(repeats):
+        # Alternate which one goes first, so neither always runs right after the other.
+        order = names if i % 2 == 0 else names[::-1]
+        for name in order:
+            seconds = timed(fns[name], z, device)
+            samples[name].append(seconds / batch)
+            log(f"  repeat {i + 1}/{repeats} {name}: {seconds / batch:.4f} s/img")
+    return {name: summarize(s) for name, s in samples.items()}
+
+
+@torch.no_grad()
+def check_equal(run_ours, run_ref, batch: int, device: torch.device) -> dict:
+    z = latents(batch, device)
+    a = run_ours(z).float()
+    b = run_ref(z).float()
+    if a.shape != b.shape:
+        return dict(shape_ours=list(a.shape), shape_ref=list(b.shape), max_abs_diff=None)
+    diff = (a - b).abs()
+    return dict(max_abs_diff=diff.max().item(), mean_abs_diff=diff.mean().item(),
+                output_abs_max=b.abs().max().item())
+
+
+def default_tolerance(device: torch.device) -> float:
+    # fp32 on CPU agrees to rounding; on CUDA the 4 highest resolutions run in fp16.
+    return 1e-3 if device.type == "cpu" else 5e-2
+
+
+# --------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--resolutions", type=int_list, default="256,1024", help="comma-separated (default: 256,1024)")
+    p.add_argument("--batches", type=int_list, default="1,8", help="comma-separated batch sizes (default: 1,8)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation and case (default: 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per implementation and case (default: 1)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = cuda when available (default: auto)")
+    p.add_argument("--reference", metavar="PATH", default=None,
+                   help="stylegan2-ada-pytorch checkout to compare against, with the same weights")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max abs output difference ours vs reference (default: 1e-3 on CPU, 5e-2 on CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--out", metavar="FILE", default=None, help="also write the JSON to this file")
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or not args.resolutions or not args.batches:
+        p.error("need --repeats >= 1, --warmup >= 0 and at least one resolution and batch")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available in this torch build")
+    else:
+        device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tolerance = args.tolerance if args.tolerance is not None else default_tolerance(device)
+
+    networks = None
+    record = dict(machine=machine_info(device))
+    if args.reference:
+        networks, ref_root = import_reference(args.reference)
+        record["reference"] = dict(path=str(ref_root), commit=git_commit(ref_root))
+    record["config"] = dict({k: v for k, v in build_kwargs(None).items() if k != "img_resolution"},
+                            resolutions=args.resolutions, batches=args.batches,
+                            truncation_psi=1, noise_mode="const",
+                            repeats=args.repeats, warmup=args.warmup, weight_seed=WEIGHT_SEED,
+                            latent_seed=LATENT_SEED, tolerance=tolerance,
+                            fp16_active=(device.type == "cuda"))
+    log(f"device={device} ({record['machine']['device_name']}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, reference={'yes' if networks else 'no'}")
+
+    results, all_match = [], True
+    with torch.no_grad():  # inference only: no autograd bookkeeping in the timings
+        for res in args.resolutions:
+            log(f"building {res}x{res} generator(s)")
+            ours, ref = make_pair(res, device, networks)
+            run_ours, run_ref = forward_fns(ours, ref, device)
+            fns = {"ours": run_ours}
+            if run_ref is not None:
+                fns["ref"] = run_ref
+            for batch in args.batches:
+                entry = dict(resolution=res, batch=batch)
+                if run_ref is not None:
+                    # Time only networks that compute the same thing.
+                    entry["check"] = check_equal(run_ours, run_ref, batch, device)
+                    diff = entry["check"]["max_abs_diff"]
+                    entry["check"]["match"] = diff is not None and diff <= tolerance
+                    all_match &= entry["check"]["match"]
+                    log(f"{res}px batch {batch}: max |ours - ref| = {diff}"
+                        + ("" if entry["check"]["match"] else f"  ** above tolerance {tolerance} **"))
+                log(f"{res}px batch {batch}: timing ({args.warmup} warmup, {args.repeats} repeats)")
+                entry.update(bench_case(fns, batch, args.repeats, args.warmup, device))
+                if "ref" in entry:
+                    entry["ratio"] = entry["ref"]["median_s_per_image"] / entry["ours"]["median_s_per_image"]
+                    log(f"{res}px batch {batch}: ours {entry['ours']['median_s_per_image']:.4f} s/img, "
+                        f"ref {entry['ref']['median_s_per_image']:.4f} s/img, ratio ref/ours {entry['ratio']:.3f}")
+                else:
+                    log(f"{res}px batch {batch}: ours {entry['ours']['median_s_per_image']:.4f} s/img")
+                results.append(entry)
+            del ours, ref, run_ours, run_ref, fns  # free the big nets before building the next size
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    record["machine"]["load_average_end"] = load_average()
+    if networks is not None and device.type == "cuda":
+        record["reference"]["cuda_plugins"] = reference_plugins()
+    record["results"] = results
+    if networks is not None:
+        record["outputs_match"] = all_match
+    text = json.dumps(record, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        log(f"wrote {args.out}")
+    # Non-zero exit when the two networks disagree: the timings then compare different computations.
+    return 0 if all_match else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The CLI: NVIDIA-style images command, convert, info, demo, and clean error messages."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from synthface.cli import main
+from synthface.generate import generate_images
+from synthface.generator import load_generator
+
+import checkpoint_factory as cf
+from conftest import make_generator
+
+
+@pytest.fixture
+def network(tmp_path):
+    path = tmp_path / "net.pkl"
+    path.write_bytes(cf.nvidia_pickle_bytes(make_generator(c_dim=0)))
+    return path
+
+
+def test_images_writes_seed_files_matching_the_api(tmp_path, network):
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["images", "--network", str(network), "--seeds", "0-2,12", "--trunc", "0.7",
+                                  "--trunc-cutoff", "4", "--noise-mode", "const", "--outdir", str(out),
+                                  "--device", "cpu", "--batch", "3"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0012.png"]
+    G = load_generator(network)
+    want = dict(generate_images(G, [12], truncation_psi=0.7, truncation_cutoff=4, noise_mode="const", batch_size=1))
+    got = np.asarray(Image.open(out / "seed0012.png"))
+    assert got.shape == (16, 16, 3)
+    assert np.abs(got.astype(int) - want[12].astype(int)).max() <= 1
+
+
+def test_images_conditional_needs_class(tmp_path):
+    path = tmp_path / "c.pkl"
+    path.write_bytes(cf.nvidia_pickle_bytes(make_generator(c_dim=3)))
+    r = CliRunner().invoke(main, ["images", "--network", str(path), "--seeds", "0", "--outdir", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--class-idx" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["images", "--network", str(path), "--seeds", "0", "--class-idx", "2",
+                                  "--outdir", str(tmp_path / "o")])
+    assert r.exit_code == 0 and (tmp_path / "o" / "seed0000.png").exists()
+
+
+def test_convert_and_info(tmp_path, network):
+    dst = tmp_path / "net.safetensors"
+    r = CliRunner().invoke(main, ["convert", str(network), str(dst)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["info", str(dst), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["format"] == "safetensors" and info["resolution"] == 16 and info["num_ws"] == 6
+    assert info["z_dim"] == 16 and info["architecture"] == "skip" and len(info["sha256"]) == 64
+    r = CliRunner().invoke(main, ["info", str(network)])
+    assert r.exit_code == 0 and "nvidia-pickle" in r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["images", "--network", "missing.pkl", "--seeds", "0", "--outdir", "o"], "not found"),
+    (["images", "--network", "NET", "--seeds", "x", "--outdir", "o"], "bad seed"),
+    (["images", "--network", "NET", "--seeds", "0", "--trunc-cutoff", "99", "--outdir", "o"], "cutoff"),
+    (["convert", "NET", "out.pkl"], ".safetensors"),
+])
+def test_errors_are_one_clear_message(tmp_path, network, args, needle, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [str(network) if a == "NET" else a for a in args]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0
+    assert needle in r.output and "Traceback" not in r.output
+
+
+def test_demo_runs(tmp_path):
+    r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    grid = Image.open(tmp_path / "d" / "seed_grid.png")
+    assert grid.size[0] > 64 * 8 and len(list((tmp_path / "d" / "images").glob("seed*.png"))) == 16
+    # a second run reuses the saved network and gives identical images
+    first = (tmp_path / "d" / "images" / "seed0003.png").read_bytes()
+    r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d")])
+    assert r.exit_code == 0 and (tmp_path / "d" / "images" / "seed0003.png").read_bytes() == first
