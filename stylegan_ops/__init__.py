@@ -6,7 +6,7 @@ CUDA kernels are planned to sit beside these and must match them numerically.
 
 from .bias_act import ACTIVATIONS, bias_act, default_gain
 from .conv2d_resample import conv2d_resample
-from .modconv import modulated_conv2d
+from .modconv import modulated_conv2d, modulated_conv2d_bias_act
 from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "default_gain",
     "conv2d_resample",
     "modulated_conv2d",
+    "modulated_conv2d_bias_act",
     "setup_filter",
     "upfirdn2d",
     "upsample2d",

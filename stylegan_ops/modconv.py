@@ -85,3 +85,73 @@ def modulated_conv2d(
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+# Activations with act(g * y) == g * act(y) for g > 0: their gain can be folded into the
+# per-channel scale, bias and noise instead of costing a pass over the activations.
+_HOMOGENEOUS = {"linear": 0.0, "relu": 0.0, "lrelu": 0.2}
+
+
+def modulated_conv2d_bias_act(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    bias: torch.Tensor,
+    noise: Optional[torch.Tensor] = None,
+    up: int = 1,
+    padding: int = 0,
+    resample_filter: Optional[torch.Tensor] = None,
+    act: str = "lrelu",
+    gain: float = 1.0,
+    clamp: Optional[float] = None,
+    flip_weight: bool = True,
+    fused: Optional[bool] = None,
+) -> torch.Tensor:
+    """A whole synthesis layer: clamp(act(modconv(x) * d + noise + bias) * gain).
+
+    Same numbers as modulated_conv2d followed by bias_act, in fewer passes over memory:
+    the activation gain is folded into the demodulation coefficients, the noise and the bias
+    (valid for positively homogeneous activations), scale + noise + bias are one addcmul,
+    and without autograd the activation and clamp run in place.
+    """
+    from .bias_act import bias_act, default_gain
+
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, styles, bias, noise))
+    fused = choose_fused(x.shape[0], x.dtype) if fused is None else fused
+    if act not in _HOMOGENEOUS or fused or needs_grad or x.dtype != torch.float32:
+        y = modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=padding, resample_filter=resample_filter,
+                             flip_weight=flip_weight, fused=fused)
+        return bias_act(y, bias.to(y.dtype), act=act, gain=default_gain(act) * gain, clamp=clamp)
+
+    n = x.shape[0]
+    g = default_gain(act) * gain
+    in_channels = weight.shape[1]
+    dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * g  # [N, O]
+    if n == 1:
+        # one sample: scaling the (small) weight is cheaper than a pass over the activations
+        w = (weight * styles.reshape(1, in_channels, 1, 1)).to(x.dtype)
+    else:
+        x = x * styles.to(x.dtype).reshape(n, in_channels, 1, 1)
+        w = weight.to(x.dtype)
+    x = conv2d_resample(x, w, f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+    # x is the convolution's fresh output, so the epilogue may work in place. Broadcasting
+    # operands in another memory format than x take a slow path, hence the explicit formats.
+    bias_g = (bias * g).to(x.dtype).reshape(1, -1, 1, 1)
+    x.mul_(dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
+    if noise is None:
+        x.add_(bias_g)
+    elif n == 1 or noise.shape[0] == n:
+        x.add_((noise * g).to(x.dtype)).add_(bias_g)
+    else:
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        offset = torch.empty((1, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
+        torch.add((noise * g).to(x.dtype).expand(1, 1, *x.shape[2:]), bias_g, out=offset)
+        x.add_(offset)
+    if act == "lrelu":
+        torch.nn.functional.leaky_relu_(x, _HOMOGENEOUS[act])
+    elif act == "relu":
+        x.relu_()
+    if clamp is not None and clamp >= 0:
+        x.clamp_(-clamp, clamp)
+    return x

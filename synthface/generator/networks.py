@@ -17,6 +17,7 @@ from torch import nn
 import stylegan_ops as ops
 
 ARCHITECTURES = ("orig", "skip", "resnet")
+CPU_CHANNELS_LAST = True
 NOISE_MODES = ("const", "random", "none")
 
 
@@ -152,10 +153,11 @@ class SynthesisLayer(nn.Module):
                                  noise_generator) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = ops.modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                                 resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused=fused_modconv)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return ops.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+        return ops.modulated_conv2d_bias_act(x, self.weight, styles, self.bias, noise=noise, up=self.up,
+                                             padding=self.padding, resample_filter=self.resample_filter,
+                                             act=self.activation, gain=gain, clamp=clamp,
+                                             flip_weight=(self.up == 1), fused=fused_modconv)
 
 
 class ToRGBLayer(nn.Module):
@@ -212,7 +214,9 @@ class SynthesisBlock(nn.Module):
         on_cuda = ws.device.type == "cuda"
         # fp16 only pays off (and is only well supported) on CUDA; elsewhere run fp32.
         dtype = torch.float16 if (self.use_fp16 and not force_fp32 and on_cuda) else torch.float32
-        memory_format = torch.channels_last if (self.channels_last and dtype == torch.float16) else torch.contiguous_format
+        # channels_last: oneDNN's CPU convolutions run ~15-20% faster on NHWC activations.
+        cl = (self.channels_last and dtype == torch.float16) or (not on_cuda and CPU_CHANNELS_LAST)
+        memory_format = torch.channels_last if cl else torch.contiguous_format
         layer_kw = dict(fused_modconv=fused_modconv, noise_mode=noise_mode, noise_generator=noise_generator)
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
