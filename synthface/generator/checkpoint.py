@@ -24,7 +24,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, SynthfaceError
 from .networks import Generator
 from .safe_pickle import EasyDict, PersistentStub, TFNetworkStub, UnsafePickleError, restricted_load
 
@@ -404,7 +404,7 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
+        raise SynthfaceError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
     return device
 
 
