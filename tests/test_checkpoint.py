@@ -229,3 +229,25 @@ def test_safetensors_without_config_is_explained(tmp_path):
     save_file({"x": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(CheckpointError, match="synthface convert"):
         load_generator(tmp_path / "plain.safetensors")
+
+
+def test_random_corruption_only_ever_gives_checkpoint_error(tmp_path):
+    """Bytes flipped or cut anywhere: the load either succeeds or raises CheckpointError."""
+    import random
+
+    G = make_generator()
+    sources = [cf.nvidia_pickle_bytes(G), cf.tf_pickle_bytes(G), save_generator(G, tmp_path / "g.safetensors").read_bytes()]
+    rng = random.Random(0)
+    path = tmp_path / "fuzz.bin"
+    for data in sources:
+        for _ in range(40):
+            b = bytearray(data)
+            for _ in range(rng.choice([1, 3, 10])):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            if rng.random() < 0.3:
+                b = b[:rng.randrange(len(b))]
+            path.write_bytes(bytes(b))
+            try:
+                load_generator(path)
+            except CheckpointError:
+                pass
