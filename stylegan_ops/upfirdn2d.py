@@ -81,9 +81,26 @@ def filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
 
 
 def _split_separable(f: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """Return (fy, fx) with f == outer(fy, fx) if f is rank one, else None."""
+    """Return (fy, fx) with f == outer(fy, fx) if f is rank one, else None.
+
+    The answer is remembered on the filter tensor (keyed by its version counter), so the
+    check, which reads the filter's values, runs once per filter and not on every call:
+    on a GPU each check would be a device-to-host synchronisation.
+    """
     if f.ndim == 1:
         return f, f
+    cached = getattr(f, "_synthface_separable", None)
+    if cached is not None and cached[0] == f._version:
+        return cached[1]
+    result = _rank_one_factors(f)
+    try:
+        f._synthface_separable = (f._version, result)
+    except (AttributeError, RuntimeError):  # e.g. tensors that refuse attributes
+        pass
+    return result
+
+
+def _rank_one_factors(f: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     if f.shape[0] == 1 or f.shape[1] == 1:
         return None  # already a single pass
     total = f.sum()
@@ -115,10 +132,15 @@ def upfirdn2d(
         raise ValueError("up and down must be >= 1")
     px0, px1, py0, py1 = parse_padding(padding)
 
-    f = f.to(device=x.device, dtype=x.dtype) * (gain ** (f.ndim / 2))
-    # Transposed and plain convolutions below are correlations; a true convolution
-    # with f is a correlation with f flipped.
+    # Factorise before casting/scaling: the cache lives on the caller's (persistent) filter.
     taps = _split_separable(f)
+    # gain applies once to the 2-D response: a 1-D filter takes sqrt(gain) per axis, a
+    # factorised 2-D filter takes all of it on one axis.
+    scale = gain ** (f.ndim / 2)
+    f = f.to(device=x.device, dtype=x.dtype) * scale
+    if taps is not None:
+        fy, fx = (t.to(device=x.device, dtype=x.dtype) for t in taps)
+        taps = (fy * scale, fx * scale if f.ndim == 1 else fx)
     if taps is None:
         passes = [(f, (upy, upx), (downy, downx), (py0, py1, px0, px1), "2d")]
     else:

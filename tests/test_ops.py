@@ -174,3 +174,14 @@ def test_gradcheck_float64():
     b = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t, u: ops.bias_act(t, u, act="lrelu", clamp=1.5), (x, b))
     assert torch.autograd.gradgradcheck(lambda t, u: ops.bias_act(t, u, act="swish"), (x, b))
+
+
+def test_separability_cache_follows_in_place_changes():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 2, 8, 8, generator=g)
+    f = ops.setup_filter([1, 3, 3, 1])
+    ops.upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1])  # caches "rank one" on f
+    with torch.no_grad():
+        f.copy_(torch.rand(4, 4, generator=g))  # no longer rank one
+    got = ops.upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1])
+    torch.testing.assert_close(got.double(), naive_upfirdn2d(x, f, 2, 1, (2, 1, 2, 1)), atol=1e-5, rtol=1e-5)
