@@ -26,6 +26,12 @@ def choose_fused(batch_size: int, dtype: torch.dtype) -> bool:
     return False
 
 
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """d[n, o] = 1 / sqrt(sum_{i,k} (weight[o,i,k] styles[n,i])^2 + 1e-8), as a small matmul:
+    sum_i s[i]^2 sum_k w[o,i,k]^2, without materialising per-sample weights."""
+    return (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -61,9 +67,7 @@ def modulated_conv2d(
         if demodulate:
             dcoefs = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
     elif demodulate:
-        # sum_{i,k} (w[o,i,k] s[i])^2 = sum_i s[i]^2 sum_k w[o,i,k]^2: a small matmul instead
-        # of materialising the per-sample weights.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+        dcoefs = demodulation_coefficients(weight, styles)
 
     if not fused:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
@@ -127,7 +131,7 @@ def modulated_conv2d_bias_act(
     n = x.shape[0]
     g = default_gain(act) * gain
     in_channels = weight.shape[1]
-    dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() * g  # [N, O]
+    dcoefs = demodulation_coefficients(weight, styles) * g
     if n == 1:
         # one sample: scaling the (small) weight is cheaper than a pass over the activations
         w = (weight * styles.reshape(1, in_channels, 1, 1)).to(x.dtype)

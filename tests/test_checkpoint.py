@@ -1,15 +1,12 @@
 """Loading: every format round-trips bit-exactly; hostile and broken files get one clear error."""
 
-import io
 import os
-import pickle
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-import synthface
 from synthface.errors import CheckpointError
 from synthface.generator import detect_format, load_generator, save_generator
 from synthface.generator.safe_pickle import UnsafePickleError
@@ -202,7 +199,6 @@ def test_stylegan3_is_refused_clearly(tmp_path):
 
 
 def test_shape_mismatch_names_the_tensor(tmp_path):
-    G = make_generator()
     H = make_generator()
     with torch.no_grad():
         H.synthesis.b8.conv1.weight = torch.nn.Parameter(torch.zeros(32, 32, 3, 1))

@@ -168,8 +168,8 @@ def test_gradcheck_float64():
     w = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     s = torch.randn(1, 2, generator=g, dtype=torch.float64, requires_grad=True)
     for fused in (True, False):
-        fn = lambda a, b, c: ops.modulated_conv2d(a, b, c, up=2, padding=1, resample_filter=f, flip_weight=False,
-                                                  fused=fused)
+        fn = lambda a, b, c, fused=fused: ops.modulated_conv2d(a, b, c, up=2, padding=1, resample_filter=f,
+                                                               flip_weight=False, fused=fused)
         assert torch.autograd.gradcheck(fn, (x, w, s))
     b = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t, u: ops.bias_act(t, u, act="lrelu", clamp=1.5), (x, b))

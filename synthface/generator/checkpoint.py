@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import re
 import struct
 import tempfile
@@ -26,7 +25,7 @@ import torch
 
 from ..errors import CheckpointError, SynthfaceError
 from .networks import Generator
-from .safe_pickle import EasyDict, PersistentStub, TFNetworkStub, UnsafePickleError, restricted_load
+from .safe_pickle import EasyDict, PersistentStub, TFNetworkStub, restricted_load
 
 FORMAT_NAME = "synthface.stylegan2.generator"
 FORMAT_VERSION = 1
@@ -241,7 +240,7 @@ def _read_tf(net: TFNetworkStub, path: PathLike):
 
     G = _build(config)
     tensors = {}
-    for name, expected in G.state_dict().items():
+    for name in G.state_dict():
         value = _tf_value(name, tf, config)
         if value is None:
             continue  # recomputed buffer (resample_filter)

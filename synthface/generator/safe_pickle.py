@@ -149,7 +149,7 @@ def _numpy(path: str):
     raise UnsafePickleError(f"cannot resolve numpy global {path}")
 
 
-def _dtype_global(module: str, name: str):
+def _torch_dtype(name: str):
     value = getattr(torch, name, None)
     return value if isinstance(value, torch.dtype) else None
 
@@ -197,8 +197,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if key in _BUILTIN_OBJECTS:
             # Only meaningful as the `base` argument of copyreg._reconstructor.
             return _BUILTIN_OBJECTS[key]
-        if module == "torch" and _dtype_global(module, name) is not None:
-            return _dtype_global(module, name)
+        if module == "torch" and _torch_dtype(name) is not None:
+            return _torch_dtype(name)
         if module == "numpy" and name in ("float32", "float64", "int64", "int32", "bool_", "uint8", "float16"):
             return getattr(np, name)
         raise UnsafePickleError(
