@@ -20,12 +20,6 @@ import torch
 from .conv2d_resample import conv2d_resample
 
 
-def choose_fused(batch_size: int, dtype: torch.dtype) -> bool:
-    # Non-fused everywhere by default: it is the faster formulation for batches, no slower
-    # for a single image, and keeps an image's numbers independent of the batch it is in.
-    return False
-
-
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """d[n, o] = 1 / sqrt(sum_{i,k} (weight[o,i,k] styles[n,i])^2 + 1e-8), as a small matmul:
     sum_i s[i]^2 sum_k w[o,i,k]^2, without materialising per-sample weights."""
@@ -45,6 +39,9 @@ def modulated_conv2d(
     flip_weight: bool = True,
     fused: Optional[bool] = None,
 ) -> torch.Tensor:
+    # fused=None means non-fused: faster for batches, no slower for one image, and it keeps
+    # an image's numbers independent of the batch it is in.
+    fused = bool(fused)
     n = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     if x.shape[1] != in_channels or styles.shape != (n, in_channels):
@@ -52,22 +49,13 @@ def modulated_conv2d(
             f"modulated_conv2d: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
             f"{tuple(styles.shape)} do not agree"
         )
-    if fused is None:
-        fused = choose_fused(n, x.dtype)
-
     # In fp16 the products can overflow; demodulation cancels any per-output scale, so
     # rescale weight and styles to max-abs 1 first.
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (1 / (in_channels * kh * kw) ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    dcoefs = None
-    if fused:
-        wmod = weight.unsqueeze(0) * styles.reshape(n, 1, in_channels, 1, 1)  # [N, O, I, kh, kw]
-        if demodulate:
-            dcoefs = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
-    elif demodulate:
-        dcoefs = demodulation_coefficients(weight, styles)
+    dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
 
     if not fused:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
@@ -80,6 +68,7 @@ def modulated_conv2d(
             return x + noise.to(x.dtype)
         return x
 
+    wmod = weight.unsqueeze(0) * styles.reshape(n, 1, in_channels, 1, 1)  # [N, O, I, kh, kw]
     if dcoefs is not None:
         wmod = wmod * dcoefs.reshape(n, -1, 1, 1, 1)
     x = x.reshape(1, n * in_channels, *x.shape[2:])
@@ -115,14 +104,13 @@ def modulated_conv2d_bias_act(
 
     Same numbers as modulated_conv2d followed by bias_act, in fewer passes over memory:
     the activation gain is folded into the demodulation coefficients, the noise and the bias
-    (valid for positively homogeneous activations), scale + noise + bias are one addcmul,
-    and without autograd the activation and clamp run in place.
+    (valid for positively homogeneous activations), and without autograd the whole epilogue
+    (scale, noise, bias, activation, clamp) runs in place on the convolution's output.
     """
     from .bias_act import bias_act, default_gain
 
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, styles, bias, noise))
-    fused = choose_fused(x.shape[0], x.dtype) if fused is None else fused
     if act not in _HOMOGENEOUS or fused or needs_grad or x.dtype != torch.float32:
         y = modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=padding, resample_filter=resample_filter,
                              flip_weight=flip_weight, fused=fused)

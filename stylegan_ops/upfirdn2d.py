@@ -142,14 +142,14 @@ def upfirdn2d(
         fy, fx = (t.to(device=x.device, dtype=x.dtype) for t in taps)
         taps = (fy * scale, fx * scale if f.ndim == 1 else fx)
     if taps is None:
-        passes = [(f, (upy, upx), (downy, downx), (py0, py1, px0, px1), "2d")]
+        passes = [(f, (upy, upx), (downy, downx), (py0, py1, px0, px1))]
     else:
         fy, fx = taps
         passes = [
-            (fy[:, None], (upy, 1), (downy, 1), (py0, py1, 0, 0), "y"),
-            (fx[None, :], (1, upx), (1, downx), (0, 0, px0, px1), "x"),
+            (fy[:, None], (upy, 1), (downy, 1), (py0, py1, 0, 0)),
+            (fx[None, :], (1, upx), (1, downx), (0, 0, px0, px1)),
         ]
-    for kernel, (uy, ux), (dy, dx), (a0, a1, b0, b1), _axis in passes:
+    for kernel, (uy, ux), (dy, dx), (a0, a1, b0, b1) in passes:
         x = _up_filter_down(x, kernel, uy, ux, dy, dx, a0, a1, b0, b1, flip_filter)
     return x
 
