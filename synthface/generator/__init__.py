@@ -2,7 +2,7 @@
 
 from .checkpoint import (CheckpointInfo, build_generator, describe, detect_format, load_generator, read_checkpoint,
                          resolve_device, save_generator)
-from .networks import Generator, MappingNetwork, SynthesisNetwork
+from .networks import Discriminator, Generator, MappingNetwork, SynthesisNetwork
 
-__all__ = ["Generator", "MappingNetwork", "SynthesisNetwork", "CheckpointInfo", "load_generator", "save_generator",
+__all__ = ["Discriminator", "Generator", "MappingNetwork", "SynthesisNetwork", "CheckpointInfo", "load_generator", "save_generator",
            "read_checkpoint", "build_generator", "detect_format", "describe", "resolve_device"]

@@ -318,6 +318,93 @@ class Generator(nn.Module):
         return c
 
 
+class DiscriminatorBlock(nn.Module):
+    """One resolution of the residual discriminator: (fromrgb) -> conv0 -> conv1 down, plus a
+    1x1 down-sampling skip, summed with gain sqrt(1/2)."""
+
+    def __init__(self, in_channels, tmp_channels, out_channels, resolution, img_channels,
+                 resample_filter=(1, 3, 3, 1), conv_clamp=None):
+        super().__init__()
+        self.in_channels, self.resolution = in_channels, resolution
+        if in_channels == 0:
+            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, activation="lrelu",
+                                       conv_clamp=conv_clamp)
+        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, activation="lrelu", down=2,
+                                 resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
+                                resample_filter=resample_filter)
+
+    def forward(self, x, img):
+        if self.in_channels == 0:
+            x = self.fromrgb(img)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv0(x)
+        x = self.conv1(x, gain=math.sqrt(0.5))
+        return y + x
+
+
+class MinibatchStdLayer(nn.Module):
+    """Appends the across-group standard deviation of features, which lets D see a lack of
+    diversity in a batch of fakes."""
+
+    def __init__(self, group_size=4, num_channels=1):
+        super().__init__()
+        self.group_size, self.num_channels = group_size, num_channels
+
+    def forward(self, x):
+        N, C, H, W = x.shape
+        G = min(self.group_size, N) if self.group_size else N
+        if N % G:
+            G = math.gcd(N, G)
+        F = self.num_channels
+        y = x.reshape(G, -1, F, C // F, H, W)
+        y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()
+        y = y.mean(dim=[2, 3, 4]).reshape(-1, F, 1, 1).repeat(G, 1, H, W)
+        return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorEpilogue(nn.Module):
+    def __init__(self, in_channels, resolution, mbstd_group_size=4, mbstd_num_channels=1, conv_clamp=None):
+        super().__init__()
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels)
+        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation="lrelu",
+                                conv_clamp=conv_clamp)
+        self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation="lrelu")
+        self.out = FullyConnectedLayer(in_channels, 1)
+
+    def forward(self, x):
+        x = self.conv(self.mbstd(x))
+        return self.out(self.fc(x.flatten(1)))
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2's residual discriminator (unconditional), named like the official one
+    (b{res}.fromrgb/conv0/conv1/skip, b4.mbstd/conv/fc/out)."""
+
+    def __init__(self, img_resolution, img_channels=3, channel_base=32768, channel_max=512, mbstd_group_size=4,
+                 conv_clamp=None):
+        super().__init__()
+        self.init_kwargs = dict(img_resolution=img_resolution, img_channels=img_channels, channel_base=channel_base,
+                                channel_max=channel_max, mbstd_group_size=mbstd_group_size, conv_clamp=conv_clamp)
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        log2 = int(math.log2(img_resolution))
+        self.block_resolutions = [2**i for i in range(log2, 2, -1)]
+        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions + [4]}
+        for res in self.block_resolutions:
+            in_ch = channels[res] if res < img_resolution else 0
+            setattr(self, f"b{res}", DiscriminatorBlock(in_ch, channels[res], channels[res // 2], res, img_channels,
+                                                        conv_clamp=conv_clamp))
+        self.b4 = DiscriminatorEpilogue(channels[4], 4, mbstd_group_size=mbstd_group_size, conv_clamp=conv_clamp)
+
+    def forward(self, img):
+        _check_shape(img, [None, self.img_channels, self.img_resolution, self.img_resolution], "img")
+        x = None
+        for res in self.block_resolutions:
+            x = getattr(self, f"b{res}")(x, img)
+        return self.b4(x)
+
+
 def random_noise(shape, device, generator=None) -> torch.Tensor:
     """Gaussian noise; `generator` may be one torch.Generator or a list with one per sample,
     which makes 'random' noise reproducible per image whatever the batch size."""

@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Train a small StyleGAN2 on a folder of square images; rerun the same command to resume.
+
+    python scripts/train_stylegan2.py --data faces/ --outdir runs/demo --resolution 64 --kimg 300
+
+The run directory gets checkpoint.pt (resume state), network-snapshot.safetensors (G_ema,
+loadable with `synthface images --network ...`), fakes*.png sample grids and log.jsonl.
+"""
+
+import dataclasses
+
+import click
+
+from synthface.train.stylegan2 import TrainConfig, train
+
+
+@click.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="folder of images")
+@click.option("--outdir", required=True, help="run directory (resumes if it holds a checkpoint)")
+@click.option("--resolution", default=64, show_default=True)
+@click.option("--kimg", default=300.0, show_default=True, help="train until this many thousand images")
+@click.option("--batch", default=32, show_default=True)
+@click.option("--z-dim", default=128, show_default=True)
+@click.option("--w-dim", default=128, show_default=True)
+@click.option("--mapping-layers", default=4, show_default=True)
+@click.option("--channel-base", default=1024, show_default=True, help="channels at resolution r: base / r")
+@click.option("--channel-max", default=128, show_default=True)
+@click.option("--lr", default=0.0025, show_default=True)
+@click.option("--gamma", "r1_gamma", default=None, type=float, help="R1 weight (default 0.0002 * res^2 / batch)")
+@click.option("--snapshot-kimg", default=10.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default)")
+def main(**kw):
+    lr = kw.pop("lr")
+    cfg = TrainConfig(g_lr=lr, d_lr=lr, **kw)
+    path = train(cfg)
+    click.echo(f"G_ema -> {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Write a rendered population as an image folder (one sub-folder per identity) with labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .renderer import GENDERS, GROUPS
+from .world import World, take
+
+
+def render_population(world: World, identity_indices, images_per_identity: int, size: int = 64,
+                      batch: int = 256):
+    """Yield (identity batch row, image index, uint8 image) for every image of every identity."""
+    ids = list(identity_indices)
+    for start in range(0, len(ids), max(1, batch // images_per_identity)):
+        chunk = ids[start:start + max(1, batch // images_per_identity)]
+        ident = world.identities(chunk)
+        rows = np.repeat(np.arange(len(chunk)), images_per_identity)
+        reps = take(ident, rows)
+        j = np.tile(np.arange(images_per_identity), len(chunk))
+        imgs = world.render(reps, j, size)
+        for r, jj, im in zip(rows, j, imgs):
+            yield {k: v[r] for k, v in ident.items()}, int(jj), im
+
+
+def write_image_folder(world: World, outdir, n_identities: int, images_per_identity: int, size: int = 64,
+                       first_identity: int = 0, log: Callable = print) -> Path:
+    """`outdir/<identity>/<image>.png` plus `labels.jsonl` (identity, group, gender, age per image).
+    Written to a temporary folder and renamed at the end, so a crash leaves no half dataset."""
+    outdir = Path(outdir)
+    if (outdir / "labels.jsonl").exists():
+        log(f"{outdir} exists, keeping it")
+        return outdir
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}."))
+    lines = []
+    ids = range(first_identity, first_identity + n_identities)
+    for n, (ident, j, im) in enumerate(render_population(world, ids, images_per_identity, size)):
+        rel = f"{int(ident['index']):06d}/{j:03d}.png"
+        (tmp / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(im).save(tmp / rel)
+        lines.append(json.dumps({"file": rel, "identity": int(ident["index"]), "group": GROUPS[ident["group"]],
+                                 "gender": GENDERS[ident["gender"]], "age": round(float(ident["age"]), 1)}))
+        if (n + 1) % 5000 == 0:
+            log(f"  {n + 1} images")
+    (tmp / "labels.jsonl").write_text("\n".join(lines) + "\n")
+    if outdir.exists():
+        os.rmdir(outdir)  # only an empty leftover folder can be here
+    os.replace(tmp, outdir)
+    return outdir
