@@ -122,10 +122,18 @@ def _mix_ws(G: Generator, z: torch.Tensor, prob: float, gen: torch.Generator) ->
 
 def train(cfg: TrainConfig, log: Callable = print) -> Path:
     """Train (or resume) and return the path of the exported G_ema snapshot."""
-    out = Path(cfg.outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, log: Callable) -> Path:
+    out = Path(cfg.outdir)
+    out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     data = load_image_folder(cfg.data, cfg.resolution, log)
@@ -218,7 +226,7 @@ def train(cfg: TrainConfig, log: Callable = print) -> Path:
                      fake=logits_fake.mean().item())
         if step % 50 == 0 or nimg >= total:
             rate = (time.time() - t0) / max(nimg - n0, 1) * 1000
-            line = dict(kimg=round(nimg / 1000, 2), sec_per_kimg=round(rate, 2), **{k: round(v, 4) for k, v in stats.items()})
+            line = dict(kimg=round(nimg / 1000, 2), nimg=nimg, sec_per_kimg=round(rate, 2), **{k: round(v, 4) for k, v in stats.items()})
             log(json.dumps(line))
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(line) + "\n")

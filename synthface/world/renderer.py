@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..align import FFHQ_LANDMARKS  # noqa: F401  (the layout this renderer draws)
+
 GROUPS = ("group1", "group2", "group3")
 GENDERS = ("female", "male")
 AGE_RANGE = (18.0, 80.0)
 
-# FFHQ-aligned 5-point layout in image fractions: left eye, right eye, nose, mouth corners.
-FFHQ_LANDMARKS = np.array([[0.375, 0.4725], [0.625, 0.4725], [0.5, 0.61], [0.41, 0.7475], [0.59, 0.7475]])
 FACE_CENTRE = (0.5, 0.4725)  # midpoint of the eyes
 FACE_UNIT = 0.25             # eye distance as a fraction of the image side
 

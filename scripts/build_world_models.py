@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Rebuild the demo world's recognisers and attribute classifiers from seeds.
+
+    python scripts/build_world_models.py --workdir build/world --assets synthface/world/assets
+
+Stages are cached in --workdir (rendered pools, trained weights), so an interrupted build
+resumes; delete the workdir to rebuild from scratch. Writes into --assets:
+  pack/recognition.onnx, pack/genderage.onnx        (insightface formats; the pipeline's models)
+  attributes.onnx + attributes.json                  (group + gender classifier, JSON sidecar)
+  audit/recognition.onnx, audit/attributes.onnx/json (independent models for audits only)
+  cards/<name>.md and metrics.json                   (how each was trained and how well it does)
+"""
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from synthface.world import BALANCED, World
+from synthface.world.models import (AttributeLogits, GenderAgeHead, ModelSpec, build, evaluate, export_onnx,
+                                    render_pool, save_json, sidecar, train_model)
+
+WORLD_SEED = 0
+EVAL = dict(first=900_000, identities=600, images=4)
+SPECS = [
+    ModelSpec("recogniser", "recognition", "resnet", "arcface", seed=11, first_identity=100_000, identities=2500,
+              images_per_identity=12, epochs=4),
+    ModelSpec("attributes", "attributes", "resnet", "attribute", seed=12, first_identity=100_000, identities=2500,
+              images_per_identity=12, epochs=3),
+    ModelSpec("audit_recogniser", "recognition", "mobile", "arcface", seed=21, first_identity=200_000,
+              identities=2500, images_per_identity=12, epochs=4),
+    ModelSpec("audit_attributes", "attributes", "plain", "arcface", seed=22, first_identity=200_000, identities=2500,
+              images_per_identity=12, epochs=3),
+]
+
+
+def cached_pool(world, workdir: Path, first: int, n: int, k: int) -> dict:
+    path = workdir / f"pool_{first}_{n}x{k}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return dict(z)
+    pool = render_pool(world, first, n, k)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **pool)
+    tmp.replace(path)
+    return pool
+
+
+CARD = """# {name}
+
+- **Task:** {task_text}
+- **Architecture:** `{arch}` backbone from `synthface/world/models.py` ({params:,} parameters), input {size}x{size} RGB
+  ({crop_text}), normalised (x - {mean}) / {std} outside the graph as insightface does.
+- **Training data:** demo-world identities {first}..{last} (world seed {world_seed}, balanced groups and genders),
+  {k} rendered 64x64 images each ({n_images:,} images), with jitter, blur, down-sampling, colour and noise
+  augmentation. {loss_text}
+- **Training:** seed {seed}, {epochs} epochs, batch {batch}, AdamW with a one-cycle schedule peaking at {lr}.
+- **File:** `{files}`; rebuild with `python scripts/build_world_models.py`.
+- **Used for:** {use}
+
+## Measured on held-out identities
+
+Identities {eval_first}..{eval_last} ({eval_n} identities x {eval_k} images, never seen in training).
+
+{metrics_text}
+"""
+
+
+def card(spec: ModelSpec, metrics: dict, params: int, files: str, use: str) -> str:
+    size = 112 if spec.crop == "arcface" else 96
+    mean, std = (127.5, 127.5) if spec.task == "recognition" else (127.5, 128.0)
+    if spec.task == "recognition":
+        task_text = "face recognition: 128-d embedding, compared by cosine similarity"
+        loss_text = "CosFace loss (s = 30, m = 0.35) over the training identities."
+        rows = "\n".join(f"| {c} | {v:.4f} |" for c, v in metrics["verification_accuracy_per_cell"].items())
+        metrics_text = (
+            f"- 10-fold verification accuracy: **{metrics['verification_accuracy']:.4f}** on {metrics['pairs']} pairs "
+            f"(half genuine, half impostors from the same group)\n"
+            f"- mean cosine: genuine {metrics['genuine_mean']:.3f}, impostor {metrics['impostor_mean']:.3f}; "
+            f"impostor 99th percentile {metrics['impostor_p99']:.3f}\n\n| cell | accuracy |\n|---|---|\n{rows}")
+    else:
+        task_text = "attribute classification: group (3 classes), gender (2) and age (regression, years / 100)"
+        loss_text = "Cross-entropy on group and gender plus a smooth-L1 loss on age."
+        rows = "\n".join(f"| {c} | {v['group']:.4f} | {v['gender']:.4f} |"
+                         for c, v in metrics["accuracy_per_cell"].items())
+        metrics_text = (
+            f"- group accuracy **{metrics['group_accuracy']:.4f}**, gender accuracy **{metrics['gender_accuracy']:.4f}**, "
+            f"age MAE {metrics['age_mae_years']:.1f} years\n"
+            f"- images where both group and gender get probability >= 0.9: {metrics['confident_0.9_fraction']:.4f}\n\n"
+            f"| cell | group acc. | gender acc. |\n|---|---|---|\n{rows}")
+    crop_text = "ArcFace 5-point template crop of the FFHQ-aligned image" if spec.crop == "arcface" else \
+        "insightface's genderage crop: 1.5x the face box"
+    return CARD.format(name=spec.name, task_text=task_text, arch=spec.arch, params=params, size=size,
+                       crop_text=crop_text, mean=mean, std=std, first=spec.first_identity,
+                       last=spec.first_identity + spec.identities - 1, world_seed=WORLD_SEED,
+                       k=spec.images_per_identity, n_images=spec.identities * spec.images_per_identity,
+                       loss_text=loss_text, seed=spec.seed, epochs=spec.epochs, batch=spec.batch, lr=spec.lr,
+                       files=files, use=use, eval_first=EVAL["first"], eval_last=EVAL["first"] + EVAL["identities"] - 1,
+                       eval_n=EVAL["identities"], eval_k=EVAL["images"], metrics_text=metrics_text)
+
+
+@click.command()
+@click.option("--workdir", default="build/world", show_default=True)
+@click.option("--assets", default="synthface/world/assets", show_default=True)
+@click.option("--only", multiple=True, help="model names to (re)build; default all")
+@click.option("--threads", default=1, show_default=True)
+def main(workdir, assets, only, threads):
+    torch.set_num_threads(threads)
+    workdir, assets = Path(workdir), Path(assets)
+    workdir.mkdir(parents=True, exist_ok=True)
+    world = World(seed=WORLD_SEED, distribution=BALANCED)
+    eval_pool = cached_pool(world, workdir, EVAL["first"], EVAL["identities"], EVAL["images"])
+    metrics_path = assets / "metrics.json"
+    all_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    for spec in SPECS:
+        if only and spec.name not in only:
+            continue
+        weights = workdir / f"{spec.name}.pt"
+        if weights.exists():
+            net = build(spec)
+            net.load_state_dict(torch.load(weights, weights_only=True))
+            net.eval()
+        else:
+            pool = cached_pool(world, workdir, spec.first_identity, spec.identities, spec.images_per_identity)
+            t0 = time.time()
+            net = train_model(spec, pool)
+            click.echo(f"{spec.name}: trained in {time.time() - t0:.0f}s")
+            torch.save(net.state_dict(), weights)
+        metrics = evaluate(spec, net, eval_pool)
+        click.echo(f"{spec.name}: {json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)})}")
+        params = sum(p.numel() for p in net.parameters())
+        audit = spec.name.startswith("audit_")
+        sub = assets / ("audit" if audit else "pack")
+        if spec.task == "recognition":
+            files = [export_onnx(net, sub / "recognition.onnx", "input.1", "embedding", 112)]
+            use = ("auditing identity separation and consistency; never used to build datasets" if audit else
+                   "the demo pipeline's identity embedder (insightface `ArcFaceONNX`)")
+        else:
+            stem = (assets / "audit" / "attributes") if audit else (assets / "attributes")
+            files = [export_onnx(AttributeLogits(net), stem.with_suffix(".onnx"), "data", "logits",
+                                 112 if spec.crop == "arcface" else 96)]
+            save_json(sidecar(spec, metrics), stem.with_suffix(".json"))
+            files.append(stem.with_suffix(".json"))
+            if not audit:
+                files.append(export_onnx(GenderAgeHead(net), assets / "pack" / "genderage.onnx", "data", "fc1", 96))
+            use = ("auditing demographic labels; never used to build datasets" if audit else
+                   "the demo pipeline's attribute labeller (insightface `Attribute` genderage + group classifier)")
+        rel = ", ".join(str(Path(f).relative_to(assets)) for f in files)
+        (assets / "cards").mkdir(parents=True, exist_ok=True)
+        (assets / "cards" / f"{spec.name}.md").write_text(card(spec, metrics, params, rel, use))
+        all_metrics[spec.name] = metrics
+        save_json(all_metrics, metrics_path)
+
+
+if __name__ == "__main__":
+    main()
