@@ -96,13 +96,38 @@ def info(path, as_json):
         click.echo(f"{k:<{width}}  {v}")
 
 
+@main.group()
+def world():
+    """The built-in demo world: procedural faces with known demographics."""
+
+
+@world.command("render")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="image folder to create")
+@click.option("--identities", default=1000, show_default=True)
+@click.option("--images", "images_per_identity", default=6, show_default=True, help="images per identity")
+@click.option("--size", default=64, show_default=True)
+@click.option("--distribution", type=click.Choice(["biased", "balanced"]), default="biased", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="world seed")
+@click.option("--first-identity", default=0, show_default=True)
+def world_render(outdir, identities, images_per_identity, size, distribution, seed, first_identity):
+    """Render a population as <identity>/<image>.png plus labels.jsonl (e.g. to train a GAN on)."""
+    from .world import BALANCED, BIASED, World
+    from .world.dataset import write_image_folder
+
+    w = World(seed=seed, distribution=BIASED if distribution == "biased" else BALANCED)
+    path = _run(write_image_folder, w, outdir, identities, images_per_identity, size, first_identity=first_identity,
+                log=lambda m: click.echo(m, err=True))
+    click.echo(str(path))
+
+
 @main.command()
 @click.option("--outdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
-def demo(outdir):
-    """Run the main job on the built-in default network."""
+@click.option("--n", default=512, show_default=True, help="random faces to generate and label")
+def demo(outdir, n):
+    """Run the main job on the built-in demo world."""
     from .demo import run_demo
 
-    _run(run_demo, outdir, log=lambda m: click.echo(m, err=True))
+    _run(run_demo, outdir, n=n, log=lambda m: click.echo(m, err=True))
 
 
 if __name__ == "__main__":  # pragma: no cover

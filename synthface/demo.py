@@ -1,9 +1,10 @@
-"""The built-in default that `make demo` runs on.
+"""The built-in default that `make demo` runs on: the demo world.
 
-Until the demo world (procedural faces and a StyleGAN2 trained on them) lands, the demo
-builds a small StyleGAN2 from a fixed seed, saves it in synthface's .safetensors format,
-loads it back through the same `load_generator` path real checkpoints take, and writes a
-seed grid. An untrained network draws abstract colour fields, not faces.
+It loads the StyleGAN2 trained on the (deliberately biased) demo-world faces through the same
+`load_generator` path real checkpoints take, generates random faces, labels them with the
+world's attribute classifier and writes: a seed grid, one contact sheet per group x gender
+cell, the renderer's own faces per cell for comparison, and report.md with the cell
+frequencies next to the training distribution (the bias the balancing pipeline must undo).
 """
 
 from __future__ import annotations
@@ -11,46 +12,67 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from .generate import generate_images, image_grid, save_image_atomic
-from .generator import Generator, describe, load_generator, save_generator
-
-DEMO_CONFIG = dict(
-    z_dim=64, c_dim=0, w_dim=64, img_resolution=64, img_channels=3,
-    mapping_kwargs=dict(num_layers=4),
-    synthesis_kwargs=dict(channel_base=2048, channel_max=128, architecture="skip", conv_clamp=256),
-)
+from .generate import image_grid, save_image_atomic
+from .generator import describe, load_generator
+from .labelling import OnnxClassifier
+from .world import BIASED, GENDERS, GROUPS, World, take
+from .world.assess import CELLS, assess_generator
+from .world.assets import attribute_classifier_path, generator_path
 
 
-def build_demo_generator(seed: int = 0) -> Generator:
-    """A small, deterministic StyleGAN2 (64x64) with non-trivial noise strengths and w_avg."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        G = Generator(**DEMO_CONFIG)
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength"):
-                p.fill_(0.1)
-        G.mapping.w_avg.copy_(torch.randn(G.w_dim, generator=g) * 0.5)
-    return G.eval().requires_grad_(False)
+def renderer_sheets(outdir: Path, per_cell: int = 16) -> dict:
+    """Ground truth: the renderer's faces for every cell (4 images of each of 4 identities)."""
+    world = World(seed=0)
+    sheets = {}
+    for gi, g in enumerate(GROUPS):
+        for si, s in enumerate(GENDERS):
+            ident = world.identities(range(1000 + 10 * (gi * 2 + si), 1000 + 10 * (gi * 2 + si) + 4), group=gi,
+                                     gender=si)
+            rows = np.repeat(np.arange(4), per_cell // 4)
+            imgs = world.render(take(ident, rows), np.tile(np.arange(per_cell // 4), 4), size=64)
+            p = save_image_atomic(image_grid(list(imgs), cols=8), outdir / "renderer" / f"{g}_{s}.png")
+            sheets[f"{g}/{s}"] = str(p.relative_to(outdir))
+    return sheets
 
 
-def run_demo(outdir: str | Path, seeds=range(16), log=print) -> dict:
+def run_demo(outdir: str | Path, n: int = 512, log=print) -> dict:
     outdir = Path(outdir)
-    net_path = outdir / "demo_generator.safetensors"
-    if not net_path.exists():
-        save_generator(build_demo_generator(), net_path, source="synthface demo (untrained, seed 0)")
-        log(f"built demo network -> {net_path}")
-    G = load_generator(net_path, device="cpu")
-    info = describe(net_path)
+    net = generator_path()
+    G = load_generator(net, device="cpu")
+    info = describe(net)
     log(json.dumps({k: info[k] for k in ("format", "resolution", "z_dim", "w_dim", "num_ws", "parameters")}))
-    images = []
-    for seed, arr in generate_images(G, list(seeds), truncation_psi=0.7, noise_mode="const", batch_size=8,
-                                     progress=True):
-        save_image_atomic(arr, outdir / "images" / f"seed{seed:04d}.png")
-        images.append(arr)
-    grid_path = save_image_atomic(image_grid(images, cols=8), outdir / "seed_grid.png")
-    log(f"wrote {len(images)} images to {outdir / 'images'} and the grid {grid_path}")
-    return {"network": str(net_path), "grid": str(grid_path), "images": len(images)}
+    clf = OnnxClassifier(attribute_classifier_path())
+    log(f"generating and labelling {n} random faces (seeds 0-{n - 1}, psi 1)")
+    res = assess_generator(G, clf, outdir, n=n, distribution=BIASED)
+    truth = renderer_sheets(outdir)
+    rows = "\n".join(f"| {c} | {100 * res['training_cell_frequency'][c]:.1f} | {100 * res['cell_frequency'][c]:.1f} |"
+                     for c in res["cell_frequency"])
+    sheets = "\n".join(f"| {g}/{s} | ![](renderer/{g}_{s}.png) | " +
+                       (f"![]({res['contact_sheets'][f'{g}/{s}']})" if f"{g}/{s}" in res["contact_sheets"] else "none")
+                       + " |" for g, s in CELLS)
+    report = f"""# synthface demo: the demo world
+
+Generator: `{net.name}` ({info['parameters']:,} parameters, {info['resolution']}x{info['resolution']}),
+trained on demo-world faces drawn with a deliberate bias. {n} random samples (seeds 0-{n - 1}, psi 1),
+labelled by the world's attribute classifier (`attributes.onnx`).
+
+![seed grid](seed_grid.png)
+
+- images with group and gender probability >= 0.9: **{100 * res['confident_0.9_fraction']:.1f}%**
+- largest gap between a cell's frequency and the training distribution: {res['max_abs_difference_points']:.1f} points
+
+| cell | training set % | random samples % |
+|---|---|---|
+{rows}
+
+Random sampling reproduces the bias; balanced sampling of any cell is the latent model's job.
+
+| cell | renderer (ground truth) | generated, labelled into the cell |
+|---|---|---|
+{sheets}
+"""
+    (outdir / "report.md").write_text(report)
+    log(f"wrote {outdir / 'report.md'}, {outdir / 'seed_grid.png'} and contact sheets in {outdir / 'cells'}")
+    return {"report": str(outdir / "report.md"), "assessment": res, "renderer_sheets": truth}

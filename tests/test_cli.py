@@ -74,11 +74,17 @@ def test_errors_are_one_clear_message(tmp_path, network, args, needle, monkeypat
 
 
 def test_demo_runs(tmp_path):
-    r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d")])
+    r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d"), "--n", "64"])
     assert r.exit_code == 0, r.output
-    grid = Image.open(tmp_path / "d" / "seed_grid.png")
-    assert grid.size[0] > 64 * 8 and len(list((tmp_path / "d" / "images").glob("seed*.png"))) == 16
-    # a second run reuses the saved network and gives identical images
-    first = (tmp_path / "d" / "images" / "seed0003.png").read_bytes()
-    r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d")])
-    assert r.exit_code == 0 and (tmp_path / "d" / "images" / "seed0003.png").read_bytes() == first
+    d = tmp_path / "d"
+    grid = Image.open(d / "seed_grid.png")
+    assert grid.size[0] > 64 * 8
+    res = json.loads((d / "assessment.json").read_text())
+    assert res["images"] == 64 and abs(sum(res["cell_frequency"].values()) - 1) < 1e-9
+    report = (d / "report.md").read_text()
+    assert "seed_grid.png" in report and "renderer/group2_female.png" in report
+    assert len(list((d / "renderer").glob("*.png"))) == 6
+    # a second run gives identical images
+    first = (d / "seed_grid.png").read_bytes()
+    r = CliRunner().invoke(main, ["demo", "--outdir", str(d), "--n", "64"])
+    assert r.exit_code == 0 and (d / "seed_grid.png").read_bytes() == first

@@ -1,0 +1,96 @@
+"""The shipped demo-world models: they load through insightface's own loaders, work in its
+code paths, and label held-out renderer faces correctly."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from synthface.align import FFHQ_FACE_BOX
+from synthface.generator import load_generator
+from synthface.labelling import OnnxClassifier
+from synthface.world import GENDERS, GROUPS, World, take
+from synthface.world.assets import attribute_classifier_path, audit_dir, generator_path, pack_dir
+
+insightface = pytest.importorskip("insightface")
+from insightface.app.common import Face  # noqa: E402
+from insightface.model_zoo import get_model  # noqa: E402
+
+CPU = ["CPUExecutionProvider"]
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """2 images of each of 60 identities no model was trained on (balanced world)."""
+    w = World(seed=0)
+    ident = w.identities(range(950_000, 950_060))
+    rows = np.repeat(np.arange(60), 2)
+    reps = take(ident, rows)
+    imgs, lms = w.render(reps, np.tile([0, 1], 60), size=64, return_landmarks=True)
+    return reps, imgs, lms
+
+
+def _best_accuracy(scores, same):
+    s = np.sort(scores)
+    return max(((scores >= t) == same).mean() for t in s)
+
+
+@pytest.mark.parametrize("pack", ["pack", "audit"])
+def test_recognisers_load_as_insightface_arcface_and_verify(held_out, pack):
+    reps, imgs, lms = held_out
+    root = pack_dir() if pack == "pack" else audit_dir()
+    model = get_model(str(root / "recognition.onnx"), providers=CPU)
+    assert type(model).__name__ == "ArcFaceONNX" and model.taskname == "recognition"
+    model.prepare(ctx_id=-1)
+    emb = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scikit-image deprecation inside insightface's norm_crop
+        for im, lm in zip(imgs, lms):
+            # insightface's own path: 5-point norm_crop from the face's landmarks, then get_feat
+            emb.append(model.get(np.ascontiguousarray(im[..., ::-1]), Face(kps=lm.astype(np.float32))))
+    emb = np.stack(emb)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    a, b = emb[0::2], emb[1::2]
+    genuine = (a * b).sum(1)
+    impostor = (a * np.roll(b, 1, axis=0)).sum(1)
+    scores = np.concatenate([genuine, impostor])
+    same = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+    assert genuine.mean() > impostor.mean() + 0.3
+    assert _best_accuracy(scores, same) >= 0.9
+
+
+def test_genderage_loads_as_insightface_attribute_and_predicts(held_out):
+    reps, imgs, _ = held_out
+    model = get_model(str(pack_dir() / "genderage.onnx"), providers=CPU)
+    assert type(model).__name__ == "Attribute" and model.taskname == "genderage"
+    model.prepare(ctx_id=-1)
+    gender, age = [], []
+    for im in imgs:
+        face = Face(bbox=np.array(FFHQ_FACE_BOX, np.float32) * 64)
+        g, a = model.get(np.ascontiguousarray(im[..., ::-1]), face)  # insightface's box crop and decoding
+        gender.append(g), age.append(a)
+        assert face.sex in ("F", "M")
+    assert (np.array(gender) == reps["gender"]).mean() >= 0.9
+    assert np.abs(np.array(age) - reps["age"]).mean() < 12
+
+
+@pytest.mark.parametrize("which", ["main", "audit"])
+def test_attribute_classifiers_with_sidecar(held_out, which):
+    reps, imgs, _ = held_out
+    path = attribute_classifier_path() if which == "main" else audit_dir() / "attributes.onnx"
+    clf = OnnxClassifier(path)
+    assert clf.classes("group") == list(GROUPS) and clf.classes("gender") == list(GENDERS)
+    p = clf.predict(imgs)
+    assert p["group"].shape == (120, 3)
+    np.testing.assert_allclose(p["gender"].sum(1), 1, atol=1e-5)
+    assert (p["group"].argmax(1) == reps["group"]).mean() >= 0.9
+    assert (p["gender"].argmax(1) == reps["gender"]).mean() >= 0.9
+
+
+def test_shipped_generator_loads_and_generates():
+    import torch
+
+    G = load_generator(generator_path())
+    assert G.img_resolution == 64 and G.c_dim == 0
+    img = G(torch.randn(2, G.z_dim), None, noise_mode="const")
+    assert img.shape == (2, 3, 64, 64) and torch.isfinite(img).all()
