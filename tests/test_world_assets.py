@@ -94,3 +94,36 @@ def test_shipped_generator_loads_and_generates():
     assert G.img_resolution == 64 and G.c_dim == 0
     img = G(torch.randn(2, G.z_dim), None, noise_mode="const")
     assert img.shape == (2, 3, 64, 64) and torch.isfinite(img).all()
+
+
+def test_face_analysis_runs_end_to_end_on_the_demo_pack(held_out, tmp_path):
+    """insightface's FaceAnalysis: detector -> 5 points -> norm_crop -> embedding, genderage."""
+    from insightface.app import FaceAnalysis
+
+    pack = tmp_path / "models" / "demo"  # the {root}/models/{name} layout every insightface version reads
+    pack.mkdir(parents=True)
+    for f in pack_dir().glob("*.onnx"):
+        (pack / f.name).symlink_to(f)
+    app = FaceAnalysis(name="demo", root=str(tmp_path), providers=CPU)
+    assert set(app.models) == {"detection", "recognition", "genderage"}
+    app.prepare(ctx_id=-1, det_size=(64, 64))
+    reps, imgs, lms = held_out
+    found, gender_ok, emb = 0, 0, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, im in enumerate(imgs[:40]):
+            faces = app.get(np.ascontiguousarray(im[..., ::-1]))
+            if len(faces) != 1:
+                emb.append(None)
+                continue
+            f = faces[0]
+            found += 1
+            gender_ok += int(f.gender == reps["gender"][i])
+            assert np.linalg.norm(f.kps - lms[i], axis=1).mean() < 0.25 * np.linalg.norm(lms[i][1] - lms[i][0])
+            emb.append(f.normed_embedding)
+    assert found >= 36 and gender_ok >= 0.9 * found
+    pairs = [(emb[2 * k], emb[2 * k + 1], emb[(2 * k + 3) % 40]) for k in range(20)
+             if emb[2 * k] is not None and emb[2 * k + 1] is not None and emb[(2 * k + 3) % 40] is not None]
+    genuine = np.mean([a @ b for a, b, _ in pairs])
+    impostor = np.mean([a @ c for a, _, c in pairs])
+    assert genuine > impostor + 0.3
