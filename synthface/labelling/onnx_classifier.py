@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..align import arcface_crop, attribute_crop, to_float
 from ..errors import SynthfaceError
+from .base import file_digest
 
 CROPS = ("ffhq_attribute", "ffhq_arcface", "none")
 
@@ -64,6 +65,7 @@ class OnnxClassifier:
         if self.output_name not in names:
             raise SynthfaceError(f"{side}: output {self.output_name!r} is not in the model's outputs {names}")
         self.batch_size = batch_size
+        self.schema = {k: v[0] for k, v in self.attributes.items()}
 
     def preprocess(self, images) -> np.ndarray:
         if self.crop == "ffhq_attribute":
@@ -93,3 +95,6 @@ class OnnxClassifier:
 
     def classes(self, attribute: str) -> list[str]:
         return self.attributes[attribute][0]
+
+    def describe(self) -> dict:
+        return {"kind": "onnx", "path": str(self.path), "sha256": file_digest(self.path), "schema": self.schema}

@@ -1,0 +1,196 @@
+"""Latent bank: sampled z -> w -> image -> labels, stored as w, seeds and class probabilities.
+
+    bank/
+      bank.json            what made it: generator hash, psi, seed, labeller, schema, chunk size
+      chunk_00000.npz      seeds [m], w [m, w_dim] (the w the image was made from, after
+      chunk_00001.npz      truncation), p.<attribute> [m, classes]
+      ...
+
+Sample i uses seed `seed + i` (z = RandomState(seed + i).randn(z_dim), as NVIDIA's generate.py),
+so any bank face can be regenerated with `synthface images --seeds`. Chunks are written to a
+temporary name and renamed, so a crash leaves only whole chunks; rerunning the same command
+skips them and continues, and a larger --n extends the bank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..errors import SynthfaceError
+from ..generate import seed_latents, to_uint8
+
+BANK_VERSION = 1
+
+
+def generator_hash(G) -> str:
+    """Hash of the generator's parameters and buffers (format-independent: a .pkl and its
+    .safetensors conversion hash the same)."""
+    h = hashlib.sha256()
+    for name, t in sorted(G.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _atomic_write_bytes(path: Path, write: Callable) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(path, obj) -> None:
+    _atomic_write_bytes(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+@torch.no_grad()
+def map_seeds(G, seeds, truncation_psi: float = 1.0, device=None) -> torch.Tensor:
+    """w [N, w_dim] for seeds, truncated with psi (the prior the bank samples from)."""
+    device = device or next(G.parameters()).device
+    z = seed_latents(seeds, G.z_dim).to(device)
+    c = G.labels(None, len(seeds), device)
+    return G.mapping(z, c, truncation_psi=truncation_psi)[:, 0]
+
+
+@torch.no_grad()
+def synthesize(G, w: torch.Tensor, noise_mode: str = "const", batch_size: int = 64) -> np.ndarray:
+    """uint8 images [N, H, W, 3] from w [N, w_dim] (the same w for every layer)."""
+    device = next(G.parameters()).device
+    out = []
+    for s in range(0, len(w), batch_size):
+        ws = torch.as_tensor(w[s:s + batch_size], dtype=torch.float32, device=device)
+        out.append(to_uint8(G.synthesis(ws.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode=noise_mode)))
+    return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
+
+
+class LatentBank:
+    """Read side of a bank directory."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        meta = self.path / "bank.json"
+        if not meta.is_file():
+            raise SynthfaceError(f"{self.path} is not a latent bank (no bank.json); make one with `synthface label`")
+        self.meta = json.loads(meta.read_text())
+        if self.meta.get("version") != BANK_VERSION:
+            raise SynthfaceError(f"{self.path}: bank version {self.meta.get('version')} is not supported "
+                                 f"(this synthface reads version {BANK_VERSION})")
+        self.schema: dict[str, list[str]] = self.meta["schema"]
+
+    def chunks(self) -> list[Path]:
+        return sorted(self.path.glob("chunk_*.npz"))
+
+    def __len__(self) -> int:
+        return sum(int(np.load(p)["seeds"].shape[0]) for p in self.chunks())
+
+    def load(self, attributes=None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(w [N, w_dim] float32, seeds [N], {attribute: probabilities [N, classes]})."""
+        attributes = list(self.schema) if attributes is None else list(attributes)
+        unknown = [a for a in attributes if a not in self.schema]
+        if unknown:
+            raise SynthfaceError(f"the bank has no attribute {', '.join(map(repr, unknown))}; it has "
+                                 f"{', '.join(self.schema)}")
+        files = self.chunks()
+        if not files:
+            raise SynthfaceError(f"{self.path} holds no chunks yet; run `synthface label` to fill it")
+        ws, seeds, probs = [], [], {a: [] for a in attributes}
+        for p in files:
+            with np.load(p) as z:
+                ws.append(z["w"])
+                seeds.append(z["seeds"])
+                for a in attributes:
+                    probs[a].append(z[f"p.{a}"])
+        W = np.concatenate(ws).astype(np.float32)
+        P = {a: np.concatenate(v).astype(np.float32) for a, v in probs.items()}
+        bad = ~np.isfinite(W).all(1)
+        for a in attributes:
+            bad |= ~np.isfinite(P[a]).all(1)
+        if bad.any():
+            raise SynthfaceError(f"{self.path}: {int(bad.sum())} bank rows hold NaN or inf (first seed "
+                                 f"{int(np.concatenate(seeds)[bad][0])}); the generator or labeller produced "
+                                 "non-finite values; delete the affected chunks and rerun `synthface label`")
+        return W, np.concatenate(seeds), P
+
+
+def build_bank(G, labeller, out, n: int, seed: int = 0, truncation_psi: float = 1.0, noise_mode: str = "const",
+               batch_size: int = 64, chunk_size: int = 4096, progress: bool = True,
+               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+               stop_after_chunks: Optional[int] = None) -> LatentBank:
+    """Fill (or resume, or extend) a bank of n labelled latents in `out`."""
+    if n < 1:
+        raise SynthfaceError("--n must be at least 1")
+    if chunk_size < 1 or batch_size < 1:
+        raise SynthfaceError("chunk and batch sizes must be at least 1")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"version": BANK_VERSION, "generator_hash": generator_hash(G), "z_dim": G.z_dim, "w_dim": G.w_dim,
+            "resolution": G.img_resolution, "seed": seed, "truncation_psi": truncation_psi, "noise_mode": noise_mode,
+            "chunk_size": chunk_size, "labeller": labeller.describe(), "schema": labeller.schema}
+    mpath = out / "bank.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        keys = ("generator_hash", "seed", "truncation_psi", "noise_mode", "chunk_size", "schema")
+        diff = [k for k in keys if old.get(k) != meta[k]]
+        if diff:
+            raise SynthfaceError(f"{out} already holds a bank made with different {', '.join(diff)} "
+                                 f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use a new --out, or the same "
+                                 "arguments to resume")
+        meta["n"] = max(int(old.get("n", 0)), n)
+    else:
+        meta["n"] = n
+    write_json_atomic(mpath, meta)
+    n_chunks = -(-n // chunk_size)
+    todo = [k for k in range(n_chunks) if not _chunk_complete(out, k, min(chunk_size, n - k * chunk_size))]
+    done_images = (n_chunks - len(todo)) * chunk_size
+    if done_images:
+        log(f"{out}: {n_chunks - len(todo)} of {n_chunks} chunks already done, resuming")
+    from tqdm import tqdm
+    bar = tqdm(total=n, initial=min(done_images, n), unit="img", desc="label", disable=not progress,
+               file=sys.stderr, leave=False)
+    try:
+        for j, k in enumerate(todo):
+            if stop_after_chunks is not None and j >= stop_after_chunks:
+                break
+            seeds = np.arange(seed + k * chunk_size, seed + min((k + 1) * chunk_size, n), dtype=np.int64)
+            ws, probs = [], {a: [] for a in labeller.schema}
+            for s in range(0, len(seeds), batch_size):
+                w = map_seeds(G, seeds[s:s + batch_size].tolist(), truncation_psi)
+                imgs = synthesize(G, w, noise_mode, batch_size)
+                p = labeller.predict(imgs)
+                ws.append(w.cpu().numpy().astype(np.float32))
+                for a in labeller.schema:
+                    probs[a].append(np.asarray(p[a], np.float32))
+                bar.update(len(w))
+            arrays = {"seeds": seeds, "w": np.concatenate(ws)}
+            arrays.update({f"p.{a}": np.concatenate(v) for a, v in probs.items()})
+            _atomic_write_bytes(out / f"chunk_{k:05d}.npz", lambda f: np.savez(f, **arrays))
+    finally:
+        bar.close()
+    return LatentBank(out)
+
+
+def _chunk_complete(out: Path, k: int, expected: int) -> bool:
+    p = out / f"chunk_{k:05d}.npz"
+    if not p.is_file():
+        return False
+    try:
+        with np.load(p) as z:
+            return int(z["seeds"].shape[0]) == expected
+    except Exception:
+        return False  # unreadable: redo it
