@@ -96,6 +96,140 @@ def info(path, as_json):
         click.echo(f"{k:<{width}}  {v}")
 
 
+def _network(network: str, device: str):
+    """Load --network; 'world' is the demo world's generator."""
+    from .generator import load_generator, resolve_device
+
+    dev = _run(resolve_device, device)
+    if network == "world":
+        from .world.assets import generator_path
+        network = str(_run(generator_path))
+    return _run(load_generator, network, device=dev), dev
+
+
+LABELLER_HELP = ("Attribute labeller (repeatable): world, world-audit, onnx:PATH (JSON sidecar beside it), "
+                 "genderage:PACK_DIR_OR_ONNX, fairface:PT, fairface4:PT.")
+SCHEMA_HELP = ("Rename attributes / map label sets: a preset (fairface6, fairface4), a JSON file or inline JSON "
+               '{"ethnicity": {"from": "race", "classes": {"East Asian": "asian", ...}}}.')
+
+
+@main.command()
+@click.option("--network", required=True, help="Generator file, or 'world' for the demo world's.")
+@click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True, help=LABELLER_HELP)
+@click.option("--schema", default=None, help=SCHEMA_HELP)
+@click.option("--n", type=click.IntRange(min=1), default=100000, show_default=True, help="latents in the bank")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="bank directory (resumable)")
+@click.option("--seed", default=0, show_default=True, help="sample i uses seed + i")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--chunk", "chunk_size", type=click.IntRange(min=1), default=4096, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, batch_size, chunk_size, device):
+    """Label a bank of generated faces: z -> w -> image -> attribute probabilities."""
+    from .labelling import load_labeller
+    from .latent import build_bank
+
+    G, dev = _network(network, device)
+    lab = _run(load_labeller, labellers, schema, device=str(dev))
+    bank = _run(build_bank, G, lab, out, n, seed=seed, truncation_psi=truncation_psi, noise_mode=noise_mode,
+                batch_size=batch_size, chunk_size=chunk_size, log=lambda m: click.echo(m, err=True))
+    click.echo(f"{out}: {len(bank)} labelled latents; attributes "
+               + "; ".join(f"{a} ({', '.join(c)})" for a, c in bank.schema.items()), err=True)
+
+
+@main.command()
+@click.option("--bank", required=True, type=click.Path(file_okay=False))
+@click.option("--attributes", default=None, help="comma-separated, e.g. gender,ethnicity (default: all)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. model.synthface")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+              help="keep latents whose every label has at least this probability")
+@click.option("--projection", type=click.Choice(["lda", "svm", "pca-lda"]), default="lda", show_default=True)
+@click.option("--components", "n_components", type=click.IntRange(min=1), default=None,
+              help="projection dims (default: cells - 1 for LDA, all SVM normals)")
+@click.option("--density", type=click.Choice(["gaussian", "gmm"]), default="gaussian", show_default=True)
+@click.option("--gmm-components", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--shrinkage", default="auto", show_default=True, help="covariance shrinkage: auto (Ledoit-Wolf) or 0..1")
+@click.option("--min-count", type=click.IntRange(min=2), default=30, show_default=True,
+              help="cells with fewer confident latents are not fitted")
+@click.option("--seed", "random_state", default=0, show_default=True)
+def fit(bank, attributes, out, confidence, projection, n_components, density, gmm_components, shrinkage, min_count,
+        random_state):
+    """Fit the demographic latent model (projection of W + one density per cell) on a bank."""
+    import warnings
+
+    from .latent import DemographicLatentModel, LatentBank
+
+    if shrinkage != "auto":
+        try:
+            shrinkage = float(shrinkage)
+        except ValueError:
+            raise click.BadParameter("use auto or a number in [0, 1]", param_hint="--shrinkage") from None
+    attrs = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
+    b = _run(LatentBank, bank)
+    model = DemographicLatentModel(attributes=attrs, confidence=confidence, projection=projection,
+                                   n_components=n_components, density=density, gmm_components=gmm_components,
+                                   shrinkage=shrinkage, min_count=min_count, random_state=random_state)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(model.fit_bank, b)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    _run(model.save, out)
+    r = model.report_
+    click.echo(f"{r['confident_samples']}/{r['bank_size']} confident latents; {r['projection']} projection, "
+               f"{r['n_components']} dims; held-out cell accuracy {100 * r['holdout']['accuracy']:.1f}%"
+               if r["holdout"] else "", err=True)
+    for name, c in r["cells"].items():
+        click.echo(f"  {name}: {c['confident_count']}{'' if c['fitted'] else '  (too small, not fitted)'}", err=True)
+    click.echo(f"wrote {out}", err=True)
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--network", required=True, help="the generator the bank was labelled with ('world' for the demo's)")
+@click.option("--cells", required=True, help="'all', or cells separated by ';', e.g. 'gender=female,ethnicity=hispanic'")
+@click.option("--n", type=click.IntRange(min=1), default=100, show_default=True, help="faces per cell")
+@click.option("--outdir", required=True, type=click.Path(file_okay=False))
+@click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True,
+              help="verifying labeller (re-labels every sample; rejects are redrawn). " + LABELLER_HELP)
+@click.option("--schema", default=None, help=SCHEMA_HELP)
+@click.option("--no-verify", is_flag=True, help="skip verification (latents only, no re-labelling)")
+@click.option("--audit", "audits", multiple=True, default=(), help="independent labeller(s) that only judge the result")
+@click.option("--audit-schema", default=None, help="--schema for the audit labeller")
+@click.option("--accept-confidence", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="verifier probability needed to accept (default: the model's fitting threshold)")
+@click.option("--trunc", "truncation", type=float, default=1.0, show_default=True,
+              help="truncation toward the cell mean in the projection (1 = none)")
+@click.option("--budget", type=click.FloatRange(min=1), default=4.0, show_default=True,
+              help="generate at most budget x n faces per cell")
+@click.option("--baseline", "baseline_n", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="prior samples for the uniform / rejection-sampling baselines")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--save-images/--no-save-images", default=True, show_default=True)
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, audits, audit_schema,
+           accept_confidence, truncation, budget, baseline_n, seed, save_images, batch_size, device):
+    """Sample demographic cells with the latent model, verify, compare with the prior, report."""
+    from .labelling import load_labeller
+    from .latent import DemographicLatentModel, parse_cells, run_sampling
+
+    model = _run(DemographicLatentModel.load, model_path)
+    specs = _run(parse_cells, cells, model.schema_, model.attributes_)
+    G, dev = _network(network, device)
+    lab = None if no_verify else _run(load_labeller, labellers, schema, device=str(dev))
+    aud = _run(load_labeller, audits, audit_schema, device=str(dev)) if audits else None
+    rep = _run(run_sampling, model, G, specs, n, outdir, labeller=lab, audit=aud, seed=seed, truncation=truncation,
+               budget=budget, baseline_n=baseline_n, save_images=save_images, batch_size=batch_size,
+               accept_confidence=accept_confidence, log=lambda m: click.echo(m, err=True))
+    short = [c for c, r in rep["cells"].items() if r["accepted"] < n]
+    click.echo(f"wrote {Path(outdir) / 'report.md'}", err=True)
+    if short:
+        raise click.ClickException(f"cells short of {n} accepted faces within the budget: {'; '.join(short)} "
+                                   "(raise --budget, lower --accept-confidence, or refit on a larger bank)")
+
+
 @main.group()
 def world():
     """The built-in demo world: procedural faces with known demographics."""
@@ -123,11 +257,13 @@ def world_render(outdir, identities, images_per_identity, size, distribution, se
 @main.command()
 @click.option("--outdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--n", default=512, show_default=True, help="random faces to generate and label")
-def demo(outdir, n):
+@click.option("--bank-n", default=8000, show_default=True, help="latents labelled to fit the latent model")
+@click.option("--per-cell", default=100, show_default=True, help="faces per cell in the balanced set (0: skip)")
+def demo(outdir, n, bank_n, per_cell):
     """Run the main job on the built-in demo world."""
     from .demo import run_demo
 
-    _run(run_demo, outdir, n=n, log=lambda m: click.echo(m, err=True))
+    _run(run_demo, outdir, n=n, bank_n=bank_n, per_cell=per_cell, log=lambda m: click.echo(m, err=True))
 
 
 if __name__ == "__main__":  # pragma: no cover

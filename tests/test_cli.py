@@ -74,7 +74,8 @@ def test_errors_are_one_clear_message(tmp_path, network, args, needle, monkeypat
 
 
 def test_demo_runs(tmp_path):
-    r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d"), "--n", "64"])
+    small = ["--n", "64", "--bank-n", "1500", "--per-cell", "6"]
+    r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d"), *small])
     assert r.exit_code == 0, r.output
     d = tmp_path / "d"
     grid = Image.open(d / "seed_grid.png")
@@ -84,7 +85,14 @@ def test_demo_runs(tmp_path):
     report = (d / "report.md").read_text()
     assert "seed_grid.png" in report and "renderer/group2_female.png" in report
     assert len(list((d / "renderer").glob("*.png"))) == 6
-    # a second run gives identical images
-    first = (d / "seed_grid.png").read_bytes()
-    r = CliRunner().invoke(main, ["demo", "--outdir", str(d), "--n", "64"])
-    assert r.exit_code == 0 and (d / "seed_grid.png").read_bytes() == first
+    # the balanced set: every cell, same size, judged by the audit classifier
+    assert "balanced/frequencies.png" in report and (d / "balanced" / "frequencies.png").exists()
+    bal = json.loads((d / "balanced" / "report.json").read_text())
+    assert len(bal["cells"]) == 6 and all(c["accepted"] == 6 for c in bal["cells"].values())
+    assert len(list((d / "balanced" / "images").glob("*/*.png"))) == 36
+    # a second run (bank resumed from disk) gives identical images
+    first = (d / "seed_grid.png").read_bytes(), (d / "balanced" / "sheets" / "group-group2_gender-female.png").read_bytes()
+    r = CliRunner().invoke(main, ["demo", "--outdir", str(d), *small])
+    assert r.exit_code == 0
+    assert ((d / "seed_grid.png").read_bytes(),
+            (d / "balanced" / "sheets" / "group-group2_gender-female.png").read_bytes()) == first

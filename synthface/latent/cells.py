@@ -40,7 +40,7 @@ def parse_cell(text: str, schema: Mapping[str, Sequence[str]], attributes: Seque
         spec[a] = c
     if not spec:
         raise SynthfaceError(f"empty cell {text!r}")
-    return spec
+    return {a: spec[a] for a in attributes if a in spec}  # canonical order: the model's attributes
 
 
 def parse_cells(text: str, schema, attributes) -> list[dict[str, str]]:

@@ -12,7 +12,10 @@ component of a prior sample w0 (a fresh z through the mapping network):
 with Sigma the covariance of W. Then w A - b = s exactly, and for Gaussian W the part of w0 that
 K leaves alone is independent of s0: w is a draw from the prior conditioned on the projection,
 so everything the projection does not encode (identity, pose, background...) keeps the prior's
-diversity.
+diversity. This holds when the projection captures all of the cell information, which LDA's
+discriminant subspace does for Gaussian cells with a shared covariance; InterFaceGAN-style
+one-vs-rest SVM normals and LDA after a PCA cut capture part of it, so some of the prior
+sample's own cell leaks through (tests/test_latent_model.py measures this). LDA is the default.
 """
 
 from __future__ import annotations
@@ -163,9 +166,12 @@ class DemographicLatentModel:
                 pca = PCA(n_components=min(self.pca_dims, X.shape[1], len(X) - 1), random_state=self.random_state)
                 pca.fit(X)
                 base = pca.components_.T
-            shrink = "auto" if self.shrinkage == "auto" else None
+            # Shrinking the within-class covariance biases the discriminant directions, and then the
+            # lift leaves cell information in the complement; only do it when W is too short of samples.
+            Xb = X @ base
+            shrink = "auto" if len(Xb) < 5 * Xb.shape[1] else None
             lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrink)
-            lda.fit(X @ base, y)
+            lda.fit(Xb, y)
             return base @ lda.scalings_[:, :k]
         # InterFaceGAN: one linear-SVM normal per attribute class (one per binary attribute), orthonormalised.
         idx = np.stack(np.unravel_index(y, [len(self.schema_[a]) for a in self.attributes_]), 1)

@@ -51,14 +51,16 @@ def bar_chart(series: Mapping[str, Mapping[str, float]], title: str, width: int 
 
 def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, labeller=None, audit=None,
                  seed: int = 0, truncation: float = 1.0, budget: float = 4.0, baseline_n: int = 1000,
-                 save_images: bool = True, batch_size: int = 64,
+                 save_images: bool = True, batch_size: int = 64, accept_confidence: Optional[float] = None,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     if audit is not None:
         check_labeller(model, audit, "audit labeller")
-    results = sample_cells(model, G, specs, n, labeller, seed, truncation, budget, batch_size, log)
+    threshold = model.confidence if accept_confidence is None else accept_confidence
+    results = sample_cells(model, G, specs, n, labeller, seed, truncation, budget, batch_size, threshold, log)
     report = {"n_per_cell": n, "seed": seed, "truncation": truncation, "budget": budget,
+              "accept_confidence": threshold,
               "verifier": labeller.describe() if labeller is not None else None,
               "audit": audit.describe() if audit is not None else None,
               "model": {"attributes": model.attributes_, "projection": model.projection, "density": model.density,
@@ -80,7 +82,7 @@ def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, l
         row = {k: r[k] for k in ("requested", "accepted", "generated", "acceptance_rate",
                                  "verified_precision_before_rejection", "accepted_per_generated")}
         if base is not None and labeller is not None:
-            idx, conf = label_cells(base["probs"], model.attributes_, model.confidence)
+            idx, conf = label_cells(base["probs"], model.attributes_, threshold)
             prior_rate = float(matches(idx, conf, r["spec"], model.schema_, model.attributes_).mean())
             row["rejection_sampling_accepted_per_generated"] = prior_rate
             row["gain_over_rejection_sampling"] = (row["accepted_per_generated"] / prior_rate
@@ -133,7 +135,8 @@ def markdown(report: dict, results) -> str:
              f"({fit['confident_samples']} confident at {fit['confidence_threshold']}); held-out cell accuracy "
              f"from the projection: {_pct((fit.get('holdout') or {}).get('accuracy'))}%.", "",
              f"{report['n_per_cell']} faces requested per cell (seed {report['seed']}, truncation toward the cell "
-             f"mean {report['truncation']}, budget {report['budget']} x n).", "",
+             f"mean {report['truncation']}, budget {report['budget']} x n, accepted when the verifier's probability "
+             f"is >= {report['accept_confidence']}).", "",
              "| cell | accepted | generated | verifier precision before rejection % | accepted per generated | "
              "rejection sampling from the prior | gain | audit precision % |",
              "|---|---|---|---|---|---|---|---|"]

@@ -44,10 +44,13 @@ def check_labeller(model, labeller, role: str = "labeller") -> None:
 
 
 def sample_cell(model, G, spec: Mapping[str, str], n: int, labeller=None, seed: int = 0, truncation: float = 1.0,
-                budget: float = 4.0, batch_size: int = 64, max_round: Optional[int] = None) -> dict:
+                budget: float = 4.0, batch_size: int = 64, accept_confidence: Optional[float] = None,
+                max_round: Optional[int] = None) -> dict:
     """n latents (and images) of one cell. With a labeller, each draw is generated, re-labelled and
-    kept only if confidently in the cell; rejects are redrawn until n are accepted or budget x n
-    have been generated. Returns w, prior seeds, images, labels and the counts."""
+    kept only if in the cell with probability >= accept_confidence (default: the model's fitting
+    threshold) for every attribute the cell names; rejects are redrawn until n are accepted or
+    budget x n have been generated. Returns w, prior seeds, images, labels and the counts."""
+    threshold = model.confidence if accept_confidence is None else accept_confidence
     name = spec_name(spec)
     model.matching_cells(spec)  # clear error for unknown or unfitted cells before any work
     acc_w, acc_seeds, acc_img, acc_probs = [], [], [], []
@@ -71,7 +74,7 @@ def sample_cell(model, G, spec: Mapping[str, str], n: int, labeller=None, seed: 
             probs = {}
         else:
             probs = labeller.predict(imgs)
-            idx, conf = label_cells(probs, model.attributes_, model.confidence)
+            idx, conf = label_cells(probs, model.attributes_, threshold)
             ok = matches(idx, conf, spec, model.schema_, model.attributes_)
             if first_round_precision is None:
                 first_round_precision = float(ok.mean())
@@ -95,13 +98,14 @@ def sample_cell(model, G, spec: Mapping[str, str], n: int, labeller=None, seed: 
 
 def sample_cells(model, G, specs: Sequence[Mapping[str, str]], n: int, labeller=None, seed: int = 0,
                  truncation: float = 1.0, budget: float = 4.0, batch_size: int = 64,
+                 accept_confidence: Optional[float] = None,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[dict]:
     check_generator(model, G)
     if labeller is not None:
         check_labeller(model, labeller, "verifying labeller")
     out = []
     for spec in specs:
-        r = sample_cell(model, G, spec, n, labeller, seed, truncation, budget, batch_size)
+        r = sample_cell(model, G, spec, n, labeller, seed, truncation, budget, batch_size, accept_confidence)
         short = "" if r["accepted"] == n else f"  (SHORT: budget {budget} x n spent)"
         log(f"{r['cell']}: {r['accepted']}/{n} accepted from {r['generated']} generated "
             f"(acceptance {100 * r['acceptance_rate']:.1f}%){short}")
