@@ -19,6 +19,7 @@ from PIL import Image
 
 from .errors import SynthfaceError
 from .generator.networks import NOISE_MODES, Generator
+from .fileio import umask_mode
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -105,6 +106,7 @@ def save_image_atomic(arr: np.ndarray, path: os.PathLike) -> Path:
     os.close(fd)
     try:
         Image.fromarray(arr.squeeze(-1) if mode == "L" and arr.ndim == 3 else arr, mode).save(tmp, format="PNG")
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

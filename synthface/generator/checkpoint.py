@@ -26,6 +26,7 @@ import torch
 from ..errors import CheckpointError, SynthfaceError
 from .networks import Generator
 from .safe_pickle import EasyDict, PersistentStub, TFNetworkStub, restricted_load
+from ..fileio import umask_mode
 
 FORMAT_NAME = "synthface.stylegan2.generator"
 FORMAT_VERSION = 1
@@ -351,6 +352,7 @@ def save_generator(G: Generator, path: PathLike, source: str = "synthface", extr
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import SynthfaceError
+from ..fileio import atomic_write, write_json_atomic
 from ..generate import seed_latents, to_uint8
 
 BANK_VERSION = 1
@@ -39,24 +38,6 @@ def generator_hash(G) -> str:
         h.update(name.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _atomic_write_bytes(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomic(path, obj) -> None:
-    _atomic_write_bytes(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 @torch.no_grad()
@@ -179,7 +160,7 @@ def build_bank(G, labeller, out, n: int, seed: int = 0, truncation_psi: float = 
                 bar.update(len(w))
             arrays = {"seeds": seeds, "w": np.concatenate(ws)}
             arrays.update({f"p.{a}": np.concatenate(v) for a, v in probs.items()})
-            _atomic_write_bytes(out / f"chunk_{k:05d}.npz", lambda f: np.savez(f, **arrays))
+            atomic_write(out / f"chunk_{k:05d}.npz", lambda f: np.savez(f, **arrays))
     finally:
         bar.close()
     return LatentBank(out)

@@ -317,7 +317,7 @@ class DemographicLatentModel:
     def save(self, path) -> Path:
         from safetensors.numpy import save as save_bytes
 
-        from .bank import _atomic_write_bytes
+        from ..fileio import atomic_write
         self._fitted()
         tensors = {"A": self.A_, "b": self.b_, "K": self.K_, "w_mean": self.w_mean_, "weights": self.weights_,
                    "means": self.means_, "covs": self.covs_, "counts": self.counts_.astype(np.int64),
@@ -329,7 +329,7 @@ class DemographicLatentModel:
         data = save_bytes({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                           metadata={"synthface": json.dumps(meta)})
         path = Path(path)
-        _atomic_write_bytes(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data))
         return path
 
     @classmethod

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..generate import image_grid, save_image_atomic
-from .bank import _atomic_write_bytes, write_json_atomic
+from ..fileio import atomic_write, write_json_atomic
 from .cells import matches, label_cells, spec_name
 from .sampling import audit_precision, cell_frequencies, check_labeller, sample_cells, uniform_baseline
 
@@ -108,7 +108,7 @@ def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, l
     lat = {"w": np.concatenate([r["w"] for r in results]),
            "prior_seeds": np.concatenate([r["prior_seeds"] for r in results]),
            "cell": np.concatenate([[r["cell"]] * r["accepted"] for r in results]).astype(str)}
-    _atomic_write_bytes(outdir / "latents.npz", lambda f: np.savez(f, **lat))
+    atomic_write(outdir / "latents.npz", lambda f: np.savez(f, **lat))
     series = {}
     judge = "audit" if audit is not None else "verifier"
     if f"uniform_sampling_{judge}" in report:
@@ -119,7 +119,7 @@ def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, l
         save_image_atomic(bar_chart(series, f"cell frequencies, labelled by the {judge} classifier"),
                           outdir / "frequencies.png")
     write_json_atomic(outdir / "report.json", report)
-    _atomic_write_bytes(outdir / "report.md", lambda f: f.write(markdown(report, results).encode()))
+    atomic_write(outdir / "report.md", lambda f: f.write(markdown(report, results).encode()))
     return report
 
 

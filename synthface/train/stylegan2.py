@@ -28,6 +28,7 @@ from PIL import Image
 from ..errors import SynthfaceError
 from ..generate import image_grid, save_image_atomic
 from ..generator import Discriminator, Generator, save_generator
+from ..fileio import umask_mode
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -104,6 +105,7 @@ def _atomic_torch_save(obj, path: Path):
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
