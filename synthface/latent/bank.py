@@ -142,8 +142,9 @@ def build_bank(G, labeller, out, n: int, seed: int = 0, truncation_psi: float = 
     if done_images:
         log(f"{out}: {n_chunks - len(todo)} of {n_chunks} chunks already done, resuming")
     from tqdm import tqdm
+    # In a log file (no terminal) a bar line every 30 s instead of every update.
     bar = tqdm(total=n, initial=min(done_images, n), unit="img", desc="label", disable=not progress,
-               file=sys.stderr, leave=False)
+               file=sys.stderr, leave=False, mininterval=0.1 if sys.stderr.isatty() else 30)
     try:
         for j, k in enumerate(todo):
             if stop_after_chunks is not None and j >= stop_after_chunks:
