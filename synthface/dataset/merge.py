@@ -1,0 +1,246 @@
+"""`synthface merge`: validate a (sharded) dataset and write the manifest, exporters, metrics and card."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SynthfaceError
+from ..fileio import atomic_write, write_json_atomic
+from ..generate import image_grid, save_image_atomic
+from .recordio import write_rec
+
+
+def load_records(out: Path) -> tuple[dict, list[dict]]:
+    meta_path = out / "dataset.json"
+    if not meta_path.is_file():
+        raise SynthfaceError(f"{out} is not a synthface dataset (no dataset.json)")
+    meta = json.loads(meta_path.read_text())
+    ids = json.loads((out / "identities.json").read_text()) if (out / "identities.json").is_file() else None
+    if ids is None:
+        raise SynthfaceError(f"{out}: identity selection has not finished; run `synthface generate` first")
+    with np.load(out / "identities.npz") as z:
+        n_ids = len(z["cell"])
+    k = meta["config"]["images_per_id"]
+    records, missing, broken = [], [], []
+    for i in range(n_ids):
+        p = out / "records" / f"{i:06d}.json"
+        if not p.is_file():
+            missing.append(i)
+            continue
+        r = json.loads(p.read_text())
+        files = [out / im["file"] for im in r["images"]]
+        if len(files) != k or not all(f.is_file() for f in files):
+            broken.append(i)
+        records.append(r)
+    if missing or broken:
+        raise SynthfaceError(f"{out} is incomplete: {len(missing)} identities not written (e.g. "
+                             f"{missing[:5]}), {len(broken)} with missing images (e.g. {broken[:5]}); rerun "
+                             "`synthface generate` with the same arguments for every shard, then merge")
+    extra = sorted(p.name for p in (out / "imagefolder").iterdir() if p.is_dir() and not p.name.isdigit()) \
+        if (out / "imagefolder").is_dir() else []
+    if extra:
+        raise SynthfaceError(f"{out / 'imagefolder'} holds folders that are not identities: {extra[:5]}")
+    return meta, records
+
+
+def improved_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> float:
+    """Kynkaanniemi et al.: fraction of real samples inside some fake sample's k-NN ball (cosine distance)."""
+    d_ff = 1 - fake @ fake.T
+    radius = np.sort(d_ff, axis=1)[:, k]  # column 0 is the sample itself
+    d_rf = 1 - real @ fake.T
+    return float((d_rf <= radius[None]).any(1).mean())
+
+
+def dataset_metrics(out: Path, records: list[dict], embedder, threshold: float, reference: Optional[dict] = None,
+                    batch: int = 256) -> dict:
+    """DCFace-style figures with `embedder` (ideally one not used to make the data) at `threshold`."""
+    files = [out / im["file"] for r in records for im in r["images"]]
+    imgs = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    e = np.concatenate([embedder.embed_aligned(imgs[s:s + batch]) for s in range(0, len(imgs), batch)])
+    k = len(records[0]["images"])
+    E = e.reshape(len(records), k, -1)
+    centre = E.mean(1)
+    centre /= np.linalg.norm(centre, axis=1, keepdims=True)
+    S = centre @ centre.T
+    iu = np.triu_indices(len(records), 1)
+    cross = S[iu]
+    accepted = []  # U_class: greedy unique class centres
+    for i in range(len(records)):
+        if not accepted or (centre[accepted] @ centre[i]).max() < threshold:
+            accepted.append(i)
+    to_centre = np.einsum("ikd,id->ik", E, centre)
+    pair = np.einsum("ikd,ijd->ikj", E, E)
+    off = ~np.eye(k, dtype=bool)
+    intra = pair[:, off] if k > 1 else np.ones((len(records), 1))
+    # image-level impostor pairs: every image against every image of the other identities
+    ids = np.repeat(np.arange(len(records)), k)
+    below, total = 0, 0
+    for s in range(0, len(e), 1024):
+        blk = e[s:s + 1024] @ e.T
+        other = ids[s:s + 1024, None] != ids[None]
+        below += int(((blk < threshold) & other).sum())
+        total += int(other.sum())
+    res = {"threshold": threshold, "identities": len(records), "images_per_identity": k,
+           "cross_identity_image_pairs_below_threshold": below / total if total else 1.0,
+           "cross_identity_pairs_below_threshold": float((cross < threshold).mean()) if len(cross) else 1.0,
+           "cross_identity_max_similarity": float(cross.max()) if len(cross) else None,
+           "U_class": len(accepted) / len(records),
+           "C_intra": float((to_centre >= threshold).mean()),
+           "within_identity_pairs_above_threshold": float((intra >= threshold).mean()),
+           "intra_class_cosine_distance_mean": float((1 - intra).mean())}
+    per_cell = {}
+    cells = [r["cell"] for r in records]
+    for c in sorted(set(cells)):
+        rows = np.array([i for i, x in enumerate(cells) if x == c])
+        per_cell[c] = {"C_intra": float((to_centre[rows] >= threshold).mean()),
+                       "intra_class_cosine_distance_mean": float((1 - intra[rows]).mean())}
+        if reference is not None and c in reference:
+            real = np.concatenate([embedder.embed_aligned(reference[c][s:s + batch])
+                                   for s in range(0, len(reference[c]), batch)])
+            per_cell[c]["D_intra"] = improved_recall(real, e.reshape(len(records), k, -1)[rows].reshape(-1, e.shape[1]))
+    res["per_cell"] = per_cell
+    if reference is not None:
+        res["D_intra"] = float(np.mean([v["D_intra"] for v in per_cell.values() if "D_intra" in v]))
+    return res
+
+
+def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int = 1000, jpeg_quality: int = 95,
+          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+    out = Path(out)
+    meta, records = load_records(out)
+    ids_meta = json.loads((out / "identities.json").read_text())
+    cells = ids_meta["cells"]
+    log(f"{out}: {len(records)} identities x {meta['config']['images_per_id']} images, complete")
+    # manifest (one line per image) and the Hugging Face imagefolder metadata
+    lines, hf = [], []
+    for r in records:
+        for k, im in enumerate(r["images"]):
+            row = {"path": im["file"], "identity": r["identity"], "image_index": k, "cell": r["cell"], **r["labels"],
+                   "probs": im["probs"], "prior_seed": r["prior_seed"], "attempt": im["attempt"],
+                   "noise_seed": im["noise_seed"], "mix_seed": im["mix_seed"], "w_ref": r["w_ref"], "psi": r["psi"],
+                   "noise_mode": r["noise_mode"], "consistency": im["consistency"],
+                   "separation_max_similarity": r["separation_max_similarity"],
+                   "leakage_similarity": r["leakage_similarity"], "generator_hash": meta["generator_hash"],
+                   "dataset_version": meta["version"]}
+            lines.append(json.dumps(row))
+            hf.append(json.dumps({"file_name": im["file"][len("imagefolder/"):], "identity": r["identity"],
+                                  "cell": r["cell"], **r["labels"]}))
+    atomic_write(out / "manifest.jsonl", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    atomic_write(out / "imagefolder" / "metadata.jsonl", lambda f: f.write(("\n".join(hf) + "\n").encode()))
+    # arcface_torch RecordIO: images in identity order, labels 0..I-1 (= sorted folder order)
+    (out / "rec").mkdir(exist_ok=True)
+    ranges, key = [], 1
+
+    def encoded():
+        for r in records:
+            for im in r["images"]:
+                buf = io.BytesIO()
+                Image.open(out / im["file"]).convert("RGB").save(buf, format="JPEG", quality=jpeg_quality)
+                yield r["identity"], buf.getvalue()
+    k = meta["config"]["images_per_id"]
+    for r in records:
+        ranges.append((key, key + k))
+        key += k
+    write_rec(out / "rec" / "train.rec", out / "rec" / "train.idx", encoded(), len(records) * k, ranges)
+    write_json_atomic(out / "rec" / "property.json", {"num_classes": len(records), "num_image": len(records) * k,
+                                                      "image_size": [112, 112]})
+    # verification pairs per cell: genuine (same identity) and impostor (same cell), balanced, seeded
+    rng = np.random.default_rng(meta["config"]["seed"])
+    by_cell = {c: [r for r in records if r["cell"] == c] for c in cells}
+    for c, rs in by_cell.items():
+        rows = []
+        if k > 1:
+            for _ in range(pairs_per_cell // 2):
+                r = rs[rng.integers(len(rs))]
+                a, b = rng.choice(k, 2, replace=False)
+                rows.append(f"{r['images'][a]['file']}\t{r['images'][b]['file']}\t1")
+        if len(rs) > 1:
+            for _ in range(pairs_per_cell // 2):
+                i, j = rng.choice(len(rs), 2, replace=False)
+                rows.append(f"{rs[i]['images'][rng.integers(k)]['file']}\t{rs[j]['images'][rng.integers(k)]['file']}\t0")
+        atomic_write(out / "pairs" / f"{c.replace(',', '_').replace('=', '-')}.txt",
+                     lambda f, rows=rows: f.write(("\n".join(rows) + "\n").encode()))
+    # contact sheets: one row per identity (first 8 identities of each cell)
+    sheets = {}
+    for c, rs in by_cell.items():
+        tiles = [np.asarray(Image.open(out / im["file"]).convert("RGB")) for r in rs[:8] for im in r["images"][:8]]
+        name = c.replace(",", "_").replace("=", "-")
+        save_image_atomic(image_grid(tiles, cols=min(8, k)), out / "sheets" / f"{name}.png")
+        sheets[c] = f"sheets/{name}.png"
+    metrics = {"thresholds": ids_meta["thresholds"], "identity_selection": ids_meta["stats"]}
+    if audit is not None:
+        emb, thr = audit
+        log("dataset metrics with the audit recogniser")
+        metrics["audit"] = {"embedder": emb.describe(), **dataset_metrics(out, records, emb, thr, reference)}
+    write_json_atomic(out / "metrics.json", metrics)
+    atomic_write(out / "README.md", lambda f: f.write(card(meta, ids_meta, records, metrics, sheets).encode()))
+    return metrics
+
+
+def _f(v, pct=True):
+    return "-" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}")
+
+
+def card(meta, ids_meta, records, metrics, sheets) -> str:
+    cfg, thr = meta["config"], ids_meta["thresholds"]
+    k = cfg["images_per_id"]
+    rows = []
+    for c in ids_meta["cells"]:
+        st = ids_meta["stats"][c]
+        n = sum(r["cell"] == c for r in records)
+        a = metrics.get("audit", {}).get("per_cell", {}).get(c, {})
+        rows.append(f"| {c} | {n} | {n * k} | {st['candidates']} | {st['rejected_label']} | "
+                    f"{st['rejected_separation']} | {st['rejected_leakage']} | {_f(a.get('C_intra'))} | "
+                    f"{_f(a.get('intra_class_cosine_distance_mean'), False)} | {_f(a.get('D_intra'))} |")
+    au = metrics.get("audit")
+    audit_text = "No audit recogniser was given to `synthface merge`." if au is None else f"""Judged by an audit recogniser
+(`{au['embedder'].get('path', au['embedder'])}`) at its own threshold {au['threshold']:.3f}:
+
+- cross-identity image pairs below the threshold: **{_f(au['cross_identity_image_pairs_below_threshold'])}**;
+  identity-centre pairs below it: {_f(au['cross_identity_pairs_below_threshold'])} (largest centre similarity
+  {au['cross_identity_max_similarity']:.3f})
+- U_class (greedy unique identities at the threshold, DCFace): **{au['U_class']:.3f}**
+- C_intra (images within the threshold of their identity's centre, DCFace): **{au['C_intra']:.3f}**
+- within-identity image pairs above the threshold: {_f(au['within_identity_pairs_above_threshold'])}
+- diversity: mean within-identity cosine distance {au['intra_class_cosine_distance_mean']:.3f}"""
+    if au is not None and "D_intra" in au:
+        audit_text += f"\n- D_intra (improved recall of same-cell reference images, DCFace-style): **{au['D_intra']:.3f}**"
+    imp = thr.get("impostors") or {}
+    sheet_md = "\n".join(f"**{c}**\n\n![{c}]({p})\n" for c, p in sheets.items())
+    return f"""# synthface dataset
+
+{len(records)} identities x {k} images ({len(records) * k} images), {len(ids_meta['cells'])} cells, generator
+`{meta['generator_hash']}`, seed {cfg['seed']}. Aligned 112x112 crops in `imagefolder/<identity>/` (arcface_torch
+ImageFolder; Hugging Face `imagefolder` via `imagefolder/metadata.jsonl`), RecordIO in `rec/`, one manifest line
+per image in `manifest.jsonl`, verification pairs per cell in `pairs/`.
+
+## Thresholds
+
+- separation: a new identity's cosine similarity to every accepted identity < **{thr['separation']:.3f}**
+  {f"(the {imp.get('quantile')} quantile of {imp.get('faces')} random faces' impostor similarities)" if imp else "(given)"}
+- consistency: each variation's cosine similarity to its identity's reference >= **{thr['consistency']:.3f}**
+- leakage gallery: {"none" if thr.get('leakage') is None else f"similarity < {thr['leakage']:.3f}"}
+- variation strength {cfg['strength']}, style mixing from layer {cfg['mix_from'] if cfg['mix_from'] is not None else 'default'},
+  labels re-checked at confidence {cfg['accept_confidence'] if cfg['accept_confidence'] is not None else 'of the model'}
+
+## Cells
+
+| cell | identities | images | candidates | rejected: label | rejected: too similar | rejected: leakage | C_intra | intra distance | D_intra |
+|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+## Quality
+
+{audit_text}
+
+## Contact sheets (one row per identity)
+
+{sheet_md}
+"""

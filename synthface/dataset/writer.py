@@ -1,0 +1,217 @@
+"""Balanced identity datasets: N identities x K images per cell, written where trainers read them.
+
+    OUT/
+      dataset.json             the arguments and the generator / model / embedder hashes
+      identities.npz, .json    stage 1: the selected identities (w, seeds, reference embeddings)
+      imagefolder/000000/000.png ...   aligned 112x112 crops, one folder per identity (arcface_torch)
+      full/000000/000.png ...  full-resolution images (--full-res)
+      records/000000.json      per identity: its images, seeds, scores and labels (completion marker)
+      shards/                  per-shard completion records
+    after `merge`:
+      manifest.jsonl, imagefolder/metadata.jsonl (Hugging Face imagefolder), rec/train.rec + .idx,
+      pairs/<cell>.txt, metrics.json, README.md (dataset card) + sheets/
+
+Stage 1 (identity selection) is deterministic, so every shard can compute it; the first to finish
+writes it and the others read it. Stage 2 gives identity i to shard i % num_shards. Every file is
+written under a temporary name and renamed; an identity's folders are renamed into place before
+its record is written, so after a crash or kill a rerun redoes exactly the unfinished identities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..align import arcface_crop
+from ..errors import SynthfaceError
+from ..fileio import atomic_write, write_json_atomic
+from ..generate import image_grid, save_image_atomic
+from ..latent.bank import generator_hash
+from ..latent.cells import parse_cells, spec_name
+from ..latent.sampling import check_generator, check_labeller
+from ..identity.identities import IdentitySet, impostor_threshold, make_variations, nuisance_basis, \
+    select_identities
+
+DATASET_VERSION = 1
+
+
+@dataclass
+class DatasetConfig:
+    cells: str = "all"
+    ids_per_cell: int = 10
+    images_per_id: int = 5
+    seed: int = 0
+    separation: Optional[float] = None        # default: the impostor quantile below
+    separation_quantile: float = 0.99
+    consistency: Optional[float] = None       # default: the separation threshold
+    strength: float = 0.5
+    mix_from: Optional[int] = None
+    accept_confidence: Optional[float] = None
+    truncation: float = 1.0
+    identity_budget: float = 50.0
+    variation_budget: int = 20
+    variation_confidence: Optional[float] = None  # label check of variations; default: the model's threshold
+    full_res: bool = False
+    leakage_threshold: Optional[float] = None
+    batch_size: int = 64
+    extra: dict = field(default_factory=dict)
+
+
+def shard_from_env() -> tuple[int, int]:
+    """(index, count) from torchrun (RANK/WORLD_SIZE) or a SLURM array, else (0, 1)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if "SLURM_ARRAY_TASK_ID" in os.environ:
+        first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", 0))
+        count = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
+        return int(os.environ["SLURM_ARRAY_TASK_ID"]) - first, count
+    return 0, 1
+
+
+def id_name(i: int) -> str:
+    return f"{i:06d}"
+
+
+def crop112(images: np.ndarray) -> np.ndarray:
+    return arcface_crop(images, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def _identity_meta(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, leakage_info) -> dict:
+    return {"version": DATASET_VERSION, "config": asdict(cfg), "generator_hash": generator_hash(G),
+            "model": {"generator_hash": model.generator_hash_, "attributes": model.attributes_,
+                      "projection": model.projection, "truncation_psi": model.truncation_psi_},
+            "verifier": verifier.describe(), "embedder": embedder.describe(), "leakage": leakage_info}
+
+
+def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shard_index: int = 0,
+                     num_shards: int = 1, leakage: Optional[np.ndarray] = None, progress: bool = True,
+                     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+                     stop_after: Optional[int] = None) -> dict:
+    """Run stage 1 if needed and this shard's part of stage 2. Returns a summary."""
+    out = Path(out)
+    if not 0 <= shard_index < num_shards:
+        raise SynthfaceError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
+    if cfg.ids_per_cell < 1 or cfg.images_per_id < 1:
+        raise SynthfaceError("--ids-per-cell and --images-per-id must be at least 1")
+    check_generator(model, G)
+    check_labeller(model, verifier, "verifying labeller")
+    specs = parse_cells(cfg.cells, model.schema_, model.attributes_)
+    leak_info = None if leakage is None else {
+        "gallery_size": int(len(leakage)),
+        "sha256": hashlib.sha256(np.ascontiguousarray(leakage, np.float32).tobytes()).hexdigest()[:16]}
+    meta = _identity_meta(out, model, G, verifier, embedder, cfg, leak_info)
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / "dataset.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        if old != meta:
+            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            raise SynthfaceError(f"{out} holds a dataset made with different settings ({', '.join(diff)}); use a new "
+                                 "--out, or the same arguments to resume")
+    else:
+        write_json_atomic(mpath, meta)
+
+    # ---- stage 1: identities
+    ids_path = out / "identities.npz"
+    if ids_path.is_file():
+        with np.load(ids_path) as z:
+            idset = IdentitySet.from_arrays(dict(z), json.loads((out / "identities.json").read_text())["stats"])
+        thr = json.loads((out / "identities.json").read_text())["thresholds"]
+    else:
+        if cfg.separation is None:
+            log(f"separation threshold: the {cfg.separation_quantile} quantile of impostor similarities of "
+                "1000 random faces")
+            imp = impostor_threshold(G, embedder, model.truncation_psi_, quantile=cfg.separation_quantile,
+                                     seed=cfg.seed)
+            sep = imp["threshold"]
+        else:
+            imp, sep = None, cfg.separation
+        thr = {"separation": sep, "consistency": sep if cfg.consistency is None else cfg.consistency,
+               "impostors": imp, "leakage": None if leakage is None else
+               (sep if cfg.leakage_threshold is None else cfg.leakage_threshold)}
+        log(f"selecting {cfg.ids_per_cell} identities in each of {len(specs)} cells (separation < {sep:.3f})")
+        idset = select_identities(model, G, verifier, embedder, specs, cfg.ids_per_cell, sep, seed=cfg.seed,
+                                  leakage=leakage, leakage_threshold=thr["leakage"],
+                                  accept_confidence=cfg.accept_confidence, truncation=cfg.truncation,
+                                  budget=cfg.identity_budget, batch_size=cfg.batch_size, progress=progress, log=log)
+        write_json_atomic(out / "identities.json", {"thresholds": thr, "stats": idset.stats,
+                                                    "cells": idset.cells})
+        arrays = idset.arrays()
+        atomic_write(ids_path, lambda f: np.savez(f, **arrays))
+    specs_by_name = {spec_name(s): s for s in specs}
+
+    # ---- stage 2: variations and images, this shard's identities
+    basis, scales = nuisance_basis(model, G, seed=cfg.seed)
+    mine = [i for i in range(len(idset.cell)) if i % num_shards == shard_index]
+    todo = [i for i in mine if not (out / "records" / f"{id_name(i)}.json").is_file()]
+    if len(todo) < len(mine):
+        log(f"shard {shard_index}/{num_shards}: {len(mine) - len(todo)} of {len(mine)} identities already written")
+    from tqdm import tqdm
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="id", desc=f"images (shard {shard_index})",
+               disable=not progress, file=sys.stderr, leave=False,
+               mininterval=0.1 if sys.stderr.isatty() else 30)
+    done = 0
+    try:
+        for i in todo:
+            if stop_after is not None and done >= stop_after:
+                break
+            _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales)
+            done += 1
+            bar.update(1)
+    finally:
+        bar.close()
+    finished = all((out / "records" / f"{id_name(i)}.json").is_file() for i in mine)
+    if finished:
+        write_json_atomic(out / "shards" / f"{shard_index:05d}-of-{num_shards:05d}.json",
+                          {"shard": shard_index, "num_shards": num_shards, "identities": len(mine)})
+    return {"identities": len(idset.cell), "this_shard": len(mine), "written_now": done, "finished": finished,
+            "thresholds": thr}
+
+
+def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales):
+    name = id_name(i)
+    cell = idset.cells[int(idset.cell[i])]
+    res = make_variations(model, G, verifier, embedder, specs_by_name[cell], idset.w[i], idset.embedding[i], i,
+                          cfg.images_per_id, cfg.seed, basis, scales, cfg.strength, cfg.mix_from,
+                          thr["consistency"], cfg.variation_confidence, cfg.variation_budget, cfg.batch_size)
+    var = res["variations"]
+    if len(var) < cfg.images_per_id:
+        raise SynthfaceError(f"identity {name} ({cell}): only {len(var)} of {cfg.images_per_id} variations kept their "
+                             f"identity and label within {res['attempts']} attempts; lower --strength or "
+                             "--consistency, or raise --variation-budget")
+    # Write into a partial folder, rename into place, then the record marks the identity done.
+    part = out / ".partial" / name
+    shutil.rmtree(part, ignore_errors=True)
+    crops = crop112(np.stack([v["image"] for v in var]))
+    for k, c in enumerate(crops):
+        save_image_atomic(c, part / "crop" / f"{k:03d}.png")
+        if cfg.full_res:
+            save_image_atomic(var[k]["image"], part / "full" / f"{k:03d}.png")
+    for sub, dest in [("crop", out / "imagefolder" / name), ("full", out / "full" / name)]:
+        if (part / sub).is_dir():
+            shutil.rmtree(dest, ignore_errors=True)  # left by a run killed between rename and record
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part / sub, dest)
+    shutil.rmtree(part, ignore_errors=True)
+    rec = {"identity": i, "folder": name, "cell": cell, "labels": specs_by_name[cell],
+           "candidate": int(idset.candidate[i]), "prior_seed": int(idset.prior_seed[i]),
+           "w_ref": f"identities.npz:w[{i}]", "psi": model.truncation_psi_, "noise_mode": "random",
+           "separation_max_similarity": float(idset.max_similarity[i]),
+           "leakage_similarity": None if np.isnan(idset.leakage_similarity[i]) else float(idset.leakage_similarity[i]),
+           "reference_probs": {a: [round(float(x), 6) for x in p[i]] for a, p in idset.probs.items()},
+           "attempts": res["attempts"],
+           "images": [{"file": f"imagefolder/{name}/{k:03d}.png",
+                       "full": f"full/{name}/{k:03d}.png" if cfg.full_res else None,
+                       "attempt": v["attempt"], "noise_seed": v["noise_seed"], "mix_seed": v["mix_seed"],
+                       "consistency": round(v["consistency"], 6),
+                       "probs": {a: [round(float(x), 6) for x in p] for a, p in v["probs"].items()}}
+                      for k, v in enumerate(var)]}
+    write_json_atomic(out / "records" / f"{name}.json", rec)

@@ -1,0 +1,259 @@
+"""Distinct identities per demographic cell, and varied images of each.
+
+Identities: candidate j of a cell is drawn from the latent model with randomness from
+(seed, cell, j) alone, generated, re-labelled (kept only if confidently in the cell) and
+embedded. Candidates are visited in a fixed order (j-major, cells interleaved) and accepted
+greedily when their cosine similarity to every identity accepted so far, in any cell, is below
+the separation threshold (and below the leakage threshold to a gallery, if one is given).
+Batching only changes how many candidates are evaluated at once, never the result.
+
+Variations: image a of identity i comes from (seed, i, a): the identity's w plus an offset along
+nuisance directions of W (principal components of W after the demographic projection is removed),
+scaled by `strength`; the fine layers (from `mix_from` on) style-mixed with a prior sample; random
+noise. A variation is kept only if it is still confidently in the cell and its embedding keeps
+cosine >= the consistency threshold to the identity's reference image; else it is redrawn.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import SynthfaceError
+from ..generate import to_uint8
+from ..latent.bank import map_seeds
+from ..latent.cells import label_cells, matches, spec_name
+from ..latent.sampling import prior_latents
+
+
+def _rng(*keys) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in keys])
+
+
+def cell_key(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def impostor_threshold(G, embedder, truncation_psi: float = 1.0, n: int = 1000, quantile: float = 0.99,
+                       seed: int = 0) -> dict:
+    """Separation threshold from the recogniser's impostor distribution: the `quantile` of cosine
+    similarities between n random prior faces (distinct seeds, so almost all distinct people)."""
+    seeds = _rng(seed, 0x1A9).integers(0, 2**32 - 1, n).tolist()
+    W = prior_latents(G, seeds, truncation_psi)
+    e = embedder.embed(synthesize_ws(G, _broadcast(G, W), "const"))
+    S = e @ e.T
+    iu = np.triu_indices(n, 1)
+    s = S[iu]
+    return {"threshold": float(np.quantile(s, quantile)), "quantile": quantile, "faces": n,
+            "impostor_mean": float(s.mean()), "impostor_p99": float(np.quantile(s, 0.99)),
+            "impostor_p999": float(np.quantile(s, 0.999))}
+
+
+def _broadcast(G, w: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(w, np.float32)[:, None], G.num_ws, 1)
+
+
+@torch.no_grad()
+def synthesize_ws(G, ws: np.ndarray, noise_mode: str = "const", noise_seeds: Optional[Sequence[int]] = None,
+                  batch_size: int = 64) -> np.ndarray:
+    device = next(G.parameters()).device
+    out = []
+    for s in range(0, len(ws), batch_size):
+        x = torch.as_tensor(ws[s:s + batch_size], dtype=torch.float32, device=device)
+        gens = None
+        if noise_mode == "random":
+            gens = [torch.Generator(device=device).manual_seed(int(k)) for k in noise_seeds[s:s + batch_size]]
+        out.append(to_uint8(G.synthesis(x, noise_mode=noise_mode, noise_generator=gens)))
+    return np.concatenate(out)
+
+
+def nuisance_basis(model, G, k: int = 8, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k principal directions of prior W with the demographic projection removed, and their
+    standard deviations."""
+    seeds = _rng(seed, 0xBA5E).integers(0, 2**32 - 1, n).tolist()
+    W = prior_latents(G, seeds, model.truncation_psi_).astype(np.float64)
+    R = W - model.project(W) @ model.K_.T
+    R -= R.mean(0)
+    _, s, Vt = np.linalg.svd(R, full_matrices=False)
+    return Vt[:k].astype(np.float32), (s[:k] / np.sqrt(n - 1)).astype(np.float32)
+
+
+@dataclass
+class IdentitySet:
+    cells: list[str]            # cell names, in order
+    cell: np.ndarray            # [I] index into cells
+    candidate: np.ndarray       # [I] candidate index j within its cell
+    prior_seed: np.ndarray      # [I]
+    w: np.ndarray               # [I, w_dim]
+    embedding: np.ndarray       # [I, D] of the reference image
+    max_similarity: np.ndarray  # [I] to the identities accepted before it
+    leakage_similarity: np.ndarray  # [I] max to the leakage gallery (nan without one)
+    probs: dict                 # attribute -> [I, classes] (verifier)
+    stats: dict
+
+    def arrays(self) -> dict:
+        out = {k: getattr(self, k) for k in ("cell", "candidate", "prior_seed", "w", "embedding", "max_similarity",
+                                             "leakage_similarity")}
+        out.update({f"p.{a}": v for a, v in self.probs.items()})
+        out["cells"] = np.array(self.cells)
+        return out
+
+    @classmethod
+    def from_arrays(cls, z: Mapping, stats: dict) -> "IdentitySet":
+        probs = {k[2:]: np.asarray(z[k]) for k in z if k.startswith("p.")}
+        return cls(cells=[str(c) for c in z["cells"]], cell=z["cell"], candidate=z["candidate"],
+                   prior_seed=z["prior_seed"], w=z["w"], embedding=z["embedding"],
+                   max_similarity=z["max_similarity"], leakage_similarity=z["leakage_similarity"], probs=probs,
+                   stats=stats)
+
+
+def select_identities(model, G, verifier, embedder, specs: Sequence[Mapping[str, str]], n_per_cell: int,
+                      separation: float, seed: int = 0, leakage: Optional[np.ndarray] = None,
+                      leakage_threshold: Optional[float] = None, accept_confidence: Optional[float] = None,
+                      truncation: float = 1.0, budget: float = 50.0, batch_size: int = 64, progress: bool = True,
+                      log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> IdentitySet:
+    threshold = model.confidence if accept_confidence is None else accept_confidence
+    names = [spec_name(s) for s in specs]
+    if len(set(names)) != len(names):
+        raise SynthfaceError("the same cell is requested twice")
+    for s in specs:
+        model.matching_cells(s)
+    if leakage is not None:
+        leakage = np.asarray(leakage, np.float32)
+        leakage = leakage / np.linalg.norm(leakage, axis=1, keepdims=True)
+        leakage_threshold = separation if leakage_threshold is None else leakage_threshold
+    limit = int(np.ceil(budget * n_per_cell))
+    next_j = [0] * len(specs)
+    accepted: list[list[dict]] = [[] for _ in specs]
+    acc_emb = np.zeros((0, 0), np.float32)
+    stats = {n: {"candidates": 0, "rejected_label": 0, "rejected_separation": 0, "rejected_leakage": 0}
+             for n in names}
+    from tqdm import tqdm
+    bar = tqdm(total=n_per_cell * len(specs), unit="id", desc="identities", disable=not progress, file=sys.stderr,
+               leave=False, mininterval=0.1 if sys.stderr.isatty() else 30)
+    try:
+        while True:
+            active = [c for c in range(len(specs)) if len(accepted[c]) < n_per_cell and next_j[c] < limit]
+            if not active:
+                break
+            per = max(1, batch_size // len(active))
+            order = []  # (cell, j) in the fixed visiting order
+            for j in range(per):
+                for c in active:
+                    if next_j[c] + j < limit:
+                        order.append((c, next_j[c] + j))
+            for c in active:
+                next_j[c] = min(limit, next_j[c] + per)
+            pseeds, S = [], []
+            for c, j in order:
+                rng = _rng(seed, cell_key(names[c]), j)
+                pseeds.append(int(rng.integers(0, 2**32 - 1)))
+                s, _ = model.sample_projection(specs[c], 1, rng, truncation)
+                S.append(s[0])
+            W0 = prior_latents(G, pseeds, model.truncation_psi_)
+            W = model.lift(np.array(S), W0).astype(np.float32)
+            imgs = synthesize_ws(G, _broadcast(G, W), model.noise_mode_, batch_size=batch_size)
+            probs = verifier.predict(imgs)
+            idx, conf = label_cells(probs, model.attributes_, threshold)
+            ok = np.zeros(len(order), bool)
+            for c in set(c for c, _ in order):
+                rows = np.array([k for k, (cc, _) in enumerate(order) if cc == c])
+                ok[rows] = matches(idx[rows], conf[rows], specs[c], model.schema_, model.attributes_)
+            emb = np.zeros((len(order), 0), np.float32)
+            if ok.any():
+                e_ok = embedder.embed(imgs[ok])
+                emb = np.zeros((len(order), e_ok.shape[1]), np.float32)
+                emb[ok] = e_ok
+            if acc_emb.shape[1] == 0 and emb.shape[1]:
+                acc_emb = np.zeros((0, emb.shape[1]), np.float32)
+            prev = (emb @ acc_emb.T).max(1) if len(acc_emb) and emb.shape[1] else np.full(len(order), -1.0)
+            leak = (emb @ leakage.T).max(1) if leakage is not None and emb.shape[1] else np.full(len(order), np.nan)
+            new_rows: list[int] = []
+            for k, (c, j) in enumerate(order):
+                if len(accepted[c]) >= n_per_cell:
+                    continue
+                st = stats[names[c]]
+                st["candidates"] += 1
+                if not ok[k]:
+                    st["rejected_label"] += 1
+                    continue
+                if leakage is not None and leak[k] >= leakage_threshold:
+                    st["rejected_leakage"] += 1
+                    continue
+                within = float((emb[new_rows] @ emb[k]).max()) if new_rows else -1.0
+                m = max(float(prev[k]), within)
+                if m >= separation:
+                    st["rejected_separation"] += 1
+                    continue
+                new_rows.append(k)
+                accepted[c].append({"candidate": j, "prior_seed": pseeds[k], "w": W[k], "embedding": emb[k],
+                                    "max_similarity": m, "leakage_similarity": float(leak[k]),
+                                    "probs": {a: probs[a][k] for a in model.attributes_}})
+                bar.update(1)
+            if new_rows:
+                acc_emb = np.concatenate([acc_emb, emb[new_rows]])
+    finally:
+        bar.close()
+    short = [f"{names[c]} ({len(accepted[c])})" for c in range(len(specs)) if len(accepted[c]) < n_per_cell]
+    if short:
+        raise SynthfaceError(f"could not find {n_per_cell} distinct identities within {limit} candidates for: "
+                             f"{'; '.join(short)}; raise --identity-budget, lower --separation or ask for fewer "
+                             "identities")
+    rows = [(c, r) for c in range(len(specs)) for r in accepted[c]]
+    for n, st in stats.items():
+        st["acceptance_rate"] = n_per_cell / st["candidates"]
+    return IdentitySet(
+        cells=names, cell=np.array([c for c, _ in rows], np.int64),
+        candidate=np.array([r["candidate"] for _, r in rows], np.int64),
+        prior_seed=np.array([r["prior_seed"] for _, r in rows], np.int64),
+        w=np.stack([r["w"] for _, r in rows]).astype(np.float32),
+        embedding=np.stack([r["embedding"] for _, r in rows]).astype(np.float32),
+        max_similarity=np.array([r["max_similarity"] for _, r in rows], np.float32),
+        leakage_similarity=np.array([r["leakage_similarity"] for _, r in rows], np.float32),
+        probs={a: np.stack([r["probs"][a] for _, r in rows]).astype(np.float32) for a in model.attributes_},
+        stats=stats)
+
+
+def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id: np.ndarray, ref_embedding,
+                    identity_index: int, k: int, seed: int, basis: np.ndarray, scales: np.ndarray,
+                    strength: float = 0.5, mix_from: Optional[int] = None, consistency: float = 0.5,
+                    accept_confidence: Optional[float] = None, budget: int = 8, batch_size: int = 32) -> dict:
+    """k accepted variation images of one identity, with their w, noise seeds, scores and labels."""
+    threshold = model.confidence if accept_confidence is None else accept_confidence
+    mix_from = G.num_ws * 6 // 10 if mix_from is None else mix_from
+    if not 0 <= mix_from <= G.num_ws:
+        raise SynthfaceError(f"mix_from must be in 0..{G.num_ws}")
+    got: list[dict] = []
+    attempt = 0
+    while len(got) < k and attempt < budget * k:
+        m = min(max(k - len(got), 1) + 2, budget * k - attempt)
+        atts = list(range(attempt, attempt + m))
+        attempt += m
+        ws, noise, mix_seeds = [], [], []
+        for a in atts:
+            rng = _rng(seed, 0x7661, identity_index, a)
+            mix_seeds.append(int(rng.integers(0, 2**32 - 1)))
+            noise.append(int(rng.integers(0, 2**63 - 1)))
+            offset = (strength * rng.standard_normal(len(scales)) * scales) @ basis
+            ws.append(np.asarray(w_id, np.float32) + offset)
+        ws = _broadcast(G, np.array(ws, np.float32))
+        if mix_from < G.num_ws:
+            w_mix = map_seeds(G, mix_seeds, model.truncation_psi_).cpu().numpy()
+            ws[:, mix_from:] = w_mix[:, None]
+        imgs = synthesize_ws(G, ws, "random", noise, batch_size)
+        probs = verifier.predict(imgs)
+        idx, conf = label_cells(probs, model.attributes_, threshold)
+        ok = matches(idx, conf, spec, model.schema_, model.attributes_)
+        e = embedder.embed(imgs)
+        cons = e @ np.asarray(ref_embedding, np.float32)
+        for r, a in enumerate(atts):
+            if len(got) < k and ok[r] and cons[r] >= consistency:
+                got.append({"attempt": a, "image": imgs[r], "ws": ws[r], "noise_seed": noise[r],
+                            "mix_seed": mix_seeds[r], "consistency": float(cons[r]), "embedding": e[r],
+                            "probs": {x: probs[x][r] for x in model.attributes_}})
+    return {"variations": got, "attempts": attempt}
