@@ -230,6 +230,130 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
                                    "(raise --budget, lower --accept-confidence, or refit on a larger bank)")
 
 
+EMBEDDER_HELP = "Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DIR, torchscript:PATH."
+
+
+@main.command()
+@click.option("--network", required=True, help="the generator the latent model was fitted for ('world': the demo's)")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--cells", default="all", show_default=True, help="'all' or cells separated by ';'")
+@click.option("--ids-per-cell", type=click.IntRange(min=1), required=True)
+@click.option("--images-per-id", type=click.IntRange(min=1), required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True, help=LABELLER_HELP)
+@click.option("--schema", default=None, help=SCHEMA_HELP)
+@click.option("--recognizer", "--recogniser", "recognizer", default="world", show_default=True, help=EMBEDDER_HELP)
+@click.option("--align", type=click.Choice(["fixed", "detect"]), default="fixed", show_default=True,
+              help="fixed FFHQ->ArcFace transform, or the pack's detector + 5-point norm_crop")
+@click.option("--separation", type=float, default=None,
+              help="max cosine similarity between identities (default: --separation-quantile of impostors)")
+@click.option("--separation-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+@click.option("--consistency", type=float, default=None,
+              help="min cosine similarity of a variation to its identity (default: the separation threshold)")
+@click.option("--leakage-gallery", type=click.Path(dir_okay=False), default=None,
+              help=".npy of embeddings (same recogniser) that identities must not match, e.g. the training set")
+@click.option("--leakage-threshold", type=float, default=None)
+@click.option("--strength", type=float, default=0.5, show_default=True, help="variation strength along nuisance directions")
+@click.option("--mix-from", type=int, default=None, help="style-mix layers from this w index on (default: 60%% of them)")
+@click.option("--accept-confidence", type=click.FloatRange(0, 1, min_open=True), default=None)
+@click.option("--trunc", "truncation", type=float, default=1.0, show_default=True)
+@click.option("--identity-budget", type=float, default=50.0, show_default=True, help="candidates per wanted identity")
+@click.option("--variation-budget", type=int, default=20, show_default=True, help="attempts per wanted image")
+@click.option("--full-res", is_flag=True, help="also write the full-resolution images")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--shard-index", type=int, default=None, help="default: RANK or SLURM_ARRAY_TASK_ID, else 0")
+@click.option("--num-shards", type=int, default=None, help="default: WORLD_SIZE or SLURM_ARRAY_TASK_COUNT, else 1")
+@click.option("--no-merge", is_flag=True, help="do not merge even when this is the only shard")
+@click.option("--audit", "audit_spec", default=None, help="recogniser that judges the merged set (" + EMBEDDER_HELP + ")")
+@click.option("--audit-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="the audit's threshold: this quantile of its impostor similarities on random faces")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
+             separation, separation_quantile, consistency, leakage_gallery, leakage_threshold, strength, mix_from,
+             accept_confidence, truncation, identity_budget, variation_budget, full_res, seed, shard_index, num_shards,
+             no_merge, audit_spec, audit_quantile, batch_size, device):
+    """Write N distinct identities x K varied images per cell (resumable, shardable)."""
+    import numpy as np
+
+    from .dataset import DatasetConfig, generate_dataset, merge, shard_from_env
+    from .identity import impostor_threshold, load_embedder
+    from .labelling import load_labeller
+    from .latent import DemographicLatentModel
+
+    env_index, env_count = shard_from_env()
+    shard_index = env_index if shard_index is None else shard_index
+    num_shards = env_count if num_shards is None else num_shards
+    model = _run(DemographicLatentModel.load, model_path)
+    G, dev = _network(network, device)
+    lab = _run(load_labeller, labellers, schema, device=str(dev))
+    emb = _run(load_embedder, recognizer, str(dev), align)
+    leak = None
+    if leakage_gallery:
+        try:
+            leak = np.load(leakage_gallery)
+        except (OSError, ValueError) as e:
+            raise click.ClickException(f"--leakage-gallery {leakage_gallery}: {e}") from None
+    cfg = DatasetConfig(cells=cells, ids_per_cell=ids_per_cell, images_per_id=images_per_id, seed=seed,
+                        separation=separation, separation_quantile=separation_quantile, consistency=consistency,
+                        strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
+                        truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
+                        full_res=full_res, leakage_threshold=leakage_threshold, batch_size=batch_size)
+    res = _run(generate_dataset, model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
+               log=lambda m: click.echo(m, err=True))
+    click.echo(f"shard {shard_index}/{num_shards}: {res['this_shard']} identities "
+               f"({res['written_now']} written now)", err=True)
+    if num_shards == 1 and not no_merge:
+        audit = None
+        if audit_spec:
+            a = _run(load_embedder, audit_spec, str(dev))
+            audit = (a, _run(impostor_threshold, G, a, model.truncation_psi_, quantile=audit_quantile,
+                             seed=seed + 1)["threshold"])
+        _print_summary(_run(merge, out, audit=audit, log=lambda m: click.echo(m, err=True)), out)
+    else:
+        click.echo("when every shard has finished: synthface merge --out " + str(out), err=True)
+
+
+@main.command("merge")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--audit", "audit_spec", default=None, help="recogniser that judges the set (" + EMBEDDER_HELP + ")")
+@click.option("--audit-threshold", type=float, default=None,
+              help="its threshold (default: --audit-quantile of its impostors on random faces; needs --network)")
+@click.option("--audit-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+@click.option("--network", default=None, help="generator, to derive the audit threshold")
+@click.option("--device", default="auto", show_default=True)
+def merge_cmd(out, audit_spec, audit_threshold, audit_quantile, network, device):
+    """Validate a (sharded) dataset; write manifest, RecordIO, HF metadata, pairs, metrics and card."""
+    from .dataset import merge
+    from .identity import impostor_threshold, load_embedder
+
+    audit = None
+    if audit_spec:
+        a = _run(load_embedder, audit_spec)
+        if audit_threshold is None:
+            if network is None:
+                raise click.UsageError("--audit needs --audit-threshold or --network to derive it")
+            G, _ = _network(network, device)
+            meta = json.loads((Path(out) / "dataset.json").read_text())
+            audit_threshold = _run(impostor_threshold, G, a, meta["model"]["truncation_psi"],
+                                   quantile=audit_quantile,
+                                   seed=meta["config"]["seed"] + 1)["threshold"]
+        audit = (a, audit_threshold)
+    _print_summary(_run(merge, out, audit=audit, log=lambda m: click.echo(m, err=True)), out)
+
+
+def _print_summary(metrics: dict, out) -> None:
+    click.echo("cell                                   candidates  label-rej  too-similar  accepted/cand", err=True)
+    for c, st in metrics["identity_selection"].items():
+        click.echo(f"{c:<38} {st['candidates']:>10} {st['rejected_label']:>10} {st['rejected_separation']:>12} "
+                   f"{100 * st['acceptance_rate']:>12.1f}%", err=True)
+    if "audit" in metrics:
+        a = metrics["audit"]
+        click.echo(f"audit @ {a['threshold']:.3f}: cross-identity image pairs below {100 * a['cross_identity_image_pairs_below_threshold']:.2f}%, "
+                   f"C_intra {a['C_intra']:.3f}, U_class {a['U_class']:.3f}", err=True)
+    click.echo(f"wrote {Path(out) / 'README.md'}", err=True)
+
+
 @main.group()
 def world():
     """The built-in demo world: procedural faces with known demographics."""

@@ -33,3 +33,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def demo_latent_model(tmp_path_factory):
+    """The latent model fitted on a 3000-latent bank of the demo world's generator (saved to disk)."""
+    import warnings
+
+    from synthface.generator import load_generator
+    from synthface.labelling import load_labeller
+    from synthface.latent import DemographicLatentModel, build_bank
+    from synthface.world.assets import generator_path
+
+    G = load_generator(generator_path())
+    d = tmp_path_factory.mktemp("latent")
+    bank = build_bank(G, load_labeller("world"), d / "bank", 3000, progress=False, log=lambda s: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = DemographicLatentModel(confidence=0.95).fit_bank(bank)
+    model.save(d / "model.synthface")
+    return model, bank, d / "model.synthface"

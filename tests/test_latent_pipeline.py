@@ -119,12 +119,8 @@ def test_bank_resumes_after_a_crash_identically(G, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fitted(G, tmp_path_factory):
-    bank = build_bank(G, load_labeller("world"), tmp_path_factory.mktemp("bank"), 3000, progress=False,
-                      log=lambda s: None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return DemographicLatentModel(confidence=0.95).fit_bank(bank), bank
+def fitted(demo_latent_model):
+    return demo_latent_model[:2]
 
 
 def test_rarest_cell_on_demand_judged_by_the_audit_classifier(G, fitted, tmp_path):
