@@ -383,11 +383,14 @@ def world_render(outdir, identities, images_per_identity, size, distribution, se
 @click.option("--n", default=512, show_default=True, help="random faces to generate and label")
 @click.option("--bank-n", default=8000, show_default=True, help="latents labelled to fit the latent model")
 @click.option("--per-cell", default=100, show_default=True, help="faces per cell in the balanced set (0: skip)")
-def demo(outdir, n, bank_n, per_cell):
+@click.option("--ids-per-cell", default=10, show_default=True, help="identities per cell in the dataset (0: skip)")
+@click.option("--images-per-id", default=5, show_default=True)
+def demo(outdir, n, bank_n, per_cell, ids_per_cell, images_per_id):
     """Run the main job on the built-in demo world."""
     from .demo import run_demo
 
-    _run(run_demo, outdir, n=n, bank_n=bank_n, per_cell=per_cell, log=lambda m: click.echo(m, err=True))
+    _run(run_demo, outdir, n=n, bank_n=bank_n, per_cell=per_cell, ids_per_cell=ids_per_cell,
+         images_per_id=images_per_id, log=lambda m: click.echo(m, err=True))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,9 @@ def load_records(out: Path) -> tuple[dict, list[dict]]:
 
 def improved_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> float:
     """Kynkaanniemi et al.: fraction of real samples inside some fake sample's k-NN ball (cosine distance)."""
+    if len(fake) < 2:
+        return float("nan")
+    k = min(k, len(fake) - 1)
     d_ff = 1 - fake @ fake.T
     radius = np.sort(d_ff, axis=1)[:, k]  # column 0 is the sample itself
     d_rf = 1 - real @ fake.T
