@@ -172,7 +172,7 @@ def test_improved_recall_by_hand():
     ang = np.deg2rad([0, 10, 20, 90])
     fake = np.stack([np.cos(ang), np.sin(ang)], 1)
     # k=1 radii (cosine distance to the nearest other fake): 10 deg, 10 deg, 10 deg, 70 deg
-    real = np.stack([np.cos(np.deg2rad([5, 45, 150])), np.sin(np.deg2rad([5, 45, 150]))], 1)
-    # 5 deg is inside the first ball, 45 deg inside the 90-deg sample's 70-deg ball, 150 deg in none
+    real = np.stack([np.cos(np.deg2rad([5, 45, 200])), np.sin(np.deg2rad([5, 45, 200]))], 1)
+    # 5 deg is inside the first ball, 45 deg inside the 90-deg sample's 70-deg ball, 200 deg in none
     assert improved_recall(real, fake, k=1) == pytest.approx(2 / 3)
     assert np.isnan(improved_recall(real, fake[:1]))
