@@ -176,3 +176,32 @@ def test_improved_recall_by_hand():
     # 5 deg is inside the first ball, 45 deg inside the 90-deg sample's 70-deg ball, 200 deg in none
     assert improved_recall(real, fake, k=1) == pytest.approx(2 / 3)
     assert np.isnan(improved_recall(real, fake[:1]))
+
+
+def test_leakage_gallery_rejects_known_identities(demo_latent_model):
+    model = demo_latent_model[0]
+    G = load_generator(generator_path())
+    specs = parse_cells("group=group3,gender=male", model.schema_, model.attributes_)
+    lab, emb = load_labeller("world"), load_embedder("world")
+    kw = dict(separation=0.5, seed=5, accept_confidence=0.99, progress=False)
+    first = select_identities(model, G, lab, emb, specs, 3, **kw)
+    # the same draws with the first set as the leakage gallery: its identities must be refused
+    again = select_identities(model, G, lab, emb, specs, 3, leakage=first.embedding, leakage_threshold=0.5, **kw)
+    st = again.stats["group=group3,gender=male"]
+    assert st["rejected_leakage"] >= 3 and (again.leakage_similarity < 0.5).all()
+    assert not set(again.candidate) & set(first.candidate)
+
+
+def test_detected_alignment_still_verifies_identities():
+    from synthface.world import World
+    w = World(seed=0)
+    ident = w.identities(range(920000, 920010))
+    rows = np.repeat(np.arange(10), 2)
+    from synthface.world import take
+    imgs = w.render(take(ident, rows), np.tile([0, 1], 10), size=64)
+    det = load_embedder("world", align="detect")
+    e = det.embed(imgs).reshape(10, 2, -1)
+    genuine = (e[:, 0] * e[:, 1]).sum(1)
+    impostor = (e[:, 0] @ e[:, 1].T)[~np.eye(10, dtype=bool)]
+    assert det.undetected <= 1
+    assert genuine.mean() > impostor.mean() + 0.3 and np.median(genuine) > np.quantile(impostor, 0.9)

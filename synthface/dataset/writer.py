@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -121,6 +122,8 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
 
     # ---- stage 1: identities
     ids_path = out / "identities.npz"
+    t0 = time.perf_counter()
+    stage1_ran = not ids_path.is_file()
     if ids_path.is_file():
         with np.load(ids_path) as z:
             idset = IdentitySet.from_arrays(dict(z), json.loads((out / "identities.json").read_text())["stats"])
@@ -147,6 +150,7 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
         arrays = idset.arrays()
         atomic_write(ids_path, lambda f: np.savez(f, **arrays))
     specs_by_name = {spec_name(s): s for s in specs}
+    t1 = time.perf_counter()
 
     # ---- stage 2: variations and images, this shard's identities
     basis, scales = nuisance_basis(model, G, seed=cfg.seed)
@@ -168,12 +172,14 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
             bar.update(1)
     finally:
         bar.close()
+    t2 = time.perf_counter()
     finished = all((out / "records" / f"{id_name(i)}.json").is_file() for i in mine)
     if finished:
         write_json_atomic(out / "shards" / f"{shard_index:05d}-of-{num_shards:05d}.json",
                           {"shard": shard_index, "num_shards": num_shards, "identities": len(mine)})
     return {"identities": len(idset.cell), "this_shard": len(mine), "written_now": done, "finished": finished,
-            "thresholds": thr}
+            "thresholds": thr, "stage1_s": (t1 - t0) if stage1_ran else None, "stage2_s": t2 - t1,
+            "candidates": sum(st["candidates"] for st in idset.stats.values())}
 
 
 def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales):
