@@ -264,6 +264,8 @@ EMBEDDER_HELP = "Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DIR
 @click.option("--shard-index", type=int, default=None, help="default: RANK or SLURM_ARRAY_TASK_ID, else 0")
 @click.option("--num-shards", type=int, default=None, help="default: WORLD_SIZE or SLURM_ARRAY_TASK_COUNT, else 1")
 @click.option("--no-merge", is_flag=True, help="do not merge even when this is the only shard")
+@click.option("--ray", "ray_shards", type=click.IntRange(min=1), default=None,
+              help="run this many shards on Ray actors (one GPU each if any; needs ray[data]), then merge")
 @click.option("--audit", "audit_spec", default=None, help="recogniser that judges the merged set (" + EMBEDDER_HELP + ")")
 @click.option("--audit-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True,
               help="the audit's threshold: this quantile of its impostor similarities on random faces")
@@ -272,7 +274,7 @@ EMBEDDER_HELP = "Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DIR
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
              separation, separation_quantile, consistency, leakage_gallery, leakage_threshold, strength, mix_from,
              accept_confidence, truncation, identity_budget, variation_budget, full_res, seed, shard_index, num_shards,
-             no_merge, audit_spec, audit_quantile, batch_size, device):
+             no_merge, ray_shards, audit_spec, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
     import numpy as np
 
@@ -299,10 +301,19 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
                         truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
                         full_res=full_res, leakage_threshold=leakage_threshold, batch_size=batch_size)
-    res = _run(generate_dataset, model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
-               log=lambda m: click.echo(m, err=True))
-    click.echo(f"shard {shard_index}/{num_shards}: {res['this_shard']} identities "
-               f"({res['written_now']} written now)", err=True)
+    if ray_shards:
+        if leak is not None:
+            raise click.UsageError("--ray does not take --leakage-gallery yet; run the shards with --shard-index")
+        from .dataset.ray_runner import run_with_ray
+        done = _run(run_with_ray, model_path, network, out, cfg, list(labellers), schema, recognizer, align,
+                    ray_shards)
+        click.echo(f"ray: {len(done)} shards finished", err=True)
+        num_shards = 1  # everything is written: merge below
+    else:
+        res = _run(generate_dataset, model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
+                   log=lambda m: click.echo(m, err=True))
+        click.echo(f"shard {shard_index}/{num_shards}: {res['this_shard']} identities "
+                   f"({res['written_now']} written now)", err=True)
     if num_shards == 1 and not no_merge:
         audit = None
         if audit_spec:

@@ -205,3 +205,10 @@ def test_detected_alignment_still_verifies_identities():
     impostor = (e[:, 0] @ e[:, 1].T)[~np.eye(10, dtype=bool)]
     assert det.undetected <= 1
     assert genuine.mean() > impostor.mean() + 0.3 and np.median(genuine) > np.quantile(impostor, 0.9)
+
+
+def test_ray_shards_give_the_same_dataset(dataset, demo_latent_model, tmp_path):
+    pytest.importorskip("ray.data", reason="the Ray entry point is optional (pip install 'ray[data]')")
+    r = run_cli(["--model", str(demo_latent_model[2]), "--out", str(tmp_path / "r"), "--ray", "2", *ARGS])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert tree(tmp_path / "r") == tree(dataset)
