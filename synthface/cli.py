@@ -365,6 +365,37 @@ def _print_summary(metrics: dict, out) -> None:
     click.echo(f"wrote {Path(out) / 'README.md'}", err=True)
 
 
+@main.command()
+@click.option("--dataset", required=True, type=click.Path(file_okay=False),
+              help="a synthface dataset, or an ImageFolder of aligned 112x112 crops with --groups")
+@click.option("--recognizer", "--recogniser", "recognizers", multiple=True, required=True,
+              help="repeatable; compared side by side. " + EMBEDDER_HELP)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--groups", "groups_csv", default=None, type=click.Path(dir_okay=False),
+              help="CSV with columns identity,group (identity = folder name) for a plain ImageFolder")
+@click.option("--pairs", "pairs_path", default=None, type=click.Path(dir_okay=False),
+              help="reuse a pair list (pairs.csv of an earlier report)")
+@click.option("--genuine", default=3000, show_default=True, help="genuine pairs per group (at most)")
+@click.option("--impostor", default=3000, show_default=True, help="impostor pairs per group (at most)")
+@click.option("--folds", default=10, show_default=True)
+@click.option("--target-fmr", default=1e-3, show_default=True, help="FMR that sets the global threshold")
+@click.option("--cross-group", is_flag=True, help="draw impostors from every group, not only the same one")
+@click.option("--bootstrap", "n_boot", default=200, show_default=True, help="resamples for the accuracy CIs")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def evaluate(dataset, recognizers, out, groups_csv, pairs_path, genuine, impostor, folds, target_fmr, cross_group,
+             n_boot, seed, device):
+    """Per-group verification and fairness metrics of recognisers: report.md/.html, metrics.json, plots."""
+    from .evaluation import run_evaluation
+    from .identity import load_embedder
+
+    recs = [(r, _run(load_embedder, r, device)) for r in recognizers]
+    _run(run_evaluation, dataset, recs, out, groups_csv=groups_csv, pairs_path=pairs_path, genuine=genuine,
+         impostor=impostor, folds=folds, seed=seed, target_fmr=target_fmr, cross_group=cross_group, n_boot=n_boot,
+         log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {Path(out) / 'report.html'}", err=True)
+
+
 @main.group()
 def world():
     """The built-in demo world: procedural faces with known demographics."""

@@ -159,7 +159,26 @@ world's recogniser and judged by the audit recogniser at its 1 % impostor thresh
 cross-identity image pairs below it {100 * a['cross_identity_image_pairs_below_threshold']:.2f} %, C_intra
 {a['C_intra']:.3f}, U_class {a['U_class']:.3f}, D_intra against renderer faces {a['D_intra']:.3f}.
 """
+    ev = None
+    if ids is not None:
+        from .evaluation import run_evaluation
+        from .identity import load_embedder
+        ev = run_evaluation(outdir / "dataset", [("world", load_embedder("world")),
+                                                 ("world-audit", load_embedder("world-audit"))],
+                            outdir / "evaluation", log=log)
+        rows = "\n".join(f"| {k} | {100 * r['accuracy_mean']:.2f} | {100 * r['accuracy_std']:.2f} | {r['ser']:.3f} |"
+                         for k, r in ev["recognisers"].items())
+        report += f"""
+## Evaluating recognisers on it
+
+Per-group verification and fairness metrics of the demo recogniser and the audit recogniser on that
+dataset: [evaluation/report.html](evaluation/report.html) (also report.md, metrics.json, plots).
+
+| recogniser | mean accuracy % | STD | SER |
+|---|---|---|---|
+{rows}
+"""
     (outdir / "report.md").write_text(report)
     log(f"wrote {outdir / 'report.md'}, {outdir / 'seed_grid.png'} and contact sheets in {outdir / 'cells'}")
     return {"report": str(outdir / "report.md"), "assessment": res, "renderer_sheets": truth, "balanced": bal,
-            "dataset": ids}
+            "dataset": ids, "evaluation": ev}
