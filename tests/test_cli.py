@@ -74,7 +74,7 @@ def test_errors_are_one_clear_message(tmp_path, network, args, needle, monkeypat
 
 
 def test_demo_runs(tmp_path):
-    small = ["--n", "64", "--bank-n", "1500", "--per-cell", "6", "--ids-per-cell", "4", "--images-per-id", "3"]
+    small = ["--n", "64", "--bank-n", "1500", "--per-cell", "6", "--ids-per-cell", "5", "--images-per-id", "4"]
     r = CliRunner().invoke(main, ["demo", "--outdir", str(tmp_path / "d"), *small])
     assert r.exit_code == 0, r.output
     d = tmp_path / "d"
@@ -90,7 +90,7 @@ def test_demo_runs(tmp_path):
     bal = json.loads((d / "balanced" / "report.json").read_text())
     assert len(bal["cells"]) == 6 and all(c["accepted"] == 6 for c in bal["cells"].values())
     assert len(list((d / "balanced" / "images").glob("*/*.png"))) == 36
-    assert len(list((d / "dataset" / "imagefolder").glob("*/*.png"))) == 72 and "identity dataset" in report
+    assert len(list((d / "dataset" / "imagefolder").glob("*/*.png"))) == 120 and "identity dataset" in report
     assert (d / "evaluation" / "report.html").is_file() and "evaluation/report.html" in report
     # a second run (bank resumed from disk) gives identical images
     first = (d / "seed_grid.png").read_bytes(), (d / "balanced" / "sheets" / "group-group2_gender-female.png").read_bytes()
