@@ -55,11 +55,24 @@ def bias_act(
     gain: Optional[float] = None,
     clamp: Optional[float] = None,
 ) -> torch.Tensor:
-    """y = clamp(act(x + b, alpha) * gain, -clamp, clamp), with b broadcast along `dim`."""
+    """y = clamp(act(x + b, alpha) * gain, -clamp, clamp), with b broadcast along `dim`.
+    CUDA tensors use the kernel in csrc/bias_act.cu when it is available (see _plugin)."""
     spec = _lookup(act)
     alpha = spec.default_alpha if alpha is None else float(alpha)
     gain = spec.default_gain if gain is None else float(gain)
     clamp = None if clamp is None or clamp < 0 else float(clamp)
+    if x.is_cuda:
+        from . import cuda_ops
+        if cuda_ops.usable(x):
+            if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+                raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
+            return cuda_ops.BiasAct.apply(x, b, dim % x.ndim, act, alpha, gain, clamp, bias_act_ref)
+    return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
+
+
+def bias_act_ref(x, b=None, dim=1, act="linear", alpha=0.0, gain=1.0, clamp=None):
+    """The pure-PyTorch path, with resolved alpha, gain and clamp."""
+    spec = _lookup(act)
 
     if b is not None:
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:

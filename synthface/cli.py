@@ -397,6 +397,21 @@ def evaluate(dataset, recognizers, out, groups_csv, pairs_path, genuine, imposto
 
 
 @main.group()
+def ops():
+    """The StyleGAN2 CUDA kernels (stylegan_ops)."""
+
+
+@ops.command("doctor")
+def ops_doctor():
+    """Build the CUDA kernels, self-test them against the PyTorch ops and print a diagnosis."""
+    from stylegan_ops.doctor import run
+
+    ok = run(log=lambda m: click.echo(m))
+    if not ok:
+        sys.exit(1)
+
+
+@main.group()
 def world():
     """The built-in demo world: procedural faces with known demographics."""
 
