@@ -1,7 +1,8 @@
 """StyleGAN2 operators: bias_act, upfirdn2d, conv2d_resample and modulated_conv2d.
 
-Each op is written in plain PyTorch here (the ground truth, and the CPU path). Custom
-CUDA kernels are planned to sit beside these and must match them numerically.
+Each op is written in plain PyTorch here (the ground truth, and the CPU path). CUDA kernels for
+bias_act and upfirdn2d sit in csrc/ and are built on first CUDA use (see _plugin: SYNTHFACE_OPS,
+the build cache and lock, `synthface ops doctor`); they must match these numerically.
 """
 
 from .bias_act import ACTIVATIONS, bias_act, default_gain
