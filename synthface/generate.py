@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -19,7 +18,7 @@ from PIL import Image
 
 from .errors import SynthfaceError
 from .generator.networks import NOISE_MODES, Generator
-from .fileio import umask_mode
+from .fileio import atomic_write
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -99,19 +98,9 @@ def _progress(total: int, unit: str, enabled: bool):
 
 def save_image_atomic(arr: np.ndarray, path: os.PathLike) -> Path:
     """Write a PNG via a temporary file and rename, so no half-written image is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mode = "L" if arr.ndim == 2 or arr.shape[2] == 1 else "RGB"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(arr.squeeze(-1) if mode == "L" and arr.ndim == 3 else arr, mode).save(tmp, format="PNG")
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    img = Image.fromarray(arr.squeeze(-1) if mode == "L" and arr.ndim == 3 else arr, mode)
+    return atomic_write(path, lambda f: img.save(f, format="PNG"), suffix=".png")
 
 
 def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, pad: int = 2) -> np.ndarray:

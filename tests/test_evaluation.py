@@ -14,7 +14,7 @@ from PIL import Image
 
 from synthface.cli import main
 from synthface.errors import SynthfaceError
-from synthface.evaluation import group_metrics, load_items, make_pairs, pair_scores
+from synthface.evaluation import group_metrics, make_pairs, pair_scores
 from synthface.evaluation.pairs import Items
 from synthface.world import World, take
 

@@ -2,7 +2,6 @@
 by the independently trained audit classifier, generator-hash checks and the CLI."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from synthface.generator import load_generator
 from synthface.labelling import CombinedLabeller, MappedLabeller, PRESETS, load_labeller
 from synthface.labelling.fairface import RACE7, FairFaceLabeller, ResNet34
 from synthface.labelling.genderage import GenderAgeLabeller
-from synthface.latent import DemographicLatentModel, LatentBank, build_bank, generator_hash, sample_cells
+from synthface.latent import LatentBank, build_bank, generator_hash, sample_cells
 from synthface.latent.report import run_sampling
 from synthface.world import World
 from synthface.world.assets import generator_path, pack_dir

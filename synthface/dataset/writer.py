@@ -34,7 +34,7 @@ import numpy as np
 from ..align import arcface_crop
 from ..errors import SynthfaceError
 from ..fileio import atomic_write, write_json_atomic
-from ..generate import image_grid, save_image_atomic
+from ..generate import save_image_atomic
 from ..latent.bank import generator_hash
 from ..latent.cells import parse_cells, spec_name
 from ..latent.sampling import check_generator, check_labeller

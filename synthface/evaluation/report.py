@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 import sys
 from pathlib import Path
@@ -177,9 +176,9 @@ def markdown(rep: dict, files: dict) -> str:
         def ir(gl):
             v, fl = gl["inequity_rate"], gl["inequity_rate_floored"]
             return f"{v:.3f}" if not np.isnan(v) else f"undefined (a rate is 0; {fl:.3f} with a 1/pairs floor)"
-        L += [f"| FDR | " + " | ".join(f"{r['global'][k]['fdr']:.4f}" for k in keys) + " |",
-              f"| Inequity Rate | " + " | ".join(ir(r["global"][k]) for k in keys) + " |",
-              f"| GARBE | " + " | ".join(f"{r['global'][k]['garbe']:.4f}" for k in keys) + " |"]
+        L += ["| FDR | " + " | ".join(f"{r['global'][k]['fdr']:.4f}" for k in keys) + " |",
+              "| Inequity Rate | " + " | ".join(ir(r["global"][k]) for k in keys) + " |",
+              "| GARBE | " + " | ".join(f"{r['global'][k]['garbe']:.4f}" for k in keys) + " |"]
         L += ["", f"![ROC per group]({f['roc']})", "", f"![FMR and FNMR vs threshold]({f['rates']})", "",
               f"![score distributions]({f['scores']})", "",
               "Hardest pairs per group (one row per group: the three highest-scoring impostor pairs, then the "

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -26,7 +25,7 @@ import torch
 from ..errors import CheckpointError, SynthfaceError
 from .networks import Generator
 from .safe_pickle import EasyDict, PersistentStub, TFNetworkStub, restricted_load
-from ..fileio import umask_mode
+from ..fileio import atomic_write
 
 FORMAT_NAME = "synthface.stylegan2.generator"
 FORMAT_VERSION = 1
@@ -340,23 +339,15 @@ def _read_safetensors(path: PathLike):
 
 def save_generator(G: Generator, path: PathLike, source: str = "synthface", extra_metadata: Optional[dict] = None):
     """Write G as .safetensors (weights + config), atomically: a crash never leaves a half file."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
 
     path = Path(path)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in G.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": json.dumps(_plain(G.init_kwargs)),
             "source": source}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    data = save_bytes(tensors, metadata=meta)
+    atomic_write(path, lambda f: f.write(data))
     return path
 
 

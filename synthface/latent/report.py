@@ -3,7 +3,6 @@ latents, a small balanced image set, contact sheets, a frequency chart and repor
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -13,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..generate import image_grid, save_image_atomic
 from ..fileio import atomic_write, write_json_atomic
-from .cells import matches, label_cells, spec_name
+from .cells import label_cells, matches
 from .sampling import audit_precision, cell_frequencies, check_labeller, sample_cells, uniform_baseline
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from PIL import Image
 from ..errors import SynthfaceError
 from ..generate import image_grid, save_image_atomic
 from ..generator import Discriminator, Generator, save_generator
-from ..fileio import umask_mode
+from ..fileio import atomic_write
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -101,15 +99,7 @@ def build_networks(cfg: TrainConfig):
 
 
 def _atomic_torch_save(obj, path: Path):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _mix_ws(G: Generator, z: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
