@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from synthface.fileio import write_json_atomic  # noqa: E402
 from synthface.dataset import DatasetConfig, generate_dataset, merge  # noqa: E402
 from synthface.generator import load_generator, resolve_device  # noqa: E402
 from synthface.identity import load_embedder  # noqa: E402
@@ -68,11 +69,9 @@ def main():
            "stage1_candidates_per_s": res["candidates"] / res["stage1_s"],
            "stage2_variations_and_writing_s": res["stage2_s"], "stage2_images_per_s": n_img / res["stage2_s"],
            "merge_s": t_merge, "total_s": total + t_merge, "overall_images_per_s": n_img / (total + t_merge)}
-    text = json.dumps(out, indent=2)
-    print(text)
+    print(json.dumps(out, indent=2))
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+        write_json_atomic(a.out, out)
 
 
 if __name__ == "__main__":

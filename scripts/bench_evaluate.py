@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from synthface.fileio import write_json_atomic  # noqa: E402
 from synthface.evaluation import group_metrics, pair_scores  # noqa: E402
 
 
@@ -84,11 +85,9 @@ def main():
            "numpy": np.__version__, "synthface_s": ours, "reference_s": ref, "ratio": ref / ours,
            "max_score_diff": float(np.abs(s - s_ref).max()),
            "max_accuracy_diff": max(abs(res["groups"][k]["accuracy"] - acc_ref[k]) for k in acc_ref)}
-    text = json.dumps(out, indent=2)
-    print(text)
+    print(json.dumps(out, indent=2))
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+        write_json_atomic(a.out, out)
 
 
 if __name__ == "__main__":

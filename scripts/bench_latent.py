@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from synthface.fileio import write_json_atomic  # noqa: E402
 from synthface.generator.networks import MappingNetwork  # noqa: E402
 from synthface.latent import DemographicLatentModel  # noqa: E402
 
@@ -124,11 +125,9 @@ def main():
         res["ratio_sample"] = t_ref_sample / t_sample
         log(f"reference: fit {t_ref_fit:.2f} s, sample {t_ref_sample:.2f} s; ratios fit {res['ratio_fit']:.2f}, "
             f"sample {res['ratio_sample']:.2f}")
-    text = json.dumps(res, indent=2)
-    print(text)
+    print(json.dumps(res, indent=2))
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+        write_json_atomic(a.out, res)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 from click.testing import CliRunner
 
@@ -139,7 +140,9 @@ def test_rarest_cell_on_demand_judged_by_the_audit_classifier(G, fitted, tmp_pat
     assert len(list((tmp_path / "images" / "group-group2_gender-female").glob("*.png"))) == 40
     lat = np.load(tmp_path / "latents.npz")
     assert lat["w"].shape == (40, G.w_dim) and set(lat["cell"]) == {"group=group2,gender=female"}
-    assert "frequencies.png" not in (tmp_path / "report.md").read_text() or (tmp_path / "frequencies.png").exists()
+    # with a baseline and an audit, the report embeds the uniform-vs-latent frequency chart
+    assert "![frequencies](frequencies.png)" in (tmp_path / "report.md").read_text()
+    assert Image.open(tmp_path / "frequencies.png").size[0] > 500
 
 
 def test_sampling_refuses_another_generator_and_mismatched_labellers(fitted):

@@ -85,7 +85,7 @@ def crop112(images: np.ndarray) -> np.ndarray:
     return arcface_crop(images, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def _identity_meta(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, leakage_info) -> dict:
+def _identity_meta(model, G, verifier, embedder, cfg: DatasetConfig, leakage_info) -> dict:
     return {"version": DATASET_VERSION, "config": asdict(cfg), "generator_hash": generator_hash(G),
             "model": {"generator_hash": model.generator_hash_, "attributes": model.attributes_,
                       "projection": model.projection, "truncation_psi": model.truncation_psi_},
@@ -108,7 +108,7 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
     leak_info = None if leakage is None else {
         "gallery_size": int(len(leakage)),
         "sha256": hashlib.sha256(np.ascontiguousarray(leakage, np.float32).tobytes()).hexdigest()[:16]}
-    meta = _identity_meta(out, model, G, verifier, embedder, cfg, leak_info)
+    meta = _identity_meta(model, G, verifier, embedder, cfg, leak_info)
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "dataset.json"
     if mpath.is_file():
