@@ -1,13 +1,19 @@
 #!/usr/bin/env python
 """Time the full StyleGAN2 generator forward (mapping + synthesis) in the FFHQ config.
 
-Measures seconds per image for synthface's Generator and, optionally, for NVIDIA's
-stylegan2-ada-pytorch Generator with the same random weights, at each requested resolution
-and batch size. Prints a JSON record to stdout (and to --out FILE); progress goes to stderr.
+Measures seconds per image (and images/s) for synthface's Generator and, optionally, for
+NVIDIA's stylegan2-ada-pytorch Generator with the same random weights, at each requested
+resolution, batch size and precision, in the same run. Also counts the generator's FLOPs and
+measures the device's matmul peak, so each timing comes with the fraction of that peak it
+reaches. Prints a JSON record to stdout (and to --out FILE); progress goes to stderr.
 
-    python scripts/bench_generator.py                         # 256 and 1024, batches 1 and 8
+    python scripts/bench_generator.py                         # 256 and 1024, batches 1 and 8 (CPU)
     python scripts/bench_generator.py --reference /path/to/stylegan2-ada-pytorch --out bench_out/cpu.json
-    python scripts/bench_generator.py --resolutions 256 --batches 1 --repeats 2 --warmup 1
+    python scripts/bench_generator.py --device cuda --reference /path/to/stylegan2-ada-pytorch \
+        --batches 1,8,32 --precisions fp32,fp16 --out bench_out/gpu.json
+
+Precision fp16 is the FFHQ config's own (num_fp16_res=4: the four highest resolutions run in
+fp16, CUDA only); fp32 sets num_fp16_res=0 for both networks.
 
 NVIDIA's code is only imported at run time from the checkout given with --reference; none of
 it lives in this repository.
@@ -33,12 +39,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from synthface.fileio import write_json_atomic  # noqa: E402
 from synthface.generator import Generator  # noqa: E402
 
 # FFHQ config (stylegan2-ada-pytorch --cfg=stylegan2 / paper config F); only img_resolution varies.
 Z_DIM = W_DIM = 512
 MAPPING_KWARGS = dict(num_layers=8)
 SYNTHESIS_KWARGS = dict(channel_base=32768, channel_max=512, architecture="skip", conv_clamp=256, num_fp16_res=4)
+NUM_FP16_RES = {"fp32": 0, "fp16": 4}
 WEIGHT_SEED = 0   # seed for the random weights (both nets share them)
 LATENT_SEED = 123  # seed for the z used in the equality check and the timings
 
@@ -51,9 +59,10 @@ def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def build_kwargs(resolution: int) -> dict:
+def build_kwargs(resolution: int, precision: str = "fp16") -> dict:
     return dict(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=resolution, img_channels=3,
-                mapping_kwargs=dict(MAPPING_KWARGS), synthesis_kwargs=dict(SYNTHESIS_KWARGS))
+                mapping_kwargs=dict(MAPPING_KWARGS),
+                synthesis_kwargs=dict(SYNTHESIS_KWARGS, num_fp16_res=NUM_FP16_RES[precision]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,13 +142,21 @@ def reference_plugins() -> dict:
         return {}
 
 
-def make_pair(resolution: int, device: torch.device, networks):
+def ours_kernels(device: torch.device) -> dict:
+    """Whether synthface's CUDA kernels were built and used, and why not."""
+    if device.type != "cuda":
+        return dict(used=False, why="CPU: the PyTorch ops are the CPU path")
+    from stylegan_ops import _plugin  # noqa: PLC0415
+    return dict(used=_plugin.plugin() is not None, why=_plugin._state.get("error"), mode=_plugin.mode())
+
+
+def make_pair(resolution: int, device: torch.device, networks, precision: str = "fp16"):
     """(ours, ref) with identical weights; ref is None without --reference."""
     torch.manual_seed(WEIGHT_SEED)
     ref = None
     if networks is not None:
-        ref = networks.Generator(**build_kwargs(resolution)).eval().requires_grad_(False)
-    ours = Generator(**build_kwargs(resolution)).eval().requires_grad_(False)
+        ref = networks.Generator(**build_kwargs(resolution, precision)).eval().requires_grad_(False)
+    ours = Generator(**build_kwargs(resolution, precision)).eval().requires_grad_(False)
     if ref is not None:
         # Same random weights and const-noise buffers in both; strict, so any naming drift fails here.
         ours.load_state_dict(ref.state_dict(), strict=True)
@@ -163,6 +180,35 @@ def forward_fns(ours, ref, device: torch.device):
 def latents(batch: int, device: torch.device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(LATENT_SEED)
     return torch.randn([batch, Z_DIM], generator=gen).to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs and the device's matmul peak
+
+@torch.no_grad()
+def count_flops(run, device: torch.device) -> int:
+    """FLOPs of one image: the convolutions and matmuls of synthface's forward at batch 1, as
+    torch.utils.flop_counter counts them (elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+    z = latents(1, device)
+    with FlopCounterMode(display=False) as counter:
+        run(z)
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 10) -> float:
+    """Measured FLOP/s of a large square matmul: the practical peak the generator is held against."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +274,12 @@ def default_tolerance(device: torch.device) -> float:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--resolutions", type=int_list, default="256,1024", help="comma-separated (default: 256,1024)")
-    p.add_argument("--batches", type=int_list, default="1,8", help="comma-separated batch sizes (default: 1,8)")
+    p.add_argument("--batches", type=int_list, default=None,
+                   help="comma-separated batch sizes (default: 1,8 on CPU, 1,8,32 on CUDA)")
+    p.add_argument("--precisions", default=None,
+                   help="comma-separated from fp32,fp16 (default: fp32 on CPU, fp32,fp16 on CUDA; fp16 needs CUDA)")
+    p.add_argument("--no-cudnn-benchmark", action="store_true",
+                   help="leave torch.backends.cudnn.benchmark off (default: on, for both networks)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per implementation and case (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per implementation and case (default: 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -240,8 +291,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", metavar="FILE", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0 or not args.resolutions or not args.batches:
+    if args.repeats < 1 or args.warmup < 0 or not args.resolutions or args.batches == []:
         p.error("need --repeats >= 1, --warmup >= 0 and at least one resolution and batch")
+    if args.precisions is not None:
+        args.precisions = [v.strip() for v in args.precisions.split(",") if v.strip()]
+        bad = [v for v in args.precisions if v not in NUM_FP16_RES]
+        if bad or not args.precisions:
+            p.error(f"--precisions: choose from fp32,fp16 (got {bad or 'nothing'})")
     return args
 
 
@@ -255,6 +311,13 @@ def main(argv=None) -> int:
         device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    on_cuda = device.type == "cuda"
+    batches = args.batches or ([1, 8, 32] if on_cuda else [1, 8])
+    precisions = args.precisions or (["fp32", "fp16"] if on_cuda else ["fp32"])
+    if "fp16" in precisions and not on_cuda:
+        sys.exit("--precisions fp16 needs --device cuda (both generators run fp32 on CPU)")
+    if on_cuda:
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     tolerance = args.tolerance if args.tolerance is not None else default_tolerance(device)
 
     networks = None
@@ -263,48 +326,62 @@ def main(argv=None) -> int:
         networks, ref_root = import_reference(args.reference)
         record["reference"] = dict(path=str(ref_root), commit=git_commit(ref_root))
     record["config"] = dict({k: v for k, v in build_kwargs(None).items() if k != "img_resolution"},
-                            resolutions=args.resolutions, batches=args.batches,
+                            resolutions=args.resolutions, batches=batches, precisions=precisions,
                             truncation_psi=1, noise_mode="const",
                             repeats=args.repeats, warmup=args.warmup, weight_seed=WEIGHT_SEED,
                             latent_seed=LATENT_SEED, tolerance=tolerance,
-                            fp16_active=(device.type == "cuda"))
+                            num_fp16_res={p: NUM_FP16_RES[p] for p in precisions})
+    peaks = {}
+    for prec in precisions:
+        dtype = torch.float16 if prec == "fp16" else torch.float32
+        peaks[prec] = matmul_peak(device, dtype)
+        log(f"matmul peak {prec}: {peaks[prec] / 1e12:.2f} TFLOP/s")
+    record["matmul_peak_flops"] = peaks
     log(f"device={device} ({record['machine']['device_name']}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, reference={'yes' if networks else 'no'}")
 
     results, all_match = [], True
     with torch.no_grad():  # inference only: no autograd bookkeeping in the timings
-        for res in args.resolutions:
-            log(f"building {res}x{res} generator(s)")
-            ours, ref = make_pair(res, device, networks)
-            run_ours, run_ref = forward_fns(ours, ref, device)
-            fns = {"ours": run_ours}
-            if run_ref is not None:
-                fns["ref"] = run_ref
-            for batch in args.batches:
-                entry = dict(resolution=res, batch=batch)
+        for prec in precisions:
+            for res in args.resolutions:
+                log(f"building {res}x{res} {prec} generator(s)")
+                ours, ref = make_pair(res, device, networks, prec)
+                run_ours, run_ref = forward_fns(ours, ref, device)
+                fns = {"ours": run_ours}
                 if run_ref is not None:
-                    # Time only networks that compute the same thing.
-                    entry["check"] = check_equal(run_ours, run_ref, batch, device)
-                    diff = entry["check"]["max_abs_diff"]
-                    entry["check"]["match"] = diff is not None and diff <= tolerance
-                    all_match &= entry["check"]["match"]
-                    log(f"{res}px batch {batch}: max |ours - ref| = {diff}"
-                        + ("" if entry["check"]["match"] else f"  ** above tolerance {tolerance} **"))
-                log(f"{res}px batch {batch}: timing ({args.warmup} warmup, {args.repeats} repeats)")
-                entry.update(bench_case(fns, batch, args.repeats, args.warmup, device))
-                if "ref" in entry:
-                    entry["ratio"] = entry["ref"]["median_s_per_image"] / entry["ours"]["median_s_per_image"]
-                    log(f"{res}px batch {batch}: ours {entry['ours']['median_s_per_image']:.4f} s/img, "
-                        f"ref {entry['ref']['median_s_per_image']:.4f} s/img, ratio ref/ours {entry['ratio']:.3f}")
-                else:
-                    log(f"{res}px batch {batch}: ours {entry['ours']['median_s_per_image']:.4f} s/img")
-                results.append(entry)
-            del ours, ref, run_ours, run_ref, fns  # free the big nets before building the next size
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+                    fns["ref"] = run_ref
+                flops = count_flops(run_ours, device)
+                log(f"{res}px: {flops / 1e9:.1f} GFLOP per image")
+                for batch in batches:
+                    entry = dict(resolution=res, batch=batch, precision=prec, flops_per_image=flops)
+                    if run_ref is not None:
+                        # Time only networks that compute the same thing.
+                        entry["check"] = check_equal(run_ours, run_ref, batch, device)
+                        diff = entry["check"]["max_abs_diff"]
+                        entry["check"]["match"] = diff is not None and diff <= tolerance
+                        all_match &= entry["check"]["match"]
+                        log(f"{res}px {prec} batch {batch}: max |ours - ref| = {diff}"
+                            + ("" if entry["check"]["match"] else f"  ** above tolerance {tolerance} **"))
+                    log(f"{res}px {prec} batch {batch}: timing ({args.warmup} warmup, {args.repeats} repeats)")
+                    entry.update(bench_case(fns, batch, args.repeats, args.warmup, device))
+                    for name in fns:
+                        s_img = entry[name]["median_s_per_image"]
+                        entry[name]["images_per_s"] = 1 / s_img
+                        entry[name]["fraction_of_matmul_peak"] = flops / s_img / peaks[prec]
+                    if "ref" in entry:
+                        entry["ratio"] = entry["ref"]["median_s_per_image"] / entry["ours"]["median_s_per_image"]
+                        log(f"{res}px {prec} batch {batch}: ours {entry['ours']['images_per_s']:.2f} img/s, "
+                            f"ref {entry['ref']['images_per_s']:.2f} img/s, ratio {entry['ratio']:.3f}")
+                    else:
+                        log(f"{res}px {prec} batch {batch}: ours {entry['ours']['images_per_s']:.2f} img/s")
+                    results.append(entry)
+                del ours, ref, run_ours, run_ref, fns  # free the big nets before building the next size
+                if on_cuda:
+                    torch.cuda.empty_cache()
 
     record["machine"]["load_average_end"] = load_average()
-    if networks is not None and device.type == "cuda":
+    record["ours_kernels"] = ours_kernels(device)
+    if networks is not None and on_cuda:
         record["reference"]["cuda_plugins"] = reference_plugins()
     record["results"] = results
     if networks is not None:
@@ -312,8 +389,7 @@ def main(argv=None) -> int:
     text = json.dumps(record, indent=2)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_json_atomic(args.out, record)
         log(f"wrote {args.out}")
     # Non-zero exit when the two networks disagree: the timings then compare different computations.
     return 0 if all_match else 1

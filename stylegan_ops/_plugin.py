@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Optional
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ["ops.cpp", "bias_act.cu", "upfirdn2d.cu"]
+SOURCES = ["ops.cpp", "bias_act.cu", "upfirdn2d.cu", "modconv_epilogue.cu"]
+HEADERS = ["kernels.cuh", "launch.cuh"]
 LOCK_TIMEOUT_S = float(os.environ.get("SYNTHFACE_OPS_LOCK_TIMEOUT", 600))
 LOCK_STALE_S = float(os.environ.get("SYNTHFACE_OPS_LOCK_STALE", 3600))
 
@@ -47,7 +48,7 @@ def cache_root() -> Path:
 
 def source_hash() -> str:
     h = hashlib.sha256()
-    for name in sorted(SOURCES + ["common.cuh"]):
+    for name in sorted(SOURCES + HEADERS + ["host_twin.cpp"]):
         h.update(name.encode() + b"\0" + (CSRC / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -134,24 +135,38 @@ class BuildLock:
             pass
 
 
-def _build():
+BUILD_LOCK = "synthface-build.lock"
+
+
+def _load_extension(name: str, sources: list, build_dir: Path, **kwargs):
+    """cpp_extension.load under synthface's build lock. torch guards a build directory with its
+    own lock file ("lock"), which a killed build leaves behind and which torch then waits on
+    forever; while synthface's lock is held no build of ours is running, so such a file is stale
+    and is removed first."""
     from torch.utils import cpp_extension
 
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with BuildLock(build_dir / BUILD_LOCK):
+        (build_dir / "lock").unlink(missing_ok=True)
+        return cpp_extension.load(name=name, sources=[str(s) for s in sources], build_directory=str(build_dir),
+                                  verbose=False, **kwargs)
+
+
+def _build():
     reason = diagnose()
     if reason:
         raise OpsBuildError(reason)
     build_dir = cache_root() / build_key()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with BuildLock(build_dir / "lock"):
-        try:
-            return cpp_extension.load(name="synthface_ops_" + source_hash(), sources=[str(CSRC / s) for s in SOURCES],
-                                      build_directory=str(build_dir), extra_cuda_cflags=["-O3"],
-                                      extra_cflags=["-O3"], verbose=False)
-        except Exception as e:  # compiler errors, CUDA/torch mismatch, undefined symbols at load
-            text = str(e).strip().splitlines()
-            tail = " | ".join(text[-3:]) if text else type(e).__name__
-            raise OpsBuildError(f"building the CUDA kernels failed (compiler or CUDA/torch mismatch?): {tail}; "
-                                f"build log in {build_dir}") from None
+    try:
+        return _load_extension("synthface_ops_" + source_hash(), [CSRC / s for s in SOURCES], build_dir,
+                               extra_cuda_cflags=["-O3"], extra_cflags=["-O3"])
+    except OpsBuildError:
+        raise
+    except Exception as e:  # compiler errors, CUDA/torch mismatch, undefined symbols at load
+        text = str(e).strip().splitlines()
+        tail = " | ".join(text[-3:]) if text else type(e).__name__
+        raise OpsBuildError(f"building the CUDA kernels failed (compiler or CUDA/torch mismatch?): {tail}; "
+                            f"build log in {build_dir}") from None
 
 
 def plugin():
@@ -170,6 +185,18 @@ def plugin():
     if _state["module"] is None and m == "cuda":
         raise OpsBuildError(f"SYNTHFACE_OPS=cuda but the CUDA kernels are unavailable: {_state['error']}")
     return _state["module"]
+
+
+def twin_build_dir(build_root: Optional[Path] = None) -> Path:
+    return Path(build_root or cache_root()) / f"twin-{build_key()}"
+
+
+def load_host_twin(build_root: Optional[Path] = None):
+    """The CPU twin of the extension (csrc/host_twin.cpp): the same bindings and per-element maths
+    as the kernels, run as plain loops on CPU tensors. For tests on machines without a GPU; needs
+    only a C++ compiler. Built through the same locked path as the CUDA extension."""
+    return _load_extension("synthface_ops_twin_" + source_hash(), [CSRC / "host_twin.cpp"],
+                           twin_build_dir(build_root), extra_include_paths=[str(CSRC)], extra_cflags=["-O2"])
 
 
 def reset() -> None:

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from . import cuda_ops
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -61,12 +63,10 @@ def bias_act(
     alpha = spec.default_alpha if alpha is None else float(alpha)
     gain = spec.default_gain if gain is None else float(gain)
     clamp = None if clamp is None or clamp < 0 else float(clamp)
-    if x.is_cuda:
-        from . import cuda_ops
-        if cuda_ops.usable(x):
-            if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
-                raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
-            return cuda_ops.BiasAct.apply(x, b, dim % x.ndim, act, alpha, gain, clamp, bias_act_ref)
+    if cuda_ops.active(x):
+        if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+            raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of x {tuple(x.shape)}")
+        return cuda_ops.BiasAct.apply(x, b, dim % x.ndim, act, alpha, gain, clamp, bias_act_ref)
     return bias_act_ref(x, b, dim, act, alpha, gain, clamp)
 
 

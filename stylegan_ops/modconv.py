@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from . import cuda_ops
 from .conv2d_resample import conv2d_resample
 
 
@@ -24,6 +25,14 @@ def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> tor
     """d[n, o] = 1 / sqrt(sum_{i,k} (weight[o,i,k] styles[n,i])^2 + 1e-8), as a small matmul:
     sum_i s[i]^2 sum_k w[o,i,k]^2, without materialising per-sample weights."""
     return (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+
+
+def _fp16_rescale(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """In fp16 the products can overflow; demodulation cancels any per-output scale, so rescale
+    weight and styles to max-abs 1 first."""
+    fan_in = weight[0].numel()
+    weight = weight * (1 / fan_in ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    return weight, styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
 
 def modulated_conv2d(
@@ -49,11 +58,8 @@ def modulated_conv2d(
             f"modulated_conv2d: x {tuple(x.shape)}, weight {tuple(weight.shape)} and styles "
             f"{tuple(styles.shape)} do not agree"
         )
-    # In fp16 the products can overflow; demodulation cancels any per-output scale, so
-    # rescale weight and styles to max-abs 1 first.
     if x.dtype == torch.float16 and demodulate:
-        weight = weight * (1 / (in_channels * kh * kw) ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        weight, styles = _fp16_rescale(weight, styles)
 
     dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
 
@@ -111,6 +117,9 @@ def modulated_conv2d_bias_act(
 
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, styles, bias, noise))
+    if not fused and not needs_grad and cuda_ops.active(x):
+        return _modconv_epilogue_kernel(x, weight, styles, bias, noise, up, padding, resample_filter, act, gain,
+                                        clamp, flip_weight)
     if act not in _HOMOGENEOUS or fused or needs_grad or x.dtype != torch.float32:
         y = modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=padding, resample_filter=resample_filter,
                              flip_weight=flip_weight, fused=fused)
@@ -147,3 +156,20 @@ def modulated_conv2d_bias_act(
     if clamp is not None and clamp >= 0:
         x.clamp_(-clamp, clamp)
     return x
+
+
+def _modconv_epilogue_kernel(x, weight, styles, bias, noise, up, padding, resample_filter, act, gain, clamp,
+                             flip_weight):
+    """The CUDA layer: scale the batch by its styles, one cuDNN convolution with the shared weight,
+    then demodulation, noise, bias, activation, gain and clamp in one kernel pass (csrc/
+    modconv_epilogue.cu) in place of the reference's four or five."""
+    from .bias_act import _lookup, default_gain
+
+    n = x.shape[0]
+    if x.dtype == torch.float16:
+        weight, styles = _fp16_rescale(weight, styles)
+    dcoefs = demodulation_coefficients(weight, styles)
+    x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+    y = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+    return cuda_ops.modconv_epilogue(y, dcoefs, noise, bias, act, _lookup(act).default_alpha,
+                                     default_gain(act) * gain, clamp)

@@ -20,6 +20,8 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from . import cuda_ops
+
 Padding = Union[int, Sequence[int]]
 
 
@@ -131,16 +133,10 @@ def upfirdn2d(
     if min(upx, upy, downx, downy) < 1:
         raise ValueError("up and down must be >= 1")
     px0, px1, py0, py1 = parse_padding(padding)
-    if x.is_cuda:
-        from . import cuda_ops
-        if cuda_ops.usable(x):
-            g = f.to(device=x.device, dtype=torch.float32)
-            g = (g[:, None] * g[None, :] if g.ndim == 1 else g) * gain
-            if not flip_filter:
-                g = g.flip([0, 1])  # the kernel correlates; the op convolves
-            return cuda_ops.UpFirDn2d.apply(
-                x, g.contiguous(), upx, upy, downx, downy, px0, px1, py0, py1,
-                lambda t: _upfirdn2d_ref(t, f, upx, upy, downx, downy, (px0, px1, py0, py1), flip_filter, gain))
+    if cuda_ops.active(x):
+        return cuda_ops.upfirdn2d(
+            x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain,
+            lambda t: _upfirdn2d_ref(t, f, upx, upy, downx, downy, (px0, px1, py0, py1), flip_filter, gain))
     return _upfirdn2d_ref(x, f, upx, upy, downx, downy, (px0, px1, py0, py1), flip_filter, gain)
 
 
