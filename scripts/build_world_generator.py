@@ -52,8 +52,11 @@ def card(cfg: TrainConfig, res: dict) -> str:
 
 {res['images']} random samples (seeds 0-{res['images'] - 1}, psi 1), labelled by `attributes.onnx`:
 
-- group and gender probability >= 0.9: **{100 * res['confident_0.9_fraction']:.1f}%** of samples
+- group and gender probability both >= 0.9: **{100 * res['confident_0.9_fraction']:.1f}%** of samples
   (renderer faces of the same population: {100 * ref['confident_0.9_fraction']:.1f}%)
+- group probability >= 0.9: **{100 * res['group_confident_0.9_fraction']:.1f}%**
+  (renderer: {100 * ref['group_confident_0.9_fraction']:.1f}%); gender probability >= 0.9:
+  **{100 * res['gender_confident_0.9_fraction']:.1f}%** (renderer: {100 * ref['gender_confident_0.9_fraction']:.1f}%)
 - largest gap between a cell's sample frequency and the training distribution:
   **{res['max_abs_difference_points']:.1f} points**
 

@@ -116,6 +116,7 @@ labelled by the world's attribute classifier (`attributes.onnx`).
 ![seed grid](seed_grid.png)
 
 - images with group and gender probability >= 0.9: **{100 * res['confident_0.9_fraction']:.1f}%**
+  (group alone: {100 * res['group_confident_0.9_fraction']:.1f}%, gender alone: {100 * res['gender_confident_0.9_fraction']:.1f}%)
 - largest gap between a cell's frequency and the training distribution: {res['max_abs_difference_points']:.1f} points
 
 | cell | training set % | random samples % |

@@ -28,8 +28,16 @@ def label_images(classifier: OnnxClassifier, images: np.ndarray, confidence: flo
     probs = classifier.predict(images)
     g, s = probs["group"], probs["gender"]
     cell = [f"{GROUPS[a]}/{GENDERS[b]}" for a, b in zip(g.argmax(1), s.argmax(1))]
-    confident = (g.max(1) >= confidence) & (s.max(1) >= confidence)
-    return {"cell": np.array(cell), "confident": confident, "group_p": g, "gender_p": s}
+    group_ok, gender_ok = g.max(1) >= confidence, s.max(1) >= confidence
+    return {"cell": np.array(cell), "confident": group_ok & gender_ok, "group_confident": group_ok,
+            "gender_confident": gender_ok, "group_p": g, "gender_p": s}
+
+
+def confidence_table(labels: dict) -> dict[str, float]:
+    """Fractions labelled with probability >= the threshold: by both classifier heads, and by each."""
+    return {"confident_0.9_fraction": float(labels["confident"].mean()),
+            "group_confident_0.9_fraction": float(labels["group_confident"].mean()),
+            "gender_confident_0.9_fraction": float(labels["gender_confident"].mean())}
 
 
 def cell_table(labels: dict) -> dict[str, float]:
@@ -48,8 +56,7 @@ def assess_generator(G, classifier: OnnxClassifier, outdir, n: int = 1000, seeds
                                                        batch_size=64, progress=True)])
     lab = label_images(classifier, images)
     freq = cell_table(lab)
-    res = {"images": len(images), "truncation_psi": truncation_psi,
-           "confident_0.9_fraction": float(lab["confident"].mean()), "cell_frequency": freq}
+    res = {"images": len(images), "truncation_psi": truncation_psi, **confidence_table(lab), "cell_frequency": freq}
     if distribution is not None:
         exp = expected_cell_frequencies(distribution)
         res["training_cell_frequency"] = exp
@@ -72,5 +79,5 @@ def world_reference(world, classifier: OnnxClassifier, n: int = 1000, first_iden
     images = world.render(ident, [0] * n, size=64)
     lab = label_images(classifier, images)
     truth = np.array([f"{GROUPS[a]}/{GENDERS[b]}" for a, b in zip(ident["group"], ident["gender"])])
-    return {"images": n, "confident_0.9_fraction": float(lab["confident"].mean()),
+    return {"images": n, **confidence_table(lab),
             "cell_accuracy": float((lab["cell"] == truth).mean()), "cell_frequency": cell_table(lab)}
