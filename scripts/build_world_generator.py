@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from safetensors import safe_open
+
 from synthface.generator import load_generator
 from synthface.labelling import OnnxClassifier
 from synthface.train.stylegan2 import TrainConfig, train
@@ -32,6 +34,11 @@ def config(data: Path, run: Path, kimg: float) -> TrainConfig:
                        channel_base=1024, channel_max=128, batch=32, kimg=kimg, seed=0, snapshot_kimg=10)
 
 
+def describe_metadata(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
 def card(cfg: TrainConfig, res: dict) -> str:
     ref = res["renderer_reference"]
     rows = "\n".join(f"| {c} | {100 * res['training_cell_frequency'][c]:.1f} | {100 * ref['cell_frequency'][c]:.1f} | "
@@ -44,7 +51,7 @@ def card(cfg: TrainConfig, res: dict) -> str:
   {DATASET['identities']} identities x {DATASET['images_per_identity']} images at {DATASET['size']}x{DATASET['size']}),
   x-flips.
 - **Training:** `scripts/build_world_generator.py` (seed {cfg.seed}, batch {cfg.batch}, lr {cfg.g_lr}, lazy R1 with
-  NVIDIA's gamma heuristic, style mixing 0.9, G EMA), on CPU, stopped at **{res['trained_kimg']} kimg**
+  NVIDIA's gamma heuristic, style mixing 0.9, G EMA), on CPU, snapshot at **{res['trained_kimg']} kimg**
   ({res['sec_per_kimg_last']} s/kimg on the 2-core build machine, shared with other jobs).
 - **File:** `generator.safetensors`; `generator.json` holds the figures below.
 
@@ -52,11 +59,11 @@ def card(cfg: TrainConfig, res: dict) -> str:
 
 {res['images']} random samples (seeds 0-{res['images'] - 1}, psi 1), labelled by `attributes.onnx`:
 
-- group and gender probability both >= 0.9: **{100 * res['confident_0.9_fraction']:.1f}%** of samples
-  (renderer faces of the same population: {100 * ref['confident_0.9_fraction']:.1f}%)
-- group probability >= 0.9: **{100 * res['group_confident_0.9_fraction']:.1f}%**
-  (renderer: {100 * ref['group_confident_0.9_fraction']:.1f}%); gender probability >= 0.9:
-  **{100 * res['gender_confident_0.9_fraction']:.1f}%** (renderer: {100 * ref['gender_confident_0.9_fraction']:.1f}%)
+- group and gender probability both >= 0.9: **{100 * res['confident_0.9_fraction']:.2f}%** of samples
+  (renderer faces of the same population: {100 * ref['confident_0.9_fraction']:.2f}%)
+- group probability >= 0.9: **{100 * res['group_confident_0.9_fraction']:.2f}%**
+  (renderer: {100 * ref['group_confident_0.9_fraction']:.2f}%); gender probability >= 0.9:
+  **{100 * res['gender_confident_0.9_fraction']:.2f}%** (renderer: {100 * ref['gender_confident_0.9_fraction']:.2f}%)
 - largest gap between a cell's sample frequency and the training distribution:
   **{res['max_abs_difference_points']:.1f} points**
 
@@ -90,7 +97,8 @@ def main(workdir, assets, kimg, threads, skip_training):
     res = assess_generator(G, clf, workdir / "assessment", n=2000, distribution=BIASED)
     res["renderer_reference"] = world_reference(World(seed=0, distribution=BIASED), clf, n=2000)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    res["trained_kimg"] = log[-1]["kimg"]
+    # the snapshot's own kimg: training may have run on a little past the last snapshot
+    res["trained_kimg"] = float(describe_metadata(snapshot).get("kimg", log[-1]["kimg"]))
     res["sec_per_kimg_last"] = log[-1]["sec_per_kimg"]
     (assets / "generator.json").write_text(json.dumps(res, indent=2) + "\n")
     (assets / "cards").mkdir(exist_ok=True)

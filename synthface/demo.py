@@ -88,7 +88,7 @@ def identity_set(G, outdir: Path, ids_per_cell: int, images_per_id: int, log=pri
 # Settings of the demo's balanced set (and of the figures quoted in docs/benchmarks.md).
 DEMO_FIT = dict(confidence=0.95)
 DEMO_SAMPLE = dict(accept_confidence=0.99, truncation=1.0, budget=8.0)
-DEMO_IDENTITIES = dict(accept_confidence=0.99, separation_quantile=0.97, strength=0.5)
+DEMO_IDENTITIES = dict(accept_confidence=0.99, separation_quantile=0.97, strength=0.5, identity_budget=150.0)
 
 
 def run_demo(outdir: str | Path, n: int = 512, bank_n: int = 8000, per_cell: int = 100, ids_per_cell: int = 10,
