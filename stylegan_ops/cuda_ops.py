@@ -125,9 +125,10 @@ def modconv_epilogue(y: torch.Tensor, d: Optional[torch.Tensor], noise: Optional
         return empty if t is None else t.detach().to(torch.float32).expand(shape).contiguous()
 
     nz = empty
-    if noise is not None:
+    if noise is not None:  # [H, W] or [1, 1, H, W] shared by the batch, or [N, 1, H, W]
         nz = noise.detach().to(torch.float32)
-        nz = nz.reshape(-1, h * w) if nz.numel() in (h * w, n * h * w) else f32(noise, (n, 1, h, w)).reshape(n, h * w)
-        nz = nz.contiguous()
+        if nz.numel() not in (h * w, n * h * w):
+            nz = nz.expand(n, 1, h, w)
+        nz = nz.reshape(-1, h * w).contiguous()
     return module().modconv_epilogue(y, f32(d, (n, c)), nz, f32(bias, (c,)), ACT_CODES[act], float(alpha),
                                      float(gain), -1.0 if clamp is None else float(clamp), _stream(y))

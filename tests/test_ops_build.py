@@ -6,6 +6,7 @@ every machine through its CPU twin (csrc/host_twin.cpp: the same bindings and pe
 functions as the kernels, run as plain loops), so the kernels' maths and index arithmetic are
 checked even where no GPU is."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -268,17 +269,34 @@ def test_twin_wide_index_path_gives_the_same_numbers(device, monkeypatch):
     if device != "cpu":
         pytest.skip("the 64-bit index branch is forced only in the CPU twin")
     x = torch.randn(2, 4, 9, 7, dtype=torch.float64)
+    b = torch.randn(4, dtype=torch.float64)
     f = setup_filter([1, 3, 3, 1])
-    narrow = (bias_act(x, torch.randn(4, dtype=torch.float64), act="swish"), upfirdn2d(x, f, up=2, padding=2))
+
+    def run():
+        return bias_act(x, b, act="swish"), upfirdn2d(x, f, up=2, padding=2), \
+            cuda_ops.modconv_epilogue(x.clone(), None, x[:, :1], b, "lrelu", 0.2, 1.4, 1.0)
+
+    narrow = run()
     monkeypatch.setenv("SYNTHFACE_TWIN_WIDE_INDEX", "1")
-    torch.manual_seed(0)
-    wide = (bias_act(x, torch.randn(4, dtype=torch.float64), act="swish"), upfirdn2d(x, f, up=2, padding=2))
-    torch.manual_seed(0)
-    narrow = (bias_act(x, torch.randn(4, dtype=torch.float64), act="swish"), narrow[1])
-    monkeypatch.delenv("SYNTHFACE_TWIN_WIDE_INDEX")
-    torch.manual_seed(0)
-    narrow = (bias_act(x, torch.randn(4, dtype=torch.float64), act="swish"), narrow[1])
+    wide = run()
     assert all(torch.equal(a, b) for a, b in zip(narrow, wide))
+
+
+@contextlib.contextmanager
+def reference_path(device):
+    """Run the pure-PyTorch ops whatever the device: without the twin on CPU, with
+    SYNTHFACE_OPS=ref on CUDA."""
+    twin, mode = cuda_ops._twin["module"], os.environ.get("SYNTHFACE_OPS")
+    cuda_ops.use_twin(None)
+    os.environ["SYNTHFACE_OPS"] = "ref"
+    try:
+        yield
+    finally:
+        cuda_ops.use_twin(twin)
+        if mode is None:
+            os.environ.pop("SYNTHFACE_OPS")
+        else:
+            os.environ["SYNTHFACE_OPS"] = mode
 
 
 @pytest.mark.parametrize("dtype", list(TOL))
@@ -319,9 +337,9 @@ def test_synthesis_layer_through_the_epilogue_kernel_matches_reference(device, u
     with torch.no_grad():
         y = _modconv_epilogue_kernel(x, weight, styles, bias, noise, act="lrelu", gain=0.7, clamp=1.0, **kw)
         y2 = modulated_conv2d_bias_act(x, weight, styles, bias, noise=noise, act="lrelu", gain=0.7, clamp=1.0, **kw)
-        cuda_ops.use_twin(None) if device == "cpu" else None
-        r = modulated_conv2d(x.double(), weight.double(), styles.double(), noise=noise.double(), **kw)
-        r = bias_act_ref(r, bias.double(), 1, "lrelu", 0.2, 2 ** 0.5 * 0.7, 1.0)
+        with reference_path(device):
+            r = modulated_conv2d(x.double(), weight.double(), styles.double(), noise=noise.double(), **kw)
+            r = bias_act_ref(r, bias.double(), 1, "lrelu", 0.2, 2 ** 0.5 * 0.7, 1.0)
     assert close(y, r, dtype, 10 if dtype != torch.float64 else 1e5) and torch.equal(y, y2)
 
 
@@ -338,14 +356,8 @@ def test_generator_through_the_kernels_matches_the_reference_path(device):
     z = torch.randn(3, 32).to(device)
     with torch.no_grad():
         img = G(z, noise_mode="const")
-        twin = cuda_ops._twin["module"]
-        cuda_ops.use_twin(None)
-        os.environ["SYNTHFACE_OPS"] = "ref"
-        try:
+        with reference_path(device):
             ref = G(z, noise_mode="const")
-        finally:
-            os.environ.pop("SYNTHFACE_OPS")
-            cuda_ops.use_twin(twin)
     assert img.shape == ref.shape == (3, 3, 32, 32)
     assert float((img - ref).abs().max()) < 1e-4 * max(1.0, float(ref.abs().max()))
 
