@@ -325,7 +325,10 @@ def main(argv=None) -> int:
     if args.reference:
         networks, ref_root = import_reference(args.reference)
         record["reference"] = dict(path=str(ref_root), commit=git_commit(ref_root))
-    record["config"] = dict({k: v for k, v in build_kwargs(None).items() if k != "img_resolution"},
+    shared = {k: v for k, v in build_kwargs(None).items() if k != "img_resolution"}
+    # num_fp16_res depends on the precision: recorded per precision below, not in the shared config
+    shared["synthesis_kwargs"] = {k: v for k, v in shared["synthesis_kwargs"].items() if k != "num_fp16_res"}
+    record["config"] = dict(shared,
                             resolutions=args.resolutions, batches=batches, precisions=precisions,
                             truncation_psi=1, noise_mode="const",
                             repeats=args.repeats, warmup=args.warmup, weight_seed=WEIGHT_SEED,
