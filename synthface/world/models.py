@@ -326,9 +326,15 @@ def evaluate(spec: ModelSpec, net: nn.Module, pool: dict) -> dict:
         res["group_accuracy"] = float((pg == pool["group"]).mean())
         res["gender_accuracy"] = float((ps == pool["gender"]).mean())
         res["age_mae_years"] = float(np.abs(age[:, 0] * 100 - pool["age"]).mean())
-        conf_g = torch.softmax(torch.from_numpy(g), 1).max(1).values.numpy()
-        conf_s = torch.softmax(torch.from_numpy(s), 1).max(1).values.numpy()
+        prob_g = torch.softmax(torch.from_numpy(g), 1).numpy()
+        prob_s = torch.softmax(torch.from_numpy(s), 1).numpy()
+        conf_g, conf_s = prob_g.max(1), prob_s.max(1)
         res["confident_0.9_fraction"] = float(((conf_g >= 0.9) & (conf_s >= 0.9)).mean())
+        res["group_confident_0.9_fraction"] = float((conf_g >= 0.9).mean())
+        res["gender_confident_0.9_fraction"] = float((conf_s >= 0.9).mean())
+        # the pipeline thresholds these probabilities, so they must mean what they say
+        res["group_calibration_error"] = expected_calibration_error(prob_g, pool["group"])
+        res["gender_calibration_error"] = expected_calibration_error(prob_s, pool["gender"])
         per = {}
         for gi, si in cells:
             m = (pool["group"] == gi) & (pool["gender"] == si)
@@ -336,6 +342,17 @@ def evaluate(spec: ModelSpec, net: nn.Module, pool: dict) -> dict:
                                                    "gender": float((ps[m] == si).mean())}
         res["accuracy_per_cell"] = per
     return res
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    conf, hit = probs.max(1), probs.argmax(1) == labels
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    err = 0.0
+    for b in np.unique(which):
+        m = which == b
+        err += m.mean() * abs(hit[m].mean() - conf[m].mean())
+    return float(err)
 
 
 # ------------------------------------------------------------------------------ export
