@@ -56,6 +56,14 @@ def test_train_snapshot_and_resume(folder, tmp_path):
     assert st2["nimg"] == 12
     assert not torch.equal(st["G"]["synthesis.b16.conv1.weight"], st2["G"]["synthesis.b16.conv1.weight"])
     assert (out / "fakes-latest.png").exists() and (out / "reals.png").exists()
+    assert st2["opt_G"]["param_groups"][0]["lr"] == pytest.approx(cfg.g_lr)
+    # going on at a lower rate (a fine-tuning phase): the new rates replace the checkpoint's
+    cfg.kimg, cfg.g_lr, cfg.d_lr = 0.016, cfg.g_lr / 5, cfg.d_lr / 5
+    train(cfg, log=lambda s: None)
+    st3 = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert st3["nimg"] == 16
+    assert st3["opt_G"]["param_groups"][0]["lr"] == pytest.approx(cfg.g_lr)
+    assert st3["opt_D"]["param_groups"][0]["lr"] == pytest.approx(cfg.d_lr * 2 / 3)  # r1_interval 2: mb = 2/3
 
 
 def test_non_square_images_get_a_clear_error(tmp_path):

@@ -146,6 +146,10 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
         st = torch.load(ckpt_path, map_location=device, weights_only=True)
         G.load_state_dict(st["G"]), D.load_state_dict(st["D"]), G_ema.load_state_dict(st["G_ema"])
         opt_G.load_state_dict(st["opt_G"]), opt_D.load_state_dict(st["opt_D"])
+        # The config's rates win over the checkpoint's, so a run can go on at a lower rate.
+        for opt, lr in ((opt_G, cfg.g_lr), (opt_D, cfg.d_lr * mb)):
+            for group in opt.param_groups:
+                group["lr"] = lr
         gen.set_state(st["gen"])
         step, nimg = int(st["step"]), int(st["nimg"])
         log(f"resumed from {ckpt_path} at {nimg / 1000:.1f} kimg")
