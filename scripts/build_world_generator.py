@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Rebuild the demo world's StyleGAN2 from seeds: render the biased training set, train, assess.
 
-    python scripts/build_world_generator.py --workdir build/world --kimg 200
+    python scripts/build_world_generator.py --workdir build/world   # 720 + 40 kimg, as shipped
 
 Stages: (1) render the biased population (World seed 0: groups 25/15/60 %, genders 35/65 %,
 6000 identities x 6 images, 64x64) as an image folder; (2) train with
