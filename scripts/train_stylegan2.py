@@ -27,12 +27,19 @@ from synthface.train.stylegan2 import TrainConfig, train
 @click.option("--channel-max", default=128, show_default=True)
 @click.option("--lr", default=0.0025, show_default=True)
 @click.option("--gamma", "r1_gamma", default=None, type=float, help="R1 weight (default 0.0002 * res^2 / batch)")
+@click.option("--init", "init_generator", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="start G from this exported generator (.safetensors); D starts fresh")
+@click.option("--d-warmup-kimg", default=0.0, show_default=True, help="train D alone this long first (use with --init)")
+@click.option("--g-topk", default=1.0, show_default=True,
+              help="fraction of fakes, those D rates most real, that G's loss uses")
 @click.option("--snapshot-kimg", default=10.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default)")
 def main(**kw):
     lr = kw.pop("lr")
+    if kw["init_generator"]:
+        kw["ema_rampup"] = 0.0   # G already trained: G_ema averages at the full half-life from the start
     cfg = TrainConfig(g_lr=lr, d_lr=lr, **kw)
     path = train(cfg)
     click.echo(f"G_ema -> {path}")

@@ -75,3 +75,40 @@ def test_non_square_images_get_a_clear_error(tmp_path):
     with pytest.raises(SynthfaceError, match="no images"):
         (tmp_path / "empty").mkdir()
         train(TrainConfig(data=str(tmp_path / "empty"), outdir=str(tmp_path / "r2"), resolution=16), log=lambda s: None)
+
+
+def test_init_from_exported_generator_with_d_warmup_and_topk(folder, tmp_path):
+    small = dict(data=str(folder), resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128,
+                 channel_max=16, batch=4, snapshot_kimg=0.004, grid_seeds=4, r1_interval=2, threads=1)
+    src = train(TrainConfig(outdir=str(tmp_path / "a"), kimg=0.008, **small), log=lambda s: None)
+    G_src = load_generator(src)
+    # a fresh run started from the exported G: while D warms up, G's weights (and G_ema's) do not
+    # move (w_avg, a running mean of the mapping's output, keeps tracking)
+    out = tmp_path / "b"
+    cfg = TrainConfig(outdir=str(out), kimg=0.008, init_generator=str(src), d_warmup_kimg=0.008, g_topk=0.5,
+                      ema_rampup=0.0, seed=3, **small)
+    train(cfg, log=lambda s: None)
+    st = torch.load(out / "checkpoint.pt", weights_only=True)
+    for k, v in G_src.named_parameters():
+        assert torch.equal(st["G"][k], v) and torch.equal(st["G_ema"][k], v), k
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert "loss_G" not in log[-1]
+    # after the warm-up G trains (on the half of the fakes D rates most real)
+    cfg.kimg = 0.016
+    train(cfg, log=lambda s: None)
+    st2 = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert not torch.equal(st2["G"]["synthesis.b16.conv1.weight"], G_src.state_dict()["synthesis.b16.conv1.weight"])
+    assert "loss_G" in json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+
+
+def test_init_generator_must_match_the_configured_network(folder, tmp_path):
+    small = dict(data=str(folder), resolution=16, z_dim=8, w_dim=8, mapping_layers=2, batch=4, grid_seeds=4,
+                 r1_interval=2, threads=1)
+    src = train(TrainConfig(outdir=str(tmp_path / "a"), kimg=0.004, snapshot_kimg=0.004, channel_base=128,
+                            channel_max=16, **small), log=lambda s: None)
+    with pytest.raises(SynthfaceError, match="does not match the configured network"):
+        train(TrainConfig(outdir=str(tmp_path / "b"), kimg=0.004, channel_base=256, channel_max=32,
+                          init_generator=str(src), **small), log=lambda s: None)
+    with pytest.raises(SynthfaceError, match="g_topk"):
+        train(TrainConfig(outdir=str(tmp_path / "c"), kimg=0.004, channel_base=128, channel_max=16, g_topk=0.0,
+                          **small), log=lambda s: None)

@@ -51,6 +51,9 @@ class TrainConfig:
     style_mixing: float = 0.9
     ema_kimg: Optional[float] = None      # None: batch * 10 / 32
     ema_rampup: float = 0.05
+    init_generator: Optional[str] = None  # start G and G_ema from this exported generator (D starts fresh)
+    d_warmup_kimg: float = 0.0            # train D alone this long first (lets a fresh D catch up with G)
+    g_topk: float = 1.0                   # G's loss uses only this fraction of fakes that D rates most real
     mirror: bool = True
     seed: int = 0
     snapshot_kimg: float = 10.0
@@ -132,6 +135,11 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
     torch.manual_seed(cfg.seed)
     G, D = build_networks(cfg)
     G, D = G.to(device).train(), D.to(device).train()
+    if not 0 < cfg.g_topk <= 1:
+        raise SynthfaceError(f"g_topk is {cfg.g_topk}; give a fraction of the batch in (0, 1]")
+    if cfg.init_generator and not (out / "checkpoint.pt").exists():
+        _init_from(G, cfg.init_generator)
+        log(f"G initialised from {cfg.init_generator}; D starts fresh")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     r1_gamma = cfg.r1_gamma if cfg.r1_gamma is not None else 0.0002 * cfg.resolution**2 / cfg.batch
     ema_kimg = cfg.ema_kimg if cfg.ema_kimg is not None else cfg.batch * 10 / 32
@@ -182,15 +190,23 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
             flip = torch.rand([cfg.batch], generator=gen) < 0.5
             real = torch.where(flip[:, None, None, None].to(device), real.flip(3), real)
 
-        # G step: make D call the fakes real.
-        z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
-        D.requires_grad_(False)
-        fake = G.synthesis(_mix_ws(G, z, cfg.style_mixing, gen), noise_mode="random")
-        loss_G = F.softplus(-D(fake)).mean()
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_G.step()
-        D.requires_grad_(True)
+        # G step: make D call the fakes real. With g_topk < 1 only the fakes D finds most
+        # real pull on G (Sinha et al. 2020): the worst samples, often blends between modes,
+        # otherwise drag G with gradients that point nowhere useful.
+        warming_up = nimg < cfg.d_warmup_kimg * 1000
+        if not warming_up:
+            z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
+            D.requires_grad_(False)
+            fake = G.synthesis(_mix_ws(G, z, cfg.style_mixing, gen), noise_mode="random")
+            logits = D(fake).flatten()
+            if cfg.g_topk < 1:
+                logits = logits.topk(max(1, int(round(cfg.g_topk * cfg.batch)))).values
+            loss_G = F.softplus(-logits).mean()
+            opt_G.zero_grad(set_to_none=True)
+            loss_G.backward()
+            opt_G.step()
+            D.requires_grad_(True)
+            stats["loss_G"] = loss_G.item()
 
         # D step: logistic loss on fakes and reals, plus lazy R1 on reals.
         z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
@@ -218,7 +234,7 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
                 p_ema.copy_(p.lerp(p_ema, beta))
             for b_ema, b in zip(G_ema.buffers(), G.buffers()):
                 b_ema.copy_(b)
-        stats.update(loss_G=loss_G.item(), loss_D=loss_D.item(), real=logits_real.mean().item(),
+        stats.update(loss_D=loss_D.item(), real=logits_real.mean().item(),
                      fake=logits_fake.mean().item())
         if step % 50 == 0 or nimg >= total:
             rate = (time.time() - t0) / max(nimg - n0, 1) * 1000
@@ -230,6 +246,18 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
             snapshot()
             next_snap += int(cfg.snapshot_kimg * 1000)
     return out / "network-snapshot.safetensors"
+
+
+def _init_from(G: Generator, path: str):
+    from ..generator import load_generator
+    src = load_generator(path).state_dict()
+    own = G.state_dict()
+    bad = sorted(k for k in own if k not in src or src[k].shape != own[k].shape)
+    if bad or len(src) != len(own):
+        raise SynthfaceError(f"--init {path} does not match the configured network ({len(bad)} tensors differ, "
+                             f"e.g. {bad[:3]}): give the resolution, z/w dims, mapping layers and channel "
+                             "base/max it was trained with")
+    G.load_state_dict(src)
 
 
 def _save_grid(arr: np.ndarray, path: Path):
