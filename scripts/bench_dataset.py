@@ -28,6 +28,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from synthface.fileio import write_json_atomic  # noqa: E402
 from synthface.dataset import DatasetConfig, generate_dataset, merge  # noqa: E402
+from synthface.demo import DEMO_IDENTITIES  # noqa: E402
 from synthface.generator import load_generator, resolve_device  # noqa: E402
 from synthface.identity import load_embedder  # noqa: E402
 from synthface.labelling import load_labeller  # noqa: E402
@@ -51,8 +52,8 @@ def main():
     try:
         bank = build_bank(G, lab, work / "bank", a.bank_n, progress=False, log=lambda s: None)
         model = DemographicLatentModel(confidence=0.95).fit_bank(bank)
-        cfg = DatasetConfig(ids_per_cell=a.ids_per_cell, images_per_id=a.images_per_id, accept_confidence=0.99,
-                            separation_quantile=0.97)
+        # make demo's settings, so the figures describe the job users run first
+        cfg = DatasetConfig(ids_per_cell=a.ids_per_cell, images_per_id=a.images_per_id, **DEMO_IDENTITIES)
         t = time.perf_counter()
         res = generate_dataset(model, G, lab, emb, work / "ds", cfg, progress=False, log=lambda s: None)
         total = time.perf_counter() - t
@@ -62,7 +63,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n_ids, n_img = res["identities"], res["identities"] * a.images_per_id
-    out = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    out = {"dataset_config": {k: getattr(cfg, k) for k in DEMO_IDENTITIES},"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "processor": platform.processor() or platform.machine(), "resolution": G.img_resolution,
            "identities": n_ids, "images": n_img, "candidates": res["candidates"],
            "stage1_identity_selection_s": res["stage1_s"], "stage1_identities_per_s": n_ids / res["stage1_s"],
