@@ -63,7 +63,8 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n_ids, n_img = res["identities"], res["identities"] * a.images_per_id
-    out = {"dataset_config": {k: getattr(cfg, k) for k in DEMO_IDENTITIES},"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    out = {"dataset_config": {k: getattr(cfg, k) for k in DEMO_IDENTITIES},
+           "device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "processor": platform.processor() or platform.machine(), "resolution": G.img_resolution,
            "identities": n_ids, "images": n_img, "candidates": res["candidates"],
            "stage1_identity_selection_s": res["stage1_s"], "stage1_identities_per_s": n_ids / res["stage1_s"],

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..errors import SynthfaceError
 from ..generate import image_grid, save_image_atomic
-from ..generator import Discriminator, Generator, save_generator
+from ..generator import Discriminator, Generator, load_generator, save_generator
 from ..fileio import atomic_write
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -191,10 +191,9 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
             real = torch.where(flip[:, None, None, None].to(device), real.flip(3), real)
 
         # G step: make D call the fakes real. With g_topk < 1 only the fakes D finds most
-        # real pull on G (Sinha et al. 2020): the worst samples, often blends between modes,
-        # otherwise drag G with gradients that point nowhere useful.
-        warming_up = nimg < cfg.d_warmup_kimg * 1000
-        if not warming_up:
+        # real pull on G (Sinha et al. 2020: the gradients of the worst fakes, often ones
+        # between modes, can point G away from the data).
+        if nimg >= cfg.d_warmup_kimg * 1000:
             z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
             D.requires_grad_(False)
             fake = G.synthesis(_mix_ws(G, z, cfg.style_mixing, gen), noise_mode="random")
@@ -249,7 +248,6 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
 
 
 def _init_from(G: Generator, path: str):
-    from ..generator import load_generator
     src = load_generator(path).state_dict()
     own = G.state_dict()
     bad = sorted(k for k in own if k not in src or src[k].shape != own[k].shape)
