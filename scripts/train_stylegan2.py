@@ -26,6 +26,7 @@ from synthface.train.stylegan2 import TrainConfig, train
 @click.option("--channel-base", default=1024, show_default=True, help="channels at resolution r: base / r")
 @click.option("--channel-max", default=128, show_default=True)
 @click.option("--lr", default=0.0025, show_default=True)
+@click.option("--d-lr", default=None, type=float, help="D's learning rate (default: --lr)")
 @click.option("--gamma", "r1_gamma", default=None, type=float, help="R1 weight (default 0.0002 * res^2 / batch)")
 @click.option("--init", "init_generator", default=None, type=click.Path(exists=True, dir_okay=False),
               help="start G from this exported generator (.safetensors); D starts fresh")
@@ -37,10 +38,10 @@ from synthface.train.stylegan2 import TrainConfig, train
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default)")
 def main(**kw):
-    lr = kw.pop("lr")
+    lr, d_lr = kw.pop("lr"), kw.pop("d_lr")
     if kw["init_generator"]:
         kw["ema_rampup"] = 0.0   # G already trained: G_ema averages at the full half-life from the start
-    cfg = TrainConfig(g_lr=lr, d_lr=lr, **kw)
+    cfg = TrainConfig(g_lr=lr, d_lr=lr if d_lr is None else d_lr, **kw)
     path = train(cfg)
     click.echo(f"G_ema -> {path}")
 

@@ -435,6 +435,28 @@ def world_render(outdir, identities, images_per_identity, size, distribution, se
     click.echo(str(path))
 
 
+@world.command("assess")
+@click.option("--network", default="world", show_default=True, help="Generator file, or 'world' for the shipped one.")
+@click.option("--seeds", default="0-1999", show_default=True, help="Seeds, e.g. 0-1999 or 50000-51999.")
+@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--outdir", required=True, type=click.Path(file_okay=False),
+              help="gets assessment.json, seed_grid.png and cells/<group>_<gender>.png contact sheets")
+@click.option("--device", default="auto", show_default=True)
+def world_assess(network, seeds, truncation_psi, outdir, device):
+    """Score a demo-world generator: confident labels, cell frequencies against the biased training mix."""
+    from .generate import parse_seeds
+    from .labelling import OnnxClassifier
+    from .world import BIASED
+    from .world.assess import assess_generator
+    from .world.assets import attribute_classifier_path
+
+    G, _ = _network(network, device)
+    clf = _run(OnnxClassifier, _run(attribute_classifier_path))
+    res = _run(assess_generator, G, clf, outdir, seeds=_run(parse_seeds, seeds), distribution=BIASED,
+               truncation_psi=truncation_psi)
+    click.echo(json.dumps({k: v for k, v in res.items() if k != "contact_sheets"}, indent=2))
+
+
 @main.command()
 @click.option("--outdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--n", default=512, show_default=True, help="random faces to generate and label")

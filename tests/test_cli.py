@@ -98,3 +98,26 @@ def test_demo_runs(tmp_path):
     assert r.exit_code == 0
     assert ((d / "seed_grid.png").read_bytes(),
             (d / "balanced" / "sheets" / "group-group2_gender-female.png").read_bytes()) == first
+
+
+def test_world_assess_scores_the_shipped_generator(tmp_path):
+    out = tmp_path / "assess"
+    r = CliRunner().invoke(main, ["world", "assess", "--seeds", "0-95", "--outdir", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{"):])
+    assert res["images"] == 96
+    assert sum(res["cell_frequency"].values()) == pytest.approx(1.0)
+    # the shipped generator labels most random faces confidently; a broken one (noise, grey) would not
+    assert res["confident_0.9_fraction"] > 0.7
+    assert res["group_confident_0.9_fraction"] >= res["confident_0.9_fraction"]
+    # every cell of the biased mix shows up within 96 faces, and the majority cell leads
+    freq = res["cell_frequency"]
+    assert min(freq.values()) > 0 and max(freq, key=freq.get) == "group3/male"
+    assert (out / "seed_grid.png").exists() and (out / "assessment.json").exists()
+    assert list((out / "cells").glob("*.png"))
+
+
+def test_world_assess_rejects_a_missing_network(tmp_path):
+    r = CliRunner().invoke(main, ["world", "assess", "--network", str(tmp_path / "nope.pkl"),
+                                  "--outdir", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "nope.pkl" in r.output
