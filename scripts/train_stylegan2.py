@@ -39,8 +39,6 @@ from synthface.train.stylegan2 import TrainConfig, train
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default)")
 def main(**kw):
     lr, d_lr = kw.pop("lr"), kw.pop("d_lr")
-    if kw["init_generator"]:
-        kw["ema_rampup"] = 0.0   # G already trained: G_ema averages at the full half-life from the start
     cfg = TrainConfig(g_lr=lr, d_lr=lr if d_lr is None else d_lr, **kw)
     path = train(cfg)
     click.echo(f"G_ema -> {path}")

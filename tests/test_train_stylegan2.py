@@ -86,14 +86,14 @@ def test_init_from_exported_generator_with_d_warmup_and_topk(folder, tmp_path):
     # move (w_avg, a running mean of the mapping's output, keeps tracking)
     out = tmp_path / "b"
     cfg = TrainConfig(outdir=str(out), kimg=0.008, init_generator=str(src), d_warmup_kimg=0.008, g_topk=0.5,
-                      ema_rampup=0.0, seed=3, **small)
+                      seed=3, **small)
     train(cfg, log=lambda s: None)
     st = torch.load(out / "checkpoint.pt", weights_only=True)
     for k, v in G_src.named_parameters():
         assert torch.equal(st["G"][k], v) and torch.equal(st["G_ema"][k], v), k
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert "loss_G" not in log[-1]
-    # after the warm-up G trains (on the half of the fakes D rates most real)
+    # after the warm-up G trains (here with g_topk 0.5)
     cfg.kimg = 0.016
     train(cfg, log=lambda s: None)
     st2 = torch.load(out / "checkpoint.pt", weights_only=True)

@@ -131,15 +131,15 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
-    data = load_image_folder(cfg.data, cfg.resolution, log)
+    if not 0 < cfg.g_topk <= 1:
+        raise SynthfaceError(f"g_topk is {cfg.g_topk}; give a fraction of the batch in (0, 1]")
     torch.manual_seed(cfg.seed)
     G, D = build_networks(cfg)
     G, D = G.to(device).train(), D.to(device).train()
-    if not 0 < cfg.g_topk <= 1:
-        raise SynthfaceError(f"g_topk is {cfg.g_topk}; give a fraction of the batch in (0, 1]")
     if cfg.init_generator and not (out / "checkpoint.pt").exists():
-        _init_from(G, cfg.init_generator)
+        _init_from(G, cfg.init_generator)   # before the data loads, so a mismatch fails fast
         log(f"G initialised from {cfg.init_generator}; D starts fresh")
+    data = load_image_folder(cfg.data, cfg.resolution, log)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     r1_gamma = cfg.r1_gamma if cfg.r1_gamma is not None else 0.0002 * cfg.resolution**2 / cfg.batch
     ema_kimg = cfg.ema_kimg if cfg.ema_kimg is not None else cfg.batch * 10 / 32
@@ -226,7 +226,9 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
         # EMA of G (with a ramp-up so early snapshots are not dominated by the random start).
         nimg += cfg.batch
         step += 1
-        ema_nimg = min(ema_kimg * 1000, nimg * cfg.ema_rampup) if cfg.ema_rampup else ema_kimg * 1000
+        # An --init G is already trained: its EMA averages at the full half-life from the start.
+        rampup = 0.0 if cfg.init_generator else cfg.ema_rampup
+        ema_nimg = min(ema_kimg * 1000, nimg * rampup) if rampup else ema_kimg * 1000
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
         with torch.no_grad():
             for p_ema, p in zip(G_ema.parameters(), G.parameters()):
