@@ -13,7 +13,6 @@ Normalisation is not baked into the graphs, because insightface applies it itsel
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,121 +25,14 @@ from torch import nn
 
 from ..align import arcface_matrix, attribute_matrix, warp_affine
 from ..fairness.metrics import kfold_accuracy
+# the architectures live in synthface.nets.world_nets (importable without the world); re-exported here
+from ..nets.world_nets import (AttributeLogits, AttributeNet, GenderAgeHead, Recogniser, _bn_act,  # noqa: F401
+                              _DepthwiseBlock, _Residual, backbone)
 from .renderer import GENDERS, GROUPS
 from .world import World, take
 
 RECOGNISER_NORM = (127.5, 127.5)
 ATTRIBUTE_NORM = (127.5, 128.0)
-
-
-# ------------------------------------------------------------------------------ architectures
-
-def _bn_act(c, act="prelu"):
-    return [nn.BatchNorm2d(c), nn.PReLU(c) if act == "prelu" else nn.ReLU(inplace=True)]
-
-
-class _Residual(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), *_bn_act(cout),
-                                  nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
-        self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        self.act = nn.PReLU(cout)
-
-    def forward(self, x):
-        return self.act(self.body(x) + self.short(x))
-
-
-class _DepthwiseBlock(nn.Module):
-    """MobileFaceNet-style inverted bottleneck."""
-
-    def __init__(self, cin, cout, stride, expand=2):
-        super().__init__()
-        mid = cin * expand
-        self.body = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), *_bn_act(mid),
-                                  nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), *_bn_act(mid),
-                                  nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.body(x)
-        return x + y if self.residual else y
-
-
-def backbone(kind: str, in_size: int) -> tuple[nn.Module, int]:
-    """Feature extractor (stride 16) ending in a global depthwise convolution, as in
-    MobileFaceNet, which keeps the spatial layout but not a huge flattened layer; returns it
-    and its output width. `kind`: resnet | mobile | plain."""
-    if kind == "resnet":
-        layers = [nn.Conv2d(3, 24, 5, 2, 2, bias=False), *_bn_act(24),
-                  _Residual(24, 32, 2), _Residual(32, 64, 2), _Residual(64, 128, 2)]
-    elif kind == "mobile":
-        layers = [nn.Conv2d(3, 24, 3, 2, 1, bias=False), *_bn_act(24),
-                  _DepthwiseBlock(24, 48, 2), _DepthwiseBlock(48, 96, 2), _DepthwiseBlock(96, 128, 2),
-                  _DepthwiseBlock(128, 128, 1)]
-    elif kind == "plain":
-        layers = [nn.Conv2d(3, 24, 3, 2, 1, bias=False), *_bn_act(24, "relu")]
-        c = 24
-        for w in (48, 96, 128):
-            layers += [nn.Conv2d(c, w, 3, 1, 1, bias=False), *_bn_act(w, "relu"), nn.MaxPool2d(2, ceil_mode=True)]
-            c = w
-    else:
-        raise ValueError(f"unknown backbone {kind!r}")
-    side = math.ceil(in_size / 16)
-    gdc = [nn.Conv2d(128, 128, side, groups=128, bias=False), nn.BatchNorm2d(128), nn.Flatten()]
-    return nn.Sequential(*layers, *gdc), 128
-
-
-class Recogniser(nn.Module):
-    """Face image -> identity embedding (un-normalised, as insightface expects)."""
-
-    def __init__(self, kind="resnet", embedding=128, in_size=112):
-        super().__init__()
-        self.features, width = backbone(kind, in_size)
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(width, embedding), nn.BatchNorm1d(embedding))
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-class AttributeNet(nn.Module):
-    """Face image -> group logits (3), gender logits (2) and age/100."""
-
-    def __init__(self, kind="resnet", in_size=96):
-        super().__init__()
-        self.features, width = backbone(kind, in_size)
-        self.trunk = nn.Sequential(nn.Dropout(0.2), nn.Linear(width, 128), nn.PReLU(128))
-        self.group = nn.Linear(128, len(GROUPS))
-        self.gender = nn.Linear(128, len(GENDERS))
-        self.age = nn.Linear(128, 1)
-
-    def forward(self, x):
-        h = self.trunk(self.features(x))
-        return self.group(h), self.gender(h), self.age(h)
-
-
-class GenderAgeHead(nn.Module):
-    """insightface genderage layout: [female logit, male logit, age / 100]."""
-
-    def __init__(self, net: AttributeNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        _, gender, age = self.net(x)
-        return torch.cat([gender, age], 1)
-
-
-class AttributeLogits(nn.Module):
-    """One [N, 5] output: group logits then gender logits (slices named in the JSON sidecar)."""
-
-    def __init__(self, net: AttributeNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        group, gender, _ = self.net(x)
-        return torch.cat([group, gender], 1)
 
 
 # ------------------------------------------------------------------------------ data

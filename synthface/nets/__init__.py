@@ -1,0 +1,1 @@
+"""Network definitions: face-recognition backbones and the demo world's small nets (torch only)."""
