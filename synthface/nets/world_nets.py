@@ -89,17 +89,18 @@ class Recogniser(nn.Module):
 class AttributeNet(nn.Module):
     """Face image -> group logits (3), gender logits (2) and age/100."""
 
-    def __init__(self, kind="resnet", in_size=96, n_groups=N_GROUPS, n_genders=N_GENDERS):
+    def __init__(self, kind="resnet", in_size=96, n_groups=N_GROUPS, n_genders=N_GENDERS, age=True):
         super().__init__()
         self.features, width = backbone(kind, in_size)
         self.trunk = nn.Sequential(nn.Dropout(0.2), nn.Linear(width, 128), nn.PReLU(128))
         self.group = nn.Linear(128, n_groups)
         self.gender = nn.Linear(128, n_genders)
-        self.age = nn.Linear(128, 1)
+        # age=False: no age head (the audit classifier's ONNX never exported one, so it cannot be recovered)
+        self.age = nn.Linear(128, 1) if age else None
 
     def forward(self, x):
         h = self.trunk(self.features(x))
-        return self.group(h), self.gender(h), self.age(h)
+        return self.group(h), self.gender(h), (self.age(h) if self.age is not None else None)
 
 
 class GenderAgeHead(nn.Module):
@@ -124,3 +125,21 @@ class AttributeLogits(nn.Module):
     def forward(self, x):
         group, gender, _ = self.net(x)
         return torch.cat([group, gender], 1)
+
+
+class AttributeOutputs(AttributeNet):
+    """An AttributeNet (same parameter names) returning one tensor, as its ONNX exports do:
+    output="logits" gives [group logits, gender logits] (AttributeLogits, attributes.onnx),
+    output="genderage" gives [female, male, age / 100] (GenderAgeHead, genderage.onnx)."""
+
+    OUTPUTS = ("logits", "genderage")
+
+    def __init__(self, kind="resnet", in_size=96, output="logits", age=True, **kw):
+        super().__init__(kind, in_size, age=age, **kw)
+        if output not in self.OUTPUTS or (output == "genderage" and not age):
+            raise ValueError(f"output must be one of {self.OUTPUTS} (genderage needs the age head)")
+        self.output = output
+
+    def forward(self, x):
+        group, gender, age = super().forward(x)
+        return torch.cat([group, gender] if self.output == "logits" else [gender, age], 1)
