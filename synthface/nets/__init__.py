@@ -54,6 +54,7 @@ def build_backbone(arch: str, embedding_dim: int = 512, **kw) -> nn.Module:
     """A randomly initialised network. kw: fp16, dropout (IResNet); fp16 (MobileFaceNet);
     kind, in_size (world nets; the recogniser's embedding_dim defaults to its 128 there), output, age
     (world-attributes, which has no embedding: embedding_dim is ignored)."""
+    given = dict(kw)
     try:
         if arch in IRESNET_LAYOUTS:
             net = iresnet(arch, embedding_dim, **kw)
@@ -68,7 +69,8 @@ def build_backbone(arch: str, embedding_dim: int = 512, **kw) -> nn.Module:
     except TypeError as e:
         raise SynthfaceError(f"bad settings for backbone {arch}: {e}") from None
     # remembered so save_backbone can write them into the sidecar
-    net.synthface_arch = {"arch": arch, "embedding_dim": embedding_dim, "kwargs": dict(kw)}
+    net.synthface_arch = {"arch": arch, "embedding_dim": None if arch == "world-attributes" else embedding_dim,
+                          "kwargs": given}
     return net
 
 
