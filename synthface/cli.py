@@ -472,5 +472,9 @@ def demo(outdir, n, bank_n, per_cell, ids_per_cell, images_per_id):
          images_per_id=images_per_id, log=lambda m: click.echo(m, err=True))
 
 
+from .cli_train import train as _train_group  # noqa: E402  (the train group lives in its own file)
+main.add_command(_train_group)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -3,7 +3,8 @@
 `Trainer(...).fit(model, dataset, make_optimizer)` runs epochs of steps over a map-style dataset,
 where `model(batch)` returns the loss (or `(loss, {name: value})`). Around that it provides:
 
-- seeding (python, numpy, torch), deterministic algorithms on CPU, DataLoader worker seeds;
+- seeding (python, numpy, torch), DataLoader worker seeds, deterministic kernels on CUDA on request
+  (CPU kernels already are);
 - data order that depends only on (seed, epoch): torch's DistributedSampler with drop_last, so a
   run under `torchrun` with N processes sees exactly the batches of a single-process run with the
   same global batch (each process takes batch/N of them; DDP averages the gradients);
@@ -246,12 +247,14 @@ class Trainer:
     batch_size is the GLOBAL batch: under torchrun each of N processes takes batch_size / N.
     checkpoint_every: also checkpoint every this many steps (0: at the end of each epoch only).
     amp: "none", "bf16" or "fp16" (CUDA only; ignored on CPU so a CPU run stays exact).
+    deterministic: on CUDA, deterministic kernels at some cost in speed (CPU runs are deterministic
+    without it).
     """
 
     def __init__(self, out, epochs: int, batch_size: int, seed: int = 0, device: str = "auto", amp: str = "none",
                  channels_last: bool = False, num_workers: int = 0, checkpoint_every: int = 0, log_every: int = 10,
                  grad_clip: Optional[float] = None, resume: bool = False, stop_after: Optional[int] = None,
-                 deterministic: bool = True, progress: Optional[bool] = None,
+                 deterministic: bool = False, progress: Optional[bool] = None,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)):
         self.out = out
         self.epochs = epochs
@@ -328,10 +331,16 @@ class Trainer:
         steps_per_epoch = len(sampler) // local_batch
         total = steps_per_epoch * self.epochs
 
-        prev_det = (torch.are_deterministic_algorithms_enabled(),
-                    torch.is_deterministic_algorithms_warn_only_enabled())
-        if self.deterministic and not cuda:
+        # CPU kernels give the same bits run to run at a fixed thread count, so nothing is switched
+        # on there (use_deterministic_algorithms also imports torch._dynamo: seconds per process).
+        # On CUDA determinism costs speed (cuBLAS workspace, no cuDNN autotuning): opt-in.
+        prev_det = None
+        if self.deterministic and cuda:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            prev_det = (torch.are_deterministic_algorithms_enabled(),
+                        torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
             torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
         try:
             model = model.to(device)
             if self.channels_last and cuda:
@@ -478,4 +487,6 @@ class Trainer:
                 bar.close()
             self.step_ = step
         finally:
-            torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+            if prev_det is not None:
+                torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+                torch.backends.cudnn.benchmark = prev_det[2]
