@@ -1,7 +1,6 @@
 """The shared training stack: exact resume, torchrun equivalence, FaceDataset sources, the
 recognition trainer end to end, and its error messages."""
 
-import io
 import json
 import os
 import signal
@@ -149,3 +148,20 @@ def test_trainer_input_errors(tmp_path):
     with pytest.raises(SynthfaceError, match="amp is 'fp8'"):
         Trainer(tmp_path / "c", 1, 8, device="cpu", amp="fp8").fit(Net(), Blobs(), opt)
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
+
+
+def test_world_models_train_on_the_stack(tmp_path):
+    from synthface.world.models import ModelSpec, render_pool, train_model
+    from synthface.world.world import World
+
+    pool = render_pool(World(0), 0, 6, 4, log=lambda s: None)
+    msgs = []
+    for task, crop in (("recognition", "arcface"), ("attributes", "attribute")):
+        spec = ModelSpec("t", task, "plain", crop, seed=1, first_identity=0, identities=6, images_per_identity=4,
+                         epochs=1, batch=8)
+        net = train_model(spec, pool, log=msgs.append, out=tmp_path / task)
+        assert not net.training
+        log = [json.loads(line) for line in (tmp_path / task / "log.jsonl").read_text().splitlines()]
+        assert log[-1]["step"] == 3 and all(np.isfinite(h["loss"]) for h in log)
+        assert (tmp_path / task / "checkpoint.pt").is_file()
+    assert sum(m.startswith("t epoch 1/1 step 3/3: loss") for m in msgs) == 2

@@ -466,14 +466,17 @@ class Trainer:
                                                          "sec_per_step": rate, **metrics})
                         last = batch_i == steps_per_epoch
                         if last:
+                            res_eval = {}
                             if evaluate is not None and di.is_main:
                                 model.eval()
                                 with torch.no_grad():
                                     res_eval = evaluate(model, epoch) or {}
                                 model.train()
                                 append_jsonl(self.log_path, {"step": step, "epoch": epoch + 1, **res_eval})
-                                self.log(f"epoch {epoch + 1}/{self.epochs}: loss {value:.4f} "
-                                         + " ".join(f"{k} {_plain(v)}" for k, v in res_eval.items()))
+                            if di.is_main:
+                                self.log(f"epoch {epoch + 1}/{self.epochs} step {step}/{total}: loss {value:.4f} "
+                                         + " ".join(f"{k} {_plain(v)}" for k, v in res_eval.items())
+                                         + f" ({time.perf_counter() - t0:.0f}s)")
                             epoch, batch_i, batch0 = epoch + 1, 0, 0
                         stop = self.stop_after is not None and step >= self.stop_after
                         if last or stop or (self.checkpoint_every and step % self.checkpoint_every == 0):

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..align import arcface_matrix, attribute_matrix, warp_affine
 from ..fairness.metrics import kfold_accuracy
+from ..train.losses import CosFace, MarginHead
 # the architectures live in synthface.nets.world_nets (importable without the world); re-exported here
 from ..nets.world_nets import (AttributeLogits, AttributeNet, GenderAgeHead, Recogniser, _bn_act,  # noqa: F401
                               _DepthwiseBlock, _Residual, backbone)
@@ -117,47 +118,82 @@ def build(spec: ModelSpec) -> nn.Module:
     return Recogniser(spec.arch, in_size=size) if spec.task == "recognition" else AttributeNet(spec.arch, in_size=size)
 
 
-def train_model(spec: ModelSpec, pool: dict, log: Callable = print) -> nn.Module:
-    torch.manual_seed(spec.seed)
-    rng = np.random.default_rng(spec.seed)
+class _PoolItems(torch.utils.data.Dataset):
+    """The rendered pool as training items. Items are row numbers; `collate` crops and degrades a
+    whole batch at once (warping a batch is far cheaper than one image at a time), with a
+    generator seeded by (seed, epoch, rows), so a resumed run draws the same augmentation."""
+
+    def __init__(self, pool: dict, spec: ModelSpec):
+        self.pool, self.spec, self.epoch = pool, spec, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.pool["images"])
+
+    def __getitem__(self, i):
+        return int(i)
+
+    def collate(self, rows):
+        rows = np.asarray(rows)
+        rng = np.random.default_rng([self.spec.seed, self.epoch, *rows[:4].tolist()])
+        batch = {"image": normalise(crop_batch(self.pool["images"][rows], self.spec.crop, rng), self.spec.task)}
+        for key in ("label", "group", "gender"):
+            batch[key] = torch.from_numpy(self.pool[key][rows])
+        batch["age"] = torch.from_numpy(self.pool["age"][rows] / 100).float()
+        return batch
+
+
+class _RecognitionLoss(nn.Module):
+    """CosFace (s = 30, m = 0.35) over the training identities."""
+
+    def __init__(self, net: nn.Module, identities: int):
+        super().__init__()
+        self.net = net
+        self.head = MarginHead(128, identities, CosFace(30.0, 0.35))
+
+    def forward(self, batch):
+        return self.head(self.net(batch["image"]), batch["label"])
+
+
+class _AttributeLoss(nn.Module):
+    """Cross-entropy on group and gender, smooth L1 on age / 100."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch):
+        g, s, a = self.net(batch["image"])
+        return (F.cross_entropy(g, batch["group"]) + F.cross_entropy(s, batch["gender"])
+                + 5 * F.smooth_l1_loss(a[:, 0], batch["age"], beta=0.05))
+
+
+def train_model(spec: ModelSpec, pool: dict, log: Callable = print, out=None, resume: bool = False,
+                device: str = "cpu") -> nn.Module:
+    """Train one of the world's nets on synthface's training stack (AdamW, one-cycle schedule).
+    `out` keeps the run's checkpoint and log.jsonl (resumable with resume=True); without it they
+    go to a temporary folder."""
+    import tempfile
+
+    from ..train.engine import Trainer, seed_everything
+
+    seed_everything(spec.seed)
     net = build(spec)
-    head = None
-    params = list(net.parameters())
-    if spec.task == "recognition":
-        # CosFace: normalised class centres, logits s * (cos - m) on the true class.
-        head = nn.Parameter(torch.randn(spec.identities, 128) * 0.01)
-        params.append(head)
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=5e-4)
-    n = len(pool["images"])
-    steps = spec.epochs * (n // spec.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=steps, pct_start=0.1)
-    net.train()
-    t0 = time.time()
-    step = 0
-    for epoch in range(spec.epochs):
-        order = rng.permutation(n)
-        for b in range(n // spec.batch):
-            rows = order[b * spec.batch:(b + 1) * spec.batch]
-            x = normalise(crop_batch(pool["images"][rows], spec.crop, rng), spec.task)
-            if spec.task == "recognition":
-                y = torch.from_numpy(pool["label"][rows])
-                emb = F.normalize(net(x), dim=1)
-                cos = emb @ F.normalize(head, dim=1).t()
-                logits = 30.0 * (cos - 0.35 * F.one_hot(y, spec.identities))
-                loss = F.cross_entropy(logits, y)
-            else:
-                g, s, a = net(x)
-                loss = (F.cross_entropy(g, torch.from_numpy(pool["group"][rows]))
-                        + F.cross_entropy(s, torch.from_numpy(pool["gender"][rows]))
-                        + 5 * F.smooth_l1_loss(a[:, 0], torch.from_numpy(pool["age"][rows] / 100).float(), beta=0.05))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step % 50 == 0:
-                log(f"{spec.name} epoch {epoch + 1}/{spec.epochs} step {step}/{steps} loss {loss.item():.3f} "
-                    f"({time.time() - t0:.0f}s)")
+    model = _RecognitionLoss(net, spec.identities) if spec.task == "recognition" else _AttributeLoss(net)
+    items = _PoolItems(pool, spec)
+
+    def optimizer(m):
+        return torch.optim.AdamW(m.parameters(), lr=spec.lr, weight_decay=5e-4)
+
+    def schedule(opt, total):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=total, pct_start=0.1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Trainer(out or tmp, spec.epochs, spec.batch, seed=spec.seed, device=device, log_every=50, resume=resume,
+                log=lambda m: log(f"{spec.name} {m}")).fit(model, items, optimizer, schedule,
+                                                           collate_fn=items.collate)
     return net.eval()
 
 
