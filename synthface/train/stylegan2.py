@@ -27,6 +27,7 @@ from ..errors import SynthfaceError
 from ..generate import image_grid, save_image_atomic
 from ..generator import Discriminator, Generator, load_generator, save_generator
 from ..fileio import atomic_write
+from .engine import append_jsonl, save_checkpoint, seed_everything
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -101,10 +102,6 @@ def build_networks(cfg: TrainConfig):
     return G, D
 
 
-def _atomic_torch_save(obj, path: Path):
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def _mix_ws(G: Generator, z: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     ws = G.mapping(z, None, update_w_avg=True)
     if prob > 0 and torch.rand([], generator=gen).item() < prob:
@@ -133,7 +130,7 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
                           ("cpu" if cfg.device == "auto" else cfg.device))
     if not 0 < cfg.g_topk <= 1:
         raise SynthfaceError(f"g_topk is {cfg.g_topk}; give a fraction of the batch in (0, 1]")
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     G, D = build_networks(cfg)
     G, D = G.to(device).train(), D.to(device).train()
     if cfg.init_generator and not (out / "checkpoint.pt").exists():
@@ -167,9 +164,9 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
         _save_grid(data[:cfg.grid_seeds].permute(0, 2, 3, 1).numpy(), out / "reals.png")
 
     def snapshot():
-        _atomic_torch_save({"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+        save_checkpoint(ckpt_path, {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
                             "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "gen": gen.get_state(),
-                            "step": step, "nimg": nimg, "config": json.dumps(asdict(cfg))}, ckpt_path)
+                            "step": step, "nimg": nimg, "config": json.dumps(asdict(cfg))})
         with torch.no_grad():
             img = G_ema(grid_z, None, noise_mode="const")
         arr = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
@@ -241,8 +238,7 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
             rate = (time.time() - t0) / max(nimg - n0, 1) * 1000
             line = dict(kimg=round(nimg / 1000, 2), nimg=nimg, sec_per_kimg=round(rate, 2), **{k: round(v, 4) for k, v in stats.items()})
             log(json.dumps(line))
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
+            append_jsonl(out / "log.jsonl", line)
         if nimg >= next_snap or nimg >= total:
             snapshot()
             next_snap += int(cfg.snapshot_kimg * 1000)
