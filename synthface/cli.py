@@ -230,7 +230,8 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
                                    "(raise --budget, lower --accept-confidence, or refit on a larger bank)")
 
 
-EMBEDDER_HELP = "Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DIR, torchscript:PATH."
+EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DIR, torchscript:PATH, arcface:PATH "
+                 "(arcface_torch model.pt), torch:PATH (synthface backbone.safetensors).")
 
 
 @main.command()

@@ -4,6 +4,8 @@
     onnx:PATH                 any recognition ONNX insightface loads (ArcFaceONNX: 112x112 input)
     insightface:PACK_DIR      the recognition model of a model pack (e.g. buffalo_l)
     torchscript:PATH          a TorchScript module taking [N, 3, 112, 112] RGB in [-1, 1]
+    arcface:PATH              an arcface_torch model.pt state dict (torch module, differentiable)
+    torch:PATH                synthface's backbone.safetensors, or torch:world-recognizer (differentiable)
 
 Alignment: `fixed` (default) cuts the 112x112 ArcFace crop with the one similarity transform from
 FFHQ's aligned layout to the ArcFace template; `detect` runs the pack's detector and insightface's
@@ -165,5 +167,8 @@ def load_embedder(spec: str, device: str = "cpu", align: str = "fixed"):
         return OnnxEmbedder(find_recognition(pack), providers, align=align, detector=find_detector(pack))
     if kind == "torchscript" and path:
         return TorchScriptEmbedder(path, device)
-    raise SynthfaceError(f"unknown recogniser {spec!r}: use world, world-audit, onnx:PATH, insightface:PACK_DIR or "
-                         "torchscript:PATH")
+    if kind in ("arcface", "torch") and path:  # differentiable: the embedder's .module is the nn.Module
+        from .torch_embedder import TorchBackboneEmbedder
+        return TorchBackboneEmbedder(path, device=device, kind=kind)
+    raise SynthfaceError(f"unknown recogniser {spec!r}: use world, world-audit, onnx:PATH, insightface:PACK_DIR, "
+                         "torchscript:PATH, arcface:PATH or torch:PATH")
