@@ -44,7 +44,9 @@ class IBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
-        return y + (x if self.downsample is None else self.downsample(x))
+        # in place: BatchNorm's backward does not need its output, so this saves a tensor per block
+        y += x if self.downsample is None else self.downsample(x)
+        return y
 
 
 class IResNet(nn.Module):
