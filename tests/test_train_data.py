@@ -228,3 +228,14 @@ def test_cli_train_recognition_under_torchrun(tiny, tmp_path):
     np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=1e-4, atol=1e-4)
     st = torch.load(out / "checkpoint.pt", weights_only=True)
     assert st["world_size"] == 2 and st["finished"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_recognition_amp_channels_last_on_cuda(tiny, tmp_path, amp):
+    from synthface.train.recognition import train_recognition
+
+    res = train_recognition(_cfg(tiny, tmp_path / amp, backbone="r18", device="cuda", amp=amp, epochs=1),
+                            log=lambda s: None)
+    log = [json.loads(line) for line in (tmp_path / amp / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(h["loss"]) for h in log if "loss" in h) and res["steps"] == 36 // 8

@@ -179,7 +179,7 @@ def _to_device(batch, device, channels_last: bool):
 
 def _plain(v):
     """JSON-friendly number."""
-    if isinstance(v, torch.Tensor):
+    if isinstance(v, (torch.Tensor, np.generic)):
         v = v.item()
     if isinstance(v, float):
         return round(v, 6) if math.isfinite(v) else str(v)

@@ -116,7 +116,9 @@ class MarginHead(nn.Module):
         self.weight = nn.Parameter(torch.normal(0, 0.01, (self.num_classes, self.embedding_dim)))
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+        # in fp32 even under autocast: a bf16 cosine near 1 is too coarse for the angle margins
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if labels.numel() and int(labels.max()) >= self.num_classes:
