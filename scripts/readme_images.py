@@ -16,7 +16,8 @@ import click
 import numpy as np
 from PIL import Image
 
-from synthface.generate import generate_images, image_grid, save_image_atomic
+from synthface.fileio import image_grid, save_image_atomic
+from synthface.generator.synthesis import generate_images
 from synthface.generator import load_generator
 from synthface.world import GENDERS, GROUPS, World
 from synthface.world.assets import generator_path

@@ -39,7 +39,8 @@ def main():
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 def images(network, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, device, batch_size):
     """Generate images for a list of seeds (z = RandomState(seed).randn(1, z_dim))."""
-    from .generate import generate_images, parse_seeds, save_image_atomic
+    from .fileio import save_image_atomic
+    from .generator.synthesis import generate_images, parse_seeds
     from .generator import load_generator, resolve_device
 
     seed_list = _run(parse_seeds, seeds)
@@ -97,13 +98,10 @@ def info(path, as_json):
 
 
 def _network(network: str, device: str):
-    """Load --network; 'world' is the demo world's generator."""
+    """Load --network ('world': the demo world's generator) on --device."""
     from .generator import load_generator, resolve_device
 
     dev = _run(resolve_device, device)
-    if network == "world":
-        from .world.assets import generator_path
-        network = str(_run(generator_path))
     return _run(load_generator, network, device=dev), dev
 
 
@@ -277,51 +275,25 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
              accept_confidence, truncation, identity_budget, variation_budget, full_res, seed, shard_index, num_shards,
              no_merge, ray_shards, audit_spec, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
-    import numpy as np
+    from .dataset import DatasetConfig, run_generate
 
-    from .dataset import DatasetConfig, generate_dataset, merge, shard_from_env
-    from .identity import impostor_threshold, load_embedder
-    from .labelling import load_labeller
-    from .latent import DemographicLatentModel
-
-    env_index, env_count = shard_from_env()
-    shard_index = env_index if shard_index is None else shard_index
-    num_shards = env_count if num_shards is None else num_shards
-    model = _run(DemographicLatentModel.load, model_path)
-    G, dev = _network(network, device)
-    lab = _run(load_labeller, labellers, schema, device=str(dev))
-    emb = _run(load_embedder, recognizer, str(dev), align)
-    leak = None
-    if leakage_gallery:
-        try:
-            leak = np.load(leakage_gallery)
-        except (OSError, ValueError) as e:
-            raise click.ClickException(f"--leakage-gallery {leakage_gallery}: {e}") from None
     cfg = DatasetConfig(cells=cells, ids_per_cell=ids_per_cell, images_per_id=images_per_id, seed=seed,
                         separation=separation, separation_quantile=separation_quantile, consistency=consistency,
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
                         truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
                         full_res=full_res, leakage_threshold=leakage_threshold, batch_size=batch_size)
-    if ray_shards:
-        if leak is not None:
-            raise click.UsageError("--ray does not take --leakage-gallery yet; run the shards with --shard-index")
-        from .dataset.ray_runner import run_with_ray
-        done = _run(run_with_ray, model_path, network, out, cfg, list(labellers), schema, recognizer, align,
-                    ray_shards)
-        click.echo(f"ray: {len(done)} shards finished", err=True)
-        num_shards = 1  # everything is written: merge below
+    res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,
+               shard_index=shard_index, num_shards=num_shards, merge_after=not no_merge, ray_shards=ray_shards,
+               audit=audit_spec, audit_quantile=audit_quantile, leakage_gallery=leakage_gallery, device=device,
+               log=lambda m: click.echo(m, err=True))
+    if "ray" in res:
+        click.echo(f"ray: {len(res['ray'])} shards finished", err=True)
     else:
-        res = _run(generate_dataset, model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
-                   log=lambda m: click.echo(m, err=True))
-        click.echo(f"shard {shard_index}/{num_shards}: {res['this_shard']} identities "
-                   f"({res['written_now']} written now)", err=True)
-    if num_shards == 1 and not no_merge:
-        audit = None
-        if audit_spec:
-            a = _run(load_embedder, audit_spec, str(dev))
-            audit = (a, _run(impostor_threshold, G, a, model.truncation_psi_, quantile=audit_quantile,
-                             seed=seed + 1)["threshold"])
-        _print_summary(_run(merge, out, audit=audit, log=lambda m: click.echo(m, err=True)), out)
+        g = res["generate"]
+        click.echo(f"shard {res['shard_index']}/{res['num_shards']}: {g['this_shard']} identities "
+                   f"({g['written_now']} written now)", err=True)
+    if res["merged"] is not None:
+        _print_summary(res["merged"], out)
     else:
         click.echo("when every shard has finished: synthface merge --out " + str(out), err=True)
 
@@ -336,22 +308,10 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
 @click.option("--device", default="auto", show_default=True)
 def merge_cmd(out, audit_spec, audit_threshold, audit_quantile, network, device):
     """Validate a (sharded) dataset; write manifest, RecordIO, HF metadata, pairs, metrics and card."""
-    from .dataset import merge
-    from .identity import impostor_threshold, load_embedder
+    from .dataset import run_merge
 
-    audit = None
-    if audit_spec:
-        a = _run(load_embedder, audit_spec)
-        if audit_threshold is None:
-            if network is None:
-                raise click.UsageError("--audit needs --audit-threshold or --network to derive it")
-            G, _ = _network(network, device)
-            meta = json.loads((Path(out) / "dataset.json").read_text())
-            audit_threshold = _run(impostor_threshold, G, a, meta["model"]["truncation_psi"],
-                                   quantile=audit_quantile,
-                                   seed=meta["config"]["seed"] + 1)["threshold"]
-        audit = (a, audit_threshold)
-    _print_summary(_run(merge, out, audit=audit, log=lambda m: click.echo(m, err=True)), out)
+    _print_summary(_run(run_merge, out, audit_spec, audit_threshold, audit_quantile, network, device,
+                        log=lambda m: click.echo(m, err=True)), out)
 
 
 def _print_summary(metrics: dict, out) -> None:
@@ -445,11 +405,11 @@ def world_render(outdir, identities, images_per_identity, size, distribution, se
 @click.option("--device", default="auto", show_default=True)
 def world_assess(network, seeds, truncation_psi, outdir, device):
     """Score a demo-world generator: confident labels, cell frequencies against the biased training mix."""
-    from .generate import parse_seeds
+    from .generator.synthesis import parse_seeds
     from .labelling import OnnxClassifier
     from .world import BIASED
     from .world.assess import assess_generator
-    from .world.assets import attribute_classifier_path
+    from .assets import attribute_classifier_path
 
     G, _ = _network(network, device)
     clf = _run(OnnxClassifier, _run(attribute_classifier_path))

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SynthfaceError
-from .generate import image_grid, save_image_atomic
+from .fileio import atomic_write, image_grid, save_image_atomic
 from .generator import describe, load_generator
 from .labelling import OnnxClassifier
 from .world import BIASED, GENDERS, GROUPS, World, take
 from .world.assess import CELLS, assess_generator
-from .world.assets import attribute_classifier_path, generator_path
+from .assets import attribute_classifier_path, generator_path
 
 
 def renderer_sheets(outdir: Path, per_cell: int = 16) -> dict:
@@ -66,7 +66,7 @@ def identity_set(G, outdir: Path, ids_per_cell: int, images_per_id: int, log=pri
     recogniser; D_intra against renderer faces of the same cell (the world's 'real' images)."""
     from .dataset import DatasetConfig, generate_dataset, merge
     from .dataset.writer import crop112
-    from .identity import impostor_threshold, load_embedder
+    from .identity import audit_threshold, load_embedder
     from .labelling import load_labeller
     from .latent import DemographicLatentModel
 
@@ -74,7 +74,7 @@ def identity_set(G, outdir: Path, ids_per_cell: int, images_per_id: int, log=pri
     emb, audit = load_embedder("world"), load_embedder("world-audit")
     cfg = DatasetConfig(ids_per_cell=ids_per_cell, images_per_id=images_per_id, **DEMO_IDENTITIES)
     generate_dataset(model, G, load_labeller("world"), emb, outdir / "dataset", cfg, log=log)
-    thr = impostor_threshold(G, audit, model.truncation_psi_, quantile=0.99, seed=1)["threshold"]
+    thr = audit_threshold(G, audit, model.truncation_psi_, quantile=0.99, dataset_seed=cfg.seed)
     world = World(seed=0)
     reference = {}
     for gi, g in enumerate(GROUPS):
@@ -93,6 +93,7 @@ DEMO_IDENTITIES = dict(accept_confidence=0.99, separation_quantile=0.97, strengt
 
 def run_demo(outdir: str | Path, n: int = 512, bank_n: int = 8000, per_cell: int = 100, ids_per_cell: int = 10,
              images_per_id: int = 5, log=print) -> dict:
+    """The whole pipeline on the demo world; writes OUTDIR/report.md and everything it links to."""
     outdir = Path(outdir)
     net = generator_path()
     G = load_generator(net, device="cpu")
@@ -102,14 +103,31 @@ def run_demo(outdir: str | Path, n: int = 512, bank_n: int = 8000, per_cell: int
     log(f"generating and labelling {n} random faces (seeds 0-{n - 1}, psi 1)")
     res = assess_generator(G, clf, outdir, n=n, distribution=BIASED)
     truth = renderer_sheets(outdir)
+    report = _assessment_section(net.name, info, n, res)
+    bal = balanced_set(G, outdir, bank_n, per_cell, log) if per_cell else None
+    if bal is not None:
+        report += _balanced_section(bank_n, per_cell, bal)
+    ids = identity_set(G, outdir, ids_per_cell, images_per_id, log) if (bal is not None and ids_per_cell) else None
+    ev = None
+    if ids is not None:
+        report += _identity_section(ids_per_cell, images_per_id, ids["audit"])
+        ev, text = _evaluate_dataset(outdir, log)
+        report += text
+    atomic_write(outdir / "report.md", lambda f: f.write(report.encode()))
+    log(f"wrote {outdir / 'report.md'}, {outdir / 'seed_grid.png'} and contact sheets in {outdir / 'cells'}")
+    return {"report": str(outdir / "report.md"), "assessment": res, "renderer_sheets": truth, "balanced": bal,
+            "dataset": ids, "evaluation": ev}
+
+
+def _assessment_section(net_name: str, info: dict, n: int, res: dict) -> str:
     rows = "\n".join(f"| {c} | {100 * res['training_cell_frequency'][c]:.1f} | {100 * res['cell_frequency'][c]:.1f} |"
                      for c in res["cell_frequency"])
     sheets = "\n".join(f"| {g}/{s} | ![](renderer/{g}_{s}.png) | " +
                        (f"![]({res['contact_sheets'][f'{g}/{s}']})" if f"{g}/{s}" in res["contact_sheets"] else "none")
                        + " |" for g, s in CELLS)
-    report = f"""# synthface demo: the demo world
+    return f"""# synthface demo: the demo world
 
-Generator: `{net.name}` ({info['parameters']:,} parameters, {info['resolution']}x{info['resolution']}),
+Generator: `{net_name}` ({info['parameters']:,} parameters, {info['resolution']}x{info['resolution']}),
 trained on demo-world faces drawn with a deliberate bias. {n} random samples (seeds 0-{n - 1}, psi 1),
 labelled by the world's attribute classifier (`attributes.onnx`).
 
@@ -129,12 +147,13 @@ Random sampling reproduces the bias; balanced sampling of any cell is the latent
 |---|---|---|
 {sheets}
 """
-    bal = balanced_set(G, outdir, bank_n, per_cell, log) if per_cell else None
-    if bal is not None:
-        rows = "\n".join(f"| {c} | {100 * bal['uniform_sampling_audit'][c]['argmax']:.1f} | "
-                         f"{100 * bal['balanced_set_audit'][c]['argmax']:.1f} | {100 * r['audit_precision']:.1f} | "
-                         f"{r['gain_over_rejection_sampling']:.1f}x |" for c, r in bal["cells"].items())
-        report += f"""
+
+
+def _balanced_section(bank_n: int, per_cell: int, bal: dict) -> str:
+    rows = "\n".join(f"| {c} | {100 * bal['uniform_sampling_audit'][c]['argmax']:.1f} | "
+                     f"{100 * bal['balanced_set_audit'][c]['argmax']:.1f} | {100 * r['audit_precision']:.1f} | "
+                     f"{r['gain_over_rejection_sampling']:.1f}x |" for c, r in bal["cells"].items())
+    return f"""
 ## A balanced set from the latent model
 
 A bank of {bank_n} generated faces was labelled by the world's classifier, the latent model fitted
@@ -149,10 +168,10 @@ fitting or verification, judges the result. Images: `balanced/images/<cell>/`; d
 
 ![cell frequencies](balanced/frequencies.png)
 """
-    ids = identity_set(G, outdir, ids_per_cell, images_per_id, log) if (bal is not None and ids_per_cell) else None
-    if ids is not None:
-        a = ids["audit"]
-        report += f"""
+
+
+def _identity_section(ids_per_cell: int, images_per_id: int, a: dict) -> str:
+    return f"""
 ## An identity dataset
 
 {ids_per_cell} distinct identities x {images_per_id} images per cell (`dataset/`: arcface_torch ImageFolder,
@@ -161,21 +180,23 @@ world's recogniser and judged by the audit recogniser at its 1 % impostor thresh
 cross-identity image pairs below it {100 * a['cross_identity_image_pairs_below_threshold']:.2f} %, C_intra
 {a['C_intra']:.3f}, U_class {a['U_class']:.3f}, D_intra against renderer faces {a['D_intra']:.3f}.
 """
-    ev = None
-    if ids is not None:
-        from .evaluation import run_evaluation
-        from .identity import load_embedder
-        try:
-            ev = run_evaluation(outdir / "dataset", [("world", load_embedder("world")),
-                                                     ("world-audit", load_embedder("world-audit"))],
-                                outdir / "evaluation", log=log)
-        except SynthfaceError as e:  # a dataset too small to score (tiny demo settings)
-            log(f"evaluation skipped: {e}")
-            report += f"\n## Evaluating recognisers on it\n\nSkipped: {e}\n"
-    if ev is not None:
-        rows = "\n".join(f"| {k} | {100 * r['accuracy_mean']:.2f} | {100 * r['accuracy_std']:.2f} | {r['ser']:.3f} |"
-                         for k, r in ev["recognisers"].items())
-        report += f"""
+
+
+def _evaluate_dataset(outdir: Path, log) -> tuple[dict | None, str]:
+    """Both world recognisers scored on the demo's dataset; (metrics or None, report section)."""
+    from .evaluation import run_evaluation
+    from .identity import load_embedder
+
+    try:
+        ev = run_evaluation(outdir / "dataset", [("world", load_embedder("world")),
+                                                 ("world-audit", load_embedder("world-audit"))],
+                            outdir / "evaluation", log=log)
+    except SynthfaceError as e:  # a dataset too small to score (tiny demo settings)
+        log(f"evaluation skipped: {e}")
+        return None, f"\n## Evaluating recognisers on it\n\nSkipped: {e}\n"
+    rows = "\n".join(f"| {k} | {100 * r['accuracy_mean']:.2f} | {100 * r['accuracy_std']:.2f} | {r['ser']:.3f} |"
+                     for k, r in ev["recognisers"].items())
+    return ev, f"""
 ## Evaluating recognisers on it
 
 Per-group verification and fairness metrics of the demo recogniser and the audit recogniser on that
@@ -185,7 +206,3 @@ dataset: [evaluation/report.html](evaluation/report.html) (also report.md, metri
 |---|---|---|---|
 {rows}
 """
-    (outdir / "report.md").write_text(report)
-    log(f"wrote {outdir / 'report.md'}, {outdir / 'seed_grid.png'} and contact sheets in {outdir / 'cells'}")
-    return {"report": str(outdir / "report.md"), "assessment": res, "renderer_sheets": truth, "balanced": bal,
-            "dataset": ids, "evaluation": ev}

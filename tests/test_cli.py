@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from synthface.cli import main
-from synthface.generate import generate_images
+from synthface.generator.synthesis import generate_images
 from synthface.generator import load_generator
 
 import checkpoint_factory as cf

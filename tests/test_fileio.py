@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from synthface.fileio import atomic_write
-from synthface.generate import save_image_atomic
+from synthface.fileio import save_image_atomic
 
 
 @pytest.fixture

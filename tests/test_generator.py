@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthface.generate import generate_images, parse_seeds, seed_latents
+from synthface.generator.synthesis import generate_images, parse_seeds, seed_latents
 from synthface.generator import Generator
 from synthface.errors import SynthfaceError
 

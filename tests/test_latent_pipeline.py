@@ -29,7 +29,7 @@ class FakeLabeller:
     def __init__(self, p):
         self.p = p
 
-    def predict(self, images):
+    def predict_proba(self, images):
         return {"race": self.p, "gender": np.tile([0.2, 0.8], (len(self.p), 1))}
 
     def describe(self):
@@ -40,10 +40,10 @@ def test_fairface_seven_races_map_onto_six_groups():
     p = np.array([[0.1, 0.1, 0.1, 0.3, 0.2, 0.1, 0.1]])
     lab = MappedLabeller(FakeLabeller(p), PRESETS["fairface6"])
     assert lab.schema["ethnicity"] == ["white", "black", "hispanic", "asian", "indian", "middleeastern"]
-    out = lab.predict(None)
+    out = lab.predict_proba(None)
     assert np.allclose(out["ethnicity"], [[0.1, 0.1, 0.1, 0.5, 0.1, 0.1]])
     assert lab.schema["gender"] == ["male", "female"] and np.allclose(out["gender"], [[0.2, 0.8]])
-    four = MappedLabeller(FakeLabeller(p), PRESETS["fairface4"]).predict(None)["ethnicity"]
+    four = MappedLabeller(FakeLabeller(p), PRESETS["fairface4"]).predict_proba(None)["ethnicity"]
     assert np.allclose(four, np.array([[0.1, 0.1, 0.5, 0.1]]) / 0.8)  # hispanic and middle eastern dropped
 
 
@@ -67,7 +67,7 @@ def test_fairface_checkpoint_loads_with_torchvision_names_and_refuses_code(tmp_p
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ff.pt")  # DataParallel-style keys
     lab = FairFaceLabeller(tmp_path / "ff.pt")
     imgs = World(seed=0).render(World(seed=0).identities(range(3)), [0, 0, 0], size=64)
-    out = lab.predict(imgs)
+    out = lab.predict_proba(imgs)
     assert out["race"].shape == (3, 7) and out["gender"].shape == (3, 2) and out["age"].shape == (3, 9)
     assert np.allclose(out["race"].sum(1), 1, atol=1e-5)
 
@@ -83,7 +83,7 @@ def test_insightface_genderage_labels_renderer_gender():
     lab = GenderAgeLabeller(pack_dir())
     w = World(seed=0)
     ident = w.identities(range(910000, 910200))
-    out = lab.predict(w.render(ident, [0] * 200, size=64))
+    out = lab.predict_proba(w.render(ident, [0] * 200, size=64))
     assert np.allclose(out["gender"].sum(1), 1, atol=1e-5) and out["age"].shape == (200, 9)
     assert (out["gender"].argmax(1) == ident["gender"]).mean() > 0.95
 

@@ -80,7 +80,7 @@ def test_attribute_classifiers_with_sidecar(held_out, which):
     path = attribute_classifier_path() if which == "main" else audit_dir() / "attributes.onnx"
     clf = OnnxClassifier(path)
     assert clf.classes("group") == list(GROUPS) and clf.classes("gender") == list(GENDERS)
-    p = clf.predict(imgs)
+    p = clf.predict_proba(imgs)
     assert p["group"].shape == (120, 3)
     np.testing.assert_allclose(p["gender"].sum(1), 1, atol=1e-5)
     assert (p["group"].argmax(1) == reps["group"]).mean() >= 0.9
@@ -150,7 +150,7 @@ def test_shipped_attribute_classifier_is_accurate_and_calibrated_on_held_out_ide
     w = World(seed=0)
     ident = w.identities(range(960_000, 960_400))  # no model was trained or measured on these
     imgs = w.render(ident, [0] * 400, size=64)
-    p = OnnxClassifier(attribute_classifier_path()).predict(imgs)
+    p = OnnxClassifier(attribute_classifier_path()).predict_proba(imgs)
     for name in ("group", "gender"):
         truth = np.asarray(ident[name])
         assert (p[name].argmax(1) == truth).mean() >= 0.97, name

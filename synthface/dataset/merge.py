@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -12,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SynthfaceError
-from ..fileio import atomic_write, write_json_atomic
-from ..generate import image_grid, save_image_atomic
+from ..fileio import atomic_write, image_grid, read_image_rgb, save_image_atomic, write_json_atomic
+from ..utils import cell_file_name, log_stderr
 from .recordio import write_rec
 
 
@@ -65,7 +64,7 @@ def dataset_metrics(out: Path, records: list[dict], embedder, threshold: float, 
                     batch: int = 256) -> dict:
     """DCFace-style figures with `embedder` (ideally one not used to make the data) at `threshold`."""
     files = [out / im["file"] for r in records for im in r["images"]]
-    imgs = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    imgs = np.stack([read_image_rgb(f) for f in files])
     e = np.concatenate([embedder.embed_aligned(imgs[s:s + batch]) for s in range(0, len(imgs), batch)])
     k = len(records[0]["images"])
     E = e.reshape(len(records), k, -1)
@@ -114,14 +113,64 @@ def dataset_metrics(out: Path, records: list[dict], embedder, threshold: float, 
     return res
 
 
+def resolve_audit(out, audit: Optional[str], threshold: Optional[float] = None, quantile: float = 0.99,
+                  network=None, device="auto"):
+    """(audit embedder, its threshold) for merging `out`, or None without an audit recogniser. The
+    threshold is given, or derived from the generator (an object or a spec) as the dataset's own
+    settings dictate (identity.thresholds.audit_threshold)."""
+    if not audit:
+        return None
+    from ..generator import load_generator, resolve_device
+    from ..identity import audit_threshold, load_embedder
+
+    dev = resolve_device(device)
+    emb = load_embedder(audit, str(dev))
+    if threshold is None:
+        if network is None:
+            raise SynthfaceError("--audit needs --audit-threshold, or --network to derive the threshold from")
+        meta_path = Path(out) / "dataset.json"
+        if not meta_path.is_file():
+            raise SynthfaceError(f"{out} is not a synthface dataset (no dataset.json)")
+        meta = json.loads(meta_path.read_text())
+        G = load_generator(network, device=dev) if isinstance(network, (str, Path)) else network
+        threshold = audit_threshold(G, emb, meta["model"]["truncation_psi"], quantile,
+                                    dataset_seed=meta["config"]["seed"])
+    return emb, threshold
+
+
+def run_merge(out, audit: Optional[str] = None, audit_threshold: Optional[float] = None, audit_quantile: float = 0.99,
+              network=None, device="auto", log: Callable[[str], None] = log_stderr) -> dict:
+    """`synthface merge`: the audit recogniser resolved from specs, then merge."""
+    return merge(out, audit=resolve_audit(out, audit, audit_threshold, audit_quantile, network, device), log=log)
+
+
 def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int = 1000, jpeg_quality: int = 95,
-          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+          log: Callable[[str], None] = log_stderr) -> dict:
+    """Validate a complete dataset and write its manifest, Hugging Face metadata, RecordIO, pairs,
+    contact sheets, metrics (with `audit` = (embedder, threshold)) and card."""
     out = Path(out)
     meta, records = load_records(out)
     ids_meta = json.loads((out / "identities.json").read_text())
     cells = ids_meta["cells"]
-    log(f"{out}: {len(records)} identities x {meta['config']['images_per_id']} images, complete")
-    # manifest (one line per image) and the Hugging Face imagefolder metadata
+    k = meta["config"]["images_per_id"]
+    log(f"{out}: {len(records)} identities x {k} images, complete")
+    write_manifest(out, meta, records)
+    write_recordio(out, records, k, jpeg_quality)
+    by_cell = {c: [r for r in records if r["cell"] == c] for c in cells}
+    write_pairs(out, by_cell, k, pairs_per_cell, np.random.default_rng(meta["config"]["seed"]))
+    sheets = write_sheets(out, by_cell, k)
+    metrics = {"thresholds": ids_meta["thresholds"], "identity_selection": ids_meta["stats"]}
+    if audit is not None:
+        emb, thr = audit
+        log("dataset metrics with the audit recogniser")
+        metrics["audit"] = {"embedder": emb.describe(), **dataset_metrics(out, records, emb, thr, reference)}
+    write_json_atomic(out / "metrics.json", metrics)
+    atomic_write(out / "README.md", lambda f: f.write(card(meta, ids_meta, records, metrics, sheets).encode()))
+    return metrics
+
+
+def write_manifest(out: Path, meta: dict, records: list[dict]) -> None:
+    """manifest.jsonl (one line per image) and imagefolder/metadata.jsonl (Hugging Face imagefolder)."""
     lines, hf = [], []
     for r in records:
         for k, im in enumerate(r["images"]):
@@ -137,7 +186,10 @@ def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int
                                   "cell": r["cell"], **r["labels"]}))
     atomic_write(out / "manifest.jsonl", lambda f: f.write(("\n".join(lines) + "\n").encode()))
     atomic_write(out / "imagefolder" / "metadata.jsonl", lambda f: f.write(("\n".join(hf) + "\n").encode()))
-    # arcface_torch RecordIO: images in identity order, labels 0..I-1 (= sorted folder order)
+
+
+def write_recordio(out: Path, records: list[dict], k: int, jpeg_quality: int = 95) -> None:
+    """arcface_torch RecordIO: images in identity order, labels 0..I-1 (= sorted folder order)."""
     (out / "rec").mkdir(exist_ok=True)
     ranges, key = [], 1
 
@@ -147,16 +199,16 @@ def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int
                 buf = io.BytesIO()
                 Image.open(out / im["file"]).convert("RGB").save(buf, format="JPEG", quality=jpeg_quality)
                 yield r["identity"], buf.getvalue()
-    k = meta["config"]["images_per_id"]
     for r in records:
         ranges.append((key, key + k))
         key += k
     write_rec(out / "rec" / "train.rec", out / "rec" / "train.idx", encoded(), len(records) * k, ranges)
     write_json_atomic(out / "rec" / "property.json", {"num_classes": len(records), "num_image": len(records) * k,
                                                       "image_size": [112, 112]})
-    # verification pairs per cell: genuine (same identity) and impostor (same cell), balanced, seeded
-    rng = np.random.default_rng(meta["config"]["seed"])
-    by_cell = {c: [r for r in records if r["cell"] == c] for c in cells}
+
+
+def write_pairs(out: Path, by_cell: dict, k: int, pairs_per_cell: int, rng: np.random.Generator) -> None:
+    """Verification pairs per cell: genuine (same identity) and impostor (same cell), balanced, seeded."""
     for c, rs in by_cell.items():
         rows = []
         if k > 1:
@@ -168,23 +220,19 @@ def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int
             for _ in range(pairs_per_cell // 2):
                 i, j = rng.choice(len(rs), 2, replace=False)
                 rows.append(f"{rs[i]['images'][rng.integers(k)]['file']}\t{rs[j]['images'][rng.integers(k)]['file']}\t0")
-        atomic_write(out / "pairs" / f"{c.replace(',', '_').replace('=', '-')}.txt",
+        atomic_write(out / "pairs" / f"{cell_file_name(c)}.txt",
                      lambda f, rows=rows: f.write(("\n".join(rows) + "\n").encode()))
-    # contact sheets: one row per identity (first 8 identities of each cell)
+
+
+def write_sheets(out: Path, by_cell: dict, k: int) -> dict:
+    """Contact sheets: one row per identity (first 8 identities of each cell)."""
     sheets = {}
     for c, rs in by_cell.items():
-        tiles = [np.asarray(Image.open(out / im["file"]).convert("RGB")) for r in rs[:8] for im in r["images"][:8]]
-        name = c.replace(",", "_").replace("=", "-")
+        tiles = [read_image_rgb(out / im["file"]) for r in rs[:8] for im in r["images"][:8]]
+        name = cell_file_name(c)
         save_image_atomic(image_grid(tiles, cols=min(8, k)), out / "sheets" / f"{name}.png")
         sheets[c] = f"sheets/{name}.png"
-    metrics = {"thresholds": ids_meta["thresholds"], "identity_selection": ids_meta["stats"]}
-    if audit is not None:
-        emb, thr = audit
-        log("dataset metrics with the audit recogniser")
-        metrics["audit"] = {"embedder": emb.describe(), **dataset_metrics(out, records, emb, thr, reference)}
-    write_json_atomic(out / "metrics.json", metrics)
-    atomic_write(out / "README.md", lambda f: f.write(card(meta, ids_meta, records, metrics, sheets).encode()))
-    return metrics
+    return sheets
 
 
 def _f(v, pct=True):

@@ -15,19 +15,9 @@ from .writer import DatasetConfig
 
 class _ShardWorker:
     def __init__(self, model_path, network, out, cfg, labellers, schema, recognizer, align, num_shards):
-        import torch
+        from .writer import load_job
 
-        from ..generator import load_generator
-        from ..identity import load_embedder
-        from ..labelling import load_labeller
-        from ..latent import DemographicLatentModel
-        from ..world.assets import generator_path
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = DemographicLatentModel.load(model_path)
-        self.G = load_generator(generator_path() if network == "world" else network, device=device)
-        self.lab = load_labeller(labellers, schema, device=device)
-        self.emb = load_embedder(recognizer, device, align)
+        self.model, self.G, self.lab, self.emb = load_job(model_path, network, labellers, schema, recognizer, align)
         self.out, self.cfg, self.num_shards = out, DatasetConfig(**cfg), num_shards
 
     def __call__(self, batch):

@@ -23,9 +23,8 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -33,13 +32,13 @@ import numpy as np
 
 from ..align import arcface_crop
 from ..errors import SynthfaceError
-from ..fileio import atomic_write, write_json_atomic
-from ..generate import save_image_atomic
-from ..latent.bank import generator_hash
+from ..fileio import atomic_write, save_image_atomic, write_json_atomic
+from ..generator.synthesis import generator_hash
+from ..identity.identities import IdentitySet, make_variations, nuisance_basis, select_identities
+from ..identity.thresholds import impostor_threshold
 from ..latent.cells import parse_cells, spec_name
 from ..latent.sampling import check_generator, check_labeller
-from ..identity.identities import IdentitySet, impostor_threshold, make_variations, nuisance_basis, \
-    select_identities
+from ..utils import log_stderr, progress_bar
 
 DATASET_VERSION = 1
 
@@ -63,7 +62,6 @@ class DatasetConfig:
     full_res: bool = False
     leakage_threshold: Optional[float] = None
     batch_size: int = 64
-    extra: dict = field(default_factory=dict)
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -94,9 +92,9 @@ def _identity_meta(model, G, verifier, embedder, cfg: DatasetConfig, leakage_inf
 
 def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shard_index: int = 0,
                      num_shards: int = 1, leakage: Optional[np.ndarray] = None, progress: bool = True,
-                     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-                     stop_after: Optional[int] = None) -> dict:
-    """Run stage 1 if needed and this shard's part of stage 2. Returns a summary."""
+                     log: Callable[[str], None] = log_stderr, stop_after: Optional[int] = None) -> dict:
+    """Run stage 1 if needed and this shard's part of stage 2. Returns a summary.
+    `stop_after` stops after that many identities of stage 2 (a deterministic interruption)."""
     out = Path(out)
     if not 0 <= shard_index < num_shards:
         raise SynthfaceError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
@@ -105,63 +103,82 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
     check_generator(model, G)
     check_labeller(model, verifier, "verifying labeller")
     specs = parse_cells(cfg.cells, model.schema_, model.attributes_)
-    leak_info = None if leakage is None else {
-        "gallery_size": int(len(leakage)),
-        "sha256": hashlib.sha256(np.ascontiguousarray(leakage, np.float32).tobytes()).hexdigest()[:16]}
-    meta = _identity_meta(model, G, verifier, embedder, cfg, leak_info)
+    _check_or_write_meta(out, _identity_meta(model, G, verifier, embedder, cfg, _leakage_info(leakage)))
+    t0 = time.perf_counter()
+    idset, thr, stage1_ran = _stage1(out, model, G, verifier, embedder, cfg, specs, leakage, progress, log)
+    t1 = time.perf_counter()
+    done, mine, finished = _stage2(out, idset, thr, {spec_name(s): s for s in specs}, model, G, verifier, embedder,
+                                   cfg, shard_index, num_shards, progress, log, stop_after)
+    t2 = time.perf_counter()
+    return {"identities": len(idset.cell), "this_shard": len(mine), "written_now": done, "finished": finished,
+            "thresholds": thr, "stage1_s": (t1 - t0) if stage1_ran else None, "stage2_s": t2 - t1,
+            "candidates": sum(st["candidates"] for st in idset.stats.values())}
+
+
+def _leakage_info(leakage) -> Optional[dict]:
+    if leakage is None:
+        return None
+    return {"gallery_size": int(len(leakage)),
+            "sha256": hashlib.sha256(np.ascontiguousarray(leakage, np.float32).tobytes()).hexdigest()[:16]}
+
+
+def _check_or_write_meta(out: Path, meta: dict) -> None:
+    """dataset.json records what makes the dataset; a rerun must match it to resume."""
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "dataset.json"
-    if mpath.is_file():
-        old = json.loads(mpath.read_text())
-        if old != meta:
-            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-            raise SynthfaceError(f"{out} holds a dataset made with different settings ({', '.join(diff)}); use a new "
-                                 "--out, or the same arguments to resume")
-    else:
+    if not mpath.is_file():
         write_json_atomic(mpath, meta)
+        return
+    old = json.loads(mpath.read_text())
+    if old.get("config", {}).get("extra") == {}:  # a field older versions wrote, always empty
+        old = {**old, "config": {k: v for k, v in old["config"].items() if k != "extra"}}
+    if old != meta:
+        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        raise SynthfaceError(f"{out} holds a dataset made with different settings ({', '.join(diff)}); use a new "
+                             "--out, or the same arguments to resume")
 
-    # ---- stage 1: identities
+
+def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, leakage, progress, log):
+    """Identity selection (deterministic, so every shard may run it; the first to finish writes it).
+    Returns (identities, thresholds, whether it ran now)."""
     ids_path = out / "identities.npz"
-    t0 = time.perf_counter()
-    stage1_ran = not ids_path.is_file()
     if ids_path.is_file():
+        ids_json = json.loads((out / "identities.json").read_text())
         with np.load(ids_path) as z:
-            idset = IdentitySet.from_arrays(dict(z), json.loads((out / "identities.json").read_text())["stats"])
-        thr = json.loads((out / "identities.json").read_text())["thresholds"]
+            idset = IdentitySet.from_arrays(dict(z), ids_json["stats"])
+        return idset, ids_json["thresholds"], False
+    if cfg.separation is None:
+        log(f"separation threshold: the {cfg.separation_quantile} quantile of impostor similarities of "
+            "1000 random faces")
+        imp = impostor_threshold(G, embedder, model.truncation_psi_, quantile=cfg.separation_quantile, seed=cfg.seed)
+        sep = imp["threshold"]
     else:
-        if cfg.separation is None:
-            log(f"separation threshold: the {cfg.separation_quantile} quantile of impostor similarities of "
-                "1000 random faces")
-            imp = impostor_threshold(G, embedder, model.truncation_psi_, quantile=cfg.separation_quantile,
-                                     seed=cfg.seed)
-            sep = imp["threshold"]
-        else:
-            imp, sep = None, cfg.separation
-        thr = {"separation": sep, "consistency": sep if cfg.consistency is None else cfg.consistency,
-               "impostors": imp, "leakage": None if leakage is None else
-               (sep if cfg.leakage_threshold is None else cfg.leakage_threshold)}
-        log(f"selecting {cfg.ids_per_cell} identities in each of {len(specs)} cells (separation < {sep:.3f})")
-        idset = select_identities(model, G, verifier, embedder, specs, cfg.ids_per_cell, sep, seed=cfg.seed,
-                                  leakage=leakage, leakage_threshold=thr["leakage"],
-                                  accept_confidence=cfg.accept_confidence, truncation=cfg.truncation,
-                                  budget=cfg.identity_budget, batch_size=cfg.batch_size, progress=progress, log=log)
-        write_json_atomic(out / "identities.json", {"thresholds": thr, "stats": idset.stats,
-                                                    "cells": idset.cells})
-        arrays = idset.arrays()
-        atomic_write(ids_path, lambda f: np.savez(f, **arrays))
-    specs_by_name = {spec_name(s): s for s in specs}
-    t1 = time.perf_counter()
+        imp, sep = None, cfg.separation
+    thr = {"separation": sep, "consistency": sep if cfg.consistency is None else cfg.consistency,
+           "impostors": imp, "leakage": None if leakage is None else
+           (sep if cfg.leakage_threshold is None else cfg.leakage_threshold)}
+    log(f"selecting {cfg.ids_per_cell} identities in each of {len(specs)} cells (separation < {sep:.3f})")
+    idset = select_identities(model, G, verifier, embedder, specs, cfg.ids_per_cell, sep, seed=cfg.seed,
+                              leakage=leakage, leakage_threshold=thr["leakage"],
+                              accept_confidence=cfg.accept_confidence, truncation=cfg.truncation,
+                              budget=cfg.identity_budget, batch_size=cfg.batch_size, progress=progress, log=log)
+    write_json_atomic(out / "identities.json", {"thresholds": thr, "stats": idset.stats, "cells": idset.cells})
+    arrays = idset.arrays()
+    atomic_write(ids_path, lambda f: np.savez(f, **arrays))
+    return idset, thr, True
 
-    # ---- stage 2: variations and images, this shard's identities
+
+def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, cfg: DatasetConfig,
+            shard_index: int, num_shards: int, progress, log, stop_after):
+    """Variations and images of this shard's identities (identity i belongs to shard i % num_shards).
+    Returns (identities written now, this shard's identities, whether the shard is complete)."""
     basis, scales = nuisance_basis(model, G, seed=cfg.seed)
     mine = [i for i in range(len(idset.cell)) if i % num_shards == shard_index]
     todo = [i for i in mine if not (out / "records" / f"{id_name(i)}.json").is_file()]
     if len(todo) < len(mine):
         log(f"shard {shard_index}/{num_shards}: {len(mine) - len(todo)} of {len(mine)} identities already written")
-    from tqdm import tqdm
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="id", desc=f"images (shard {shard_index})",
-               disable=not progress, file=sys.stderr, leave=False,
-               mininterval=0.1 if sys.stderr.isatty() else 30)
+    bar = progress_bar(len(mine), f"images (shard {shard_index})", unit="id", enabled=progress,
+                       initial=len(mine) - len(todo))
     done = 0
     try:
         for i in todo:
@@ -172,14 +189,11 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
             bar.update(1)
     finally:
         bar.close()
-    t2 = time.perf_counter()
     finished = all((out / "records" / f"{id_name(i)}.json").is_file() for i in mine)
     if finished:
         write_json_atomic(out / "shards" / f"{shard_index:05d}-of-{num_shards:05d}.json",
                           {"shard": shard_index, "num_shards": num_shards, "identities": len(mine)})
-    return {"identities": len(idset.cell), "this_shard": len(mine), "written_now": done, "finished": finished,
-            "thresholds": thr, "stage1_s": (t1 - t0) if stage1_ran else None, "stage2_s": t2 - t1,
-            "candidates": sum(st["candidates"] for st in idset.stats.values())}
+    return done, mine, finished
 
 
 def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales):
@@ -221,3 +235,58 @@ def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, 
                        "probs": {a: [round(float(x), 6) for x in p] for a, p in v["probs"].items()}}
                       for k, v in enumerate(var)]}
     write_json_atomic(out / "records" / f"{name}.json", rec)
+
+
+def load_leakage_gallery(path) -> np.ndarray:
+    """An .npy of embeddings [N, D] that identities must not match (e.g. a training set's)."""
+    try:
+        gallery = np.load(path)
+    except (OSError, ValueError) as e:
+        raise SynthfaceError(f"--leakage-gallery {path}: {e}") from None
+    if gallery.ndim != 2 or not np.isfinite(gallery).all():
+        raise SynthfaceError(f"--leakage-gallery {path}: expected a finite [N, D] array of embeddings, "
+                             f"got shape {gallery.shape}")
+    return gallery
+
+
+def load_job(model_path, network, labellers, schema, recognizer, align: str = "fixed", device="auto"):
+    """The latent model, generator, verifying labeller and recogniser of a generate job, by spec
+    (what the CLI, the demo and the Ray workers share)."""
+    from ..generator import load_generator, resolve_device
+    from ..identity import load_embedder
+    from ..labelling import load_labeller
+    from ..latent import DemographicLatentModel
+
+    dev = resolve_device(device)
+    model = DemographicLatentModel.load(model_path)
+    G = load_generator(network, device=dev)
+    return model, G, load_labeller(labellers, schema, device=str(dev)), load_embedder(recognizer, str(dev), align)
+
+
+def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world",), schema=None,
+                 recognizer: str = "world", align: str = "fixed", shard_index: Optional[int] = None,
+                 num_shards: Optional[int] = None, merge_after: bool = True, ray_shards: Optional[int] = None,
+                 audit: Optional[str] = None, audit_quantile: float = 0.99, leakage_gallery=None, device="auto",
+                 log: Callable[[str], None] = log_stderr) -> dict:
+    """`synthface generate`: this shard's part of the dataset (or every shard on Ray), then the merge
+    when this is the only shard. Shards default to torchrun's or a SLURM array's."""
+    env_index, env_count = shard_from_env()
+    shard_index = env_index if shard_index is None else shard_index
+    num_shards = env_count if num_shards is None else num_shards
+    model, G, lab, emb = load_job(model_path, network, labellers, schema, recognizer, align, device)
+    leak = None if leakage_gallery is None else load_leakage_gallery(leakage_gallery)
+    result = {"shard_index": shard_index, "num_shards": num_shards, "merged": None}
+    if ray_shards:
+        if leak is not None:
+            raise SynthfaceError("--ray does not take --leakage-gallery yet; run the shards with --shard-index")
+        from .ray_runner import run_with_ray
+        result["ray"] = run_with_ray(model_path, network, out, cfg, list(labellers), schema, recognizer, align,
+                                     ray_shards)
+        num_shards = 1  # every shard is written: merge below
+    else:
+        result["generate"] = generate_dataset(model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
+                                              log=log)
+    if num_shards == 1 and merge_after:
+        from .merge import merge, resolve_audit
+        result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device), log=log)
+    return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SynthfaceError
+from ..utils import log_stderr
 from ..fairness import metrics as M
 from ..fileio import atomic_write
 from .pairs import Items
@@ -28,7 +28,7 @@ def dataset_hash(items: Items) -> str:
 
 
 def embeddings(embedder, items: Items, paths: Sequence[str], cache_dir: Optional[Path], batch: int = 256,
-               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, np.ndarray]:
+               log: Callable[[str], None] = log_stderr) -> dict[str, np.ndarray]:
     """Embeddings of the images the pairs use, cached per (model hash, dataset hash)."""
     paths = sorted(set(paths))
     missing = [p for p in paths if not (items.root / p).is_file()]

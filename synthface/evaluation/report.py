@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import re
-import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -14,9 +13,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SynthfaceError
+from ..utils import log_stderr
 from ..fairness import metrics as M
-from ..fileio import atomic_write, write_json_atomic
-from ..generate import image_grid, save_image_atomic
+from ..fileio import atomic_write, image_grid, save_image_atomic, write_json_atomic
 from .evaluate import embeddings, group_metrics, pair_scores
 from .pairs import load_items, load_pairs, make_pairs, save_pairs
 
@@ -104,7 +103,7 @@ def _name(spec: str) -> str:
 def run_evaluation(dataset, recognisers: Sequence[tuple[str, object]], out, groups_csv: Optional[str] = None,
                    pairs_path: Optional[str] = None, genuine: int = 3000, impostor: int = 3000, folds: int = 10,
                    seed: int = 0, target_fmr: float = 1e-3, cross_group: bool = False, n_boot: int = 200,
-                   log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+                   log: Callable[[str], None] = log_stderr) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items = load_items(dataset, groups_csv)

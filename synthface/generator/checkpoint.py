@@ -399,11 +399,21 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     return device
 
 
+def resolve_network(path: PathLike) -> PathLike:
+    """'world' -> the demo world's generator file; anything else is a path."""
+    if str(path) == "world":
+        from ..assets import generator_path
+        return generator_path()
+    return path
+
+
 def load_generator(path: PathLike, device: Union[str, torch.device, None] = "cpu", return_info: bool = False):
     """Load a StyleGAN2 generator from any supported file, auto-detecting the format.
 
-    Returns the network in eval mode without gradients (and the CheckpointInfo if asked).
+    `path` "world" names the demo world's shipped generator. Returns the network in eval mode
+    without gradients (and the CheckpointInfo if asked).
     """
+    path = resolve_network(path)
     config, tensors, info = read_checkpoint(path)
     G = build_generator(config, tensors, where=str(path)).to(resolve_device(device))
     return (G, info) if return_info else G
@@ -411,6 +421,7 @@ def load_generator(path: PathLike, device: Union[str, torch.device, None] = "cpu
 
 def describe(path: PathLike) -> dict:
     """Summary used by `synthface info`."""
+    path = resolve_network(path)
     config, tensors, info = read_checkpoint(path)
     G = build_generator(config, tensors, where=str(path))
     syn = config.get("synthesis_kwargs", {})

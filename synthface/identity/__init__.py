@@ -1,7 +1,9 @@
-"""Identity embedders, distinct identities per cell, and identity-preserving variations."""
+"""Identity embedders, similarity thresholds, distinct identities per cell, and identity-preserving variations."""
 
+from .base import Embedder
 from .embedders import OnnxEmbedder, TorchScriptEmbedder, load_embedder
-from .identities import IdentitySet, impostor_threshold, make_variations, nuisance_basis, select_identities
+from .identities import IdentitySet, make_variations, nuisance_basis, select_identities
+from .thresholds import audit_threshold, impostor_threshold
 
-__all__ = ["OnnxEmbedder", "TorchScriptEmbedder", "load_embedder", "IdentitySet", "impostor_threshold",
-           "make_variations", "nuisance_basis", "select_identities"]
+__all__ = ["Embedder", "OnnxEmbedder", "TorchScriptEmbedder", "load_embedder", "IdentitySet", "audit_threshold",
+           "impostor_threshold", "make_variations", "nuisance_basis", "select_identities"]

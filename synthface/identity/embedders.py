@@ -22,7 +22,7 @@ import torch
 
 from ..align import arcface_crop, to_float
 from ..errors import SynthfaceError
-from ..labelling.base import file_digest
+from ..fileio import file_digest
 
 
 def _normalise(e: np.ndarray, where: str) -> np.ndarray:
@@ -153,7 +153,7 @@ def load_embedder(spec: str, device: str = "cpu", align: str = "fixed"):
     spec = spec.strip()
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
     if spec in ("world", "world-audit"):
-        from ..world.assets import asset
+        from ..assets import asset
         pack = asset("pack") if spec == "world" else asset("audit")
         return OnnxEmbedder(pack / "recognition.onnx", providers, align=align,
                             detector=asset("pack") / "det.onnx" if align == "detect" else None)

@@ -16,60 +16,16 @@ cosine >= the consistency threshold to the identity's reference image; else it i
 
 from __future__ import annotations
 
-import sys
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import SynthfaceError
-from ..generate import to_uint8
-from ..latent.bank import map_seeds
+from ..generator.synthesis import broadcast_ws, map_seeds, prior_latents, synthesize
 from ..latent.cells import label_cells, matches, spec_name
-from ..latent.sampling import prior_latents
-
-
-def _rng(*keys) -> np.random.Generator:
-    return np.random.default_rng([int(k) for k in keys])
-
-
-def cell_key(name: str) -> int:
-    return zlib.crc32(name.encode())
-
-
-def impostor_threshold(G, embedder, truncation_psi: float = 1.0, n: int = 1000, quantile: float = 0.99,
-                       seed: int = 0) -> dict:
-    """Separation threshold from the recogniser's impostor distribution: the `quantile` of cosine
-    similarities between n random prior faces (distinct seeds, so almost all distinct people)."""
-    seeds = _rng(seed, 0x1A9).integers(0, 2**32 - 1, n).tolist()
-    W = prior_latents(G, seeds, truncation_psi)
-    e = embedder.embed(synthesize_ws(G, _broadcast(G, W), "const"))
-    S = e @ e.T
-    iu = np.triu_indices(n, 1)
-    s = S[iu]
-    return {"threshold": float(np.quantile(s, quantile)), "quantile": quantile, "faces": n,
-            "impostor_mean": float(s.mean()), "impostor_p99": float(np.quantile(s, 0.99)),
-            "impostor_p999": float(np.quantile(s, 0.999))}
-
-
-def _broadcast(G, w: np.ndarray) -> np.ndarray:
-    return np.repeat(np.asarray(w, np.float32)[:, None], G.num_ws, 1)
-
-
-@torch.no_grad()
-def synthesize_ws(G, ws: np.ndarray, noise_mode: str = "const", noise_seeds: Optional[Sequence[int]] = None,
-                  batch_size: int = 64) -> np.ndarray:
-    device = next(G.parameters()).device
-    out = []
-    for s in range(0, len(ws), batch_size):
-        x = torch.as_tensor(ws[s:s + batch_size], dtype=torch.float32, device=device)
-        gens = None
-        if noise_mode == "random":
-            gens = [torch.Generator(device=device).manual_seed(int(k)) for k in noise_seeds[s:s + batch_size]]
-        out.append(to_uint8(G.synthesis(x, noise_mode=noise_mode, noise_generator=gens)))
-    return np.concatenate(out)
+from ..utils import keyed_rng as _rng
+from ..utils import log_stderr, name_key, progress_bar
 
 
 def nuisance_basis(model, G, k: int = 8, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +68,102 @@ class IdentitySet:
                    stats=stats)
 
 
+class _Acceptance:
+    """The greedy accept/reject state of identity selection: accepted identities per cell, their
+    embeddings (for the separation test) and the per-cell counts for the report."""
+
+    def __init__(self, names: list[str], n_per_cell: int, separation: float, leakage, leakage_threshold):
+        self.names, self.n, self.separation = names, n_per_cell, separation
+        self.leakage, self.leakage_threshold = leakage, leakage_threshold
+        self.accepted: list[list[dict]] = [[] for _ in names]
+        self.embeddings = np.zeros((0, 0), np.float32)
+        self.stats = {n: {"candidates": 0, "rejected_label": 0, "rejected_separation": 0, "rejected_leakage": 0}
+                      for n in names}
+
+    def full(self, c: int) -> bool:
+        return len(self.accepted[c]) >= self.n
+
+    def visit(self, order, pseeds, W, ok, emb, probs, attributes) -> int:
+        """Visit one batch of candidates in order; returns how many were accepted."""
+        if self.embeddings.shape[1] == 0 and emb.shape[1]:
+            self.embeddings = np.zeros((0, emb.shape[1]), np.float32)
+        has_emb = emb.shape[1] > 0
+        prev = (emb @ self.embeddings.T).max(1) if len(self.embeddings) and has_emb else np.full(len(order), -1.0)
+        leak = (emb @ self.leakage.T).max(1) if self.leakage is not None and has_emb else np.full(len(order), np.nan)
+        new_rows: list[int] = []
+        for k, (c, j) in enumerate(order):
+            if self.full(c):
+                continue
+            st = self.stats[self.names[c]]
+            st["candidates"] += 1
+            if not ok[k]:
+                st["rejected_label"] += 1
+                continue
+            if self.leakage is not None and leak[k] >= self.leakage_threshold:
+                st["rejected_leakage"] += 1
+                continue
+            # similarity to identities accepted earlier in this batch, then to all earlier batches
+            within = float((emb[new_rows] @ emb[k]).max()) if new_rows else -1.0
+            m = max(float(prev[k]), within)
+            if m >= self.separation:
+                st["rejected_separation"] += 1
+                continue
+            new_rows.append(k)
+            self.accepted[c].append({"candidate": j, "prior_seed": pseeds[k], "w": W[k], "embedding": emb[k],
+                                     "max_similarity": m, "leakage_similarity": float(leak[k]),
+                                     "probs": {a: probs[a][k] for a in attributes}})
+        if new_rows:
+            self.embeddings = np.concatenate([self.embeddings, emb[new_rows]])
+        return len(new_rows)
+
+
+def _visiting_order(active: list[int], next_j: list[int], per: int, limit: int) -> list[tuple[int, int]]:
+    """(cell, candidate j) pairs of the next batch: j-major, cells interleaved, so the visiting
+    order (and therefore the result) does not depend on the batch size."""
+    order = []
+    for j in range(per):
+        for c in active:
+            if next_j[c] + j < limit:
+                order.append((c, next_j[c] + j))
+    return order
+
+
+def _draw_candidates(model, G, specs, names, order, seed: int, truncation: float, batch_size: int):
+    """Latents and images of the candidates in `order`; candidate j of a cell depends on
+    (seed, cell, j) alone."""
+    pseeds, S = [], []
+    for c, j in order:
+        rng = _rng(seed, name_key(names[c]), j)
+        pseeds.append(int(rng.integers(0, 2**32 - 1)))
+        s, _ = model.sample_projection(specs[c], 1, rng, truncation)
+        S.append(s[0])
+    W0 = prior_latents(G, pseeds, model.truncation_psi_)
+    W = model.lift(np.array(S), W0).astype(np.float32)
+    return pseeds, W, synthesize(G, W, model.noise_mode_, batch_size)
+
+
+def _screen(model, verifier, embedder, specs, order, imgs, threshold):
+    """Label the candidates (ok: confidently in their cell) and embed the ones that passed."""
+    probs = verifier.predict_proba(imgs)
+    idx, conf = label_cells(probs, model.attributes_, threshold)
+    ok = np.zeros(len(order), bool)
+    for c in set(c for c, _ in order):
+        rows = np.array([k for k, (cc, _) in enumerate(order) if cc == c])
+        ok[rows] = matches(idx[rows], conf[rows], specs[c], model.schema_, model.attributes_)
+    emb = np.zeros((len(order), 0), np.float32)
+    if ok.any():
+        e_ok = embedder.embed(imgs[ok])
+        emb = np.zeros((len(order), e_ok.shape[1]), np.float32)
+        emb[ok] = e_ok
+    return ok, emb, probs
+
+
 def select_identities(model, G, verifier, embedder, specs: Sequence[Mapping[str, str]], n_per_cell: int,
                       separation: float, seed: int = 0, leakage: Optional[np.ndarray] = None,
                       leakage_threshold: Optional[float] = None, accept_confidence: Optional[float] = None,
                       truncation: float = 1.0, budget: float = 50.0, batch_size: int = 64, progress: bool = True,
-                      log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> IdentitySet:
+                      log: Callable[[str], None] = log_stderr) -> IdentitySet:
+    """n_per_cell mutually distinct identities in each cell (see the module docstring)."""
     threshold = model.confidence if accept_confidence is None else accept_confidence
     names = [spec_name(s) for s in specs]
     if len(set(names)) != len(names):
@@ -129,84 +176,34 @@ def select_identities(model, G, verifier, embedder, specs: Sequence[Mapping[str,
         leakage_threshold = separation if leakage_threshold is None else leakage_threshold
     limit = int(np.ceil(budget * n_per_cell))
     next_j = [0] * len(specs)
-    accepted: list[list[dict]] = [[] for _ in specs]
-    acc_emb = np.zeros((0, 0), np.float32)
-    stats = {n: {"candidates": 0, "rejected_label": 0, "rejected_separation": 0, "rejected_leakage": 0}
-             for n in names}
-    from tqdm import tqdm
-    bar = tqdm(total=n_per_cell * len(specs), unit="id", desc="identities", disable=not progress, file=sys.stderr,
-               leave=False, mininterval=0.1 if sys.stderr.isatty() else 30)
+    state = _Acceptance(names, n_per_cell, separation, leakage, leakage_threshold)
+    bar = progress_bar(n_per_cell * len(specs), "identities", unit="id", enabled=progress)
     try:
         while True:
-            active = [c for c in range(len(specs)) if len(accepted[c]) < n_per_cell and next_j[c] < limit]
+            active = [c for c in range(len(specs)) if not state.full(c) and next_j[c] < limit]
             if not active:
                 break
             per = max(1, batch_size // len(active))
-            order = []  # (cell, j) in the fixed visiting order
-            for j in range(per):
-                for c in active:
-                    if next_j[c] + j < limit:
-                        order.append((c, next_j[c] + j))
+            order = _visiting_order(active, next_j, per, limit)
             for c in active:
                 next_j[c] = min(limit, next_j[c] + per)
-            pseeds, S = [], []
-            for c, j in order:
-                rng = _rng(seed, cell_key(names[c]), j)
-                pseeds.append(int(rng.integers(0, 2**32 - 1)))
-                s, _ = model.sample_projection(specs[c], 1, rng, truncation)
-                S.append(s[0])
-            W0 = prior_latents(G, pseeds, model.truncation_psi_)
-            W = model.lift(np.array(S), W0).astype(np.float32)
-            imgs = synthesize_ws(G, _broadcast(G, W), model.noise_mode_, batch_size=batch_size)
-            probs = verifier.predict(imgs)
-            idx, conf = label_cells(probs, model.attributes_, threshold)
-            ok = np.zeros(len(order), bool)
-            for c in set(c for c, _ in order):
-                rows = np.array([k for k, (cc, _) in enumerate(order) if cc == c])
-                ok[rows] = matches(idx[rows], conf[rows], specs[c], model.schema_, model.attributes_)
-            emb = np.zeros((len(order), 0), np.float32)
-            if ok.any():
-                e_ok = embedder.embed(imgs[ok])
-                emb = np.zeros((len(order), e_ok.shape[1]), np.float32)
-                emb[ok] = e_ok
-            if acc_emb.shape[1] == 0 and emb.shape[1]:
-                acc_emb = np.zeros((0, emb.shape[1]), np.float32)
-            prev = (emb @ acc_emb.T).max(1) if len(acc_emb) and emb.shape[1] else np.full(len(order), -1.0)
-            leak = (emb @ leakage.T).max(1) if leakage is not None and emb.shape[1] else np.full(len(order), np.nan)
-            new_rows: list[int] = []
-            for k, (c, j) in enumerate(order):
-                if len(accepted[c]) >= n_per_cell:
-                    continue
-                st = stats[names[c]]
-                st["candidates"] += 1
-                if not ok[k]:
-                    st["rejected_label"] += 1
-                    continue
-                if leakage is not None and leak[k] >= leakage_threshold:
-                    st["rejected_leakage"] += 1
-                    continue
-                within = float((emb[new_rows] @ emb[k]).max()) if new_rows else -1.0
-                m = max(float(prev[k]), within)
-                if m >= separation:
-                    st["rejected_separation"] += 1
-                    continue
-                new_rows.append(k)
-                accepted[c].append({"candidate": j, "prior_seed": pseeds[k], "w": W[k], "embedding": emb[k],
-                                    "max_similarity": m, "leakage_similarity": float(leak[k]),
-                                    "probs": {a: probs[a][k] for a in model.attributes_}})
-                bar.update(1)
-            if new_rows:
-                acc_emb = np.concatenate([acc_emb, emb[new_rows]])
+            pseeds, W, imgs = _draw_candidates(model, G, specs, names, order, seed, truncation, batch_size)
+            ok, emb, probs = _screen(model, verifier, embedder, specs, order, imgs, threshold)
+            bar.update(state.visit(order, pseeds, W, ok, emb, probs, model.attributes_))
     finally:
         bar.close()
-    short = [f"{names[c]} ({len(accepted[c])})" for c in range(len(specs)) if len(accepted[c]) < n_per_cell]
+    short = [f"{names[c]} ({len(state.accepted[c])})" for c in range(len(specs)) if not state.full(c)]
     if short:
         raise SynthfaceError(f"could not find {n_per_cell} distinct identities within {limit} candidates for: "
                              f"{'; '.join(short)}; raise --identity-budget, lower --separation or ask for fewer "
                              "identities")
-    rows = [(c, r) for c in range(len(specs)) for r in accepted[c]]
-    for n, st in stats.items():
+    for st in state.stats.values():
         st["acceptance_rate"] = n_per_cell / st["candidates"]
+    return _identity_set(names, state.accepted, state.stats, model.attributes_)
+
+
+def _identity_set(names, accepted, stats, attributes) -> IdentitySet:
+    rows = [(c, r) for c in range(len(names)) for r in accepted[c]]
     return IdentitySet(
         cells=names, cell=np.array([c for c, _ in rows], np.int64),
         candidate=np.array([r["candidate"] for _, r in rows], np.int64),
@@ -215,7 +212,7 @@ def select_identities(model, G, verifier, embedder, specs: Sequence[Mapping[str,
         embedding=np.stack([r["embedding"] for _, r in rows]).astype(np.float32),
         max_similarity=np.array([r["max_similarity"] for _, r in rows], np.float32),
         leakage_similarity=np.array([r["leakage_similarity"] for _, r in rows], np.float32),
-        probs={a: np.stack([r["probs"][a] for _, r in rows]).astype(np.float32) for a in model.attributes_},
+        probs={a: np.stack([r["probs"][a] for _, r in rows]).astype(np.float32) for a in attributes},
         stats=stats)
 
 
@@ -241,12 +238,12 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
             noise.append(int(rng.integers(0, 2**63 - 1)))
             offset = (strength * rng.standard_normal(len(scales)) * scales) @ basis
             ws.append(np.asarray(w_id, np.float32) + offset)
-        ws = _broadcast(G, np.array(ws, np.float32))
+        ws = broadcast_ws(G, np.array(ws, np.float32))
         if mix_from < G.num_ws:
             w_mix = map_seeds(G, mix_seeds, model.truncation_psi_).cpu().numpy()
             ws[:, mix_from:] = w_mix[:, None]
-        imgs = synthesize_ws(G, ws, "random", noise, batch_size)
-        probs = verifier.predict(imgs)
+        imgs = synthesize(G, ws, "random", batch_size, noise_seeds=noise)
+        probs = verifier.predict_proba(imgs)
         idx, conf = label_cells(probs, model.attributes_, threshold)
         ok = matches(idx, conf, spec, model.schema_, model.attributes_)
         e = embedder.embed(imgs)

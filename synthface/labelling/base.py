@@ -7,7 +7,6 @@ and `describe()` is what a latent bank records about it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
@@ -15,23 +14,16 @@ from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..errors import SynthfaceError
+from ..fileio import file_digest  # noqa: F401  (re-exported for older imports)
 
 
 @runtime_checkable
 class Labeller(Protocol):
     schema: dict[str, list[str]]
 
-    def predict(self, images) -> dict[str, np.ndarray]: ...
+    def predict_proba(self, images) -> dict[str, np.ndarray]: ...
 
     def describe(self) -> dict: ...
-
-
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 # FairFace's 7 races onto the 6 groups of LatentPlay / Rahimi et al. (the two Asian classes merged).
@@ -92,8 +84,8 @@ class MappedLabeller:
             self.schema[target] = targets
             self._maps[target] = (source, M, src_classes)
 
-    def predict(self, images) -> dict[str, np.ndarray]:
-        raw = self.inner.predict(images)
+    def predict_proba(self, images) -> dict[str, np.ndarray]:
+        raw = self.inner.predict_proba(images)
         out = {}
         for target, (source, M, _) in self._maps.items():
             p = np.asarray(raw[source], np.float64)
@@ -122,10 +114,10 @@ class CombinedLabeller:
                                          "(--schema) or drop one labeller")
                 self.schema[name] = list(classes)
 
-    def predict(self, images) -> dict[str, np.ndarray]:
+    def predict_proba(self, images) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for lab in self.labellers:
-            out.update(lab.predict(images))
+            out.update(lab.predict_proba(images))
         return out
 
     def describe(self) -> dict:

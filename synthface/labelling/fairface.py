@@ -18,7 +18,7 @@ from torch import nn
 
 from ..align import FFHQ_FACE_BOX, to_float, warp_affine
 from ..errors import SynthfaceError
-from .base import file_digest
+from ..fileio import file_digest
 
 RACE7 = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
 RACE4 = ["White", "Black", "Asian", "Indian"]
@@ -115,7 +115,7 @@ class FairFaceLabeller:
         self.schema = {"race": RACE7 if races == 7 else RACE4, "gender": GENDER, "age": AGE}
 
     @torch.no_grad()
-    def predict(self, images) -> dict[str, np.ndarray]:
+    def predict_proba(self, images) -> dict[str, np.ndarray]:
         outs = []
         for s in range(0, len(images), self.batch_size):
             x = to_float(images[s:s + self.batch_size])

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..align import attribute_crop
 from ..errors import SynthfaceError
-from .base import file_digest
+from ..fileio import file_digest
 
 AGE_BINS = (3, 10, 20, 30, 40, 50, 60, 70)  # upper edges: 0-2, 3-9, ..., 60-69, 70+
 AGE_CLASSES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"]
@@ -56,7 +56,7 @@ class GenderAgeLabeller:
         self.size = int(self.model.input_size[0])
         self.batch_size = batch_size
 
-    def predict(self, images) -> dict[str, np.ndarray]:
+    def predict_proba(self, images) -> dict[str, np.ndarray]:
         outs = []
         for s in range(0, len(images), self.batch_size):
             x = attribute_crop(images[s:s + self.batch_size], self.size)

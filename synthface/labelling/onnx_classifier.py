@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..align import arcface_crop, attribute_crop, to_float
 from ..errors import SynthfaceError
-from .base import file_digest
+from ..fileio import file_digest
 
 CROPS = ("ffhq_attribute", "ffhq_arcface", "none")
 
@@ -85,7 +85,7 @@ class OnnxClassifier:
                 for s in range(0, n, self.batch_size)]
         return np.concatenate(outs)
 
-    def predict(self, images) -> dict[str, np.ndarray]:
+    def predict_proba(self, images) -> dict[str, np.ndarray]:
         z = torch.from_numpy(self.logits(images))
         out = {}
         for name, (_, (a, b)) in self.attributes.items():

@@ -22,7 +22,7 @@ KINDS = ("world", "world-audit", "onnx:", "genderage:", "fairface:", "fairface4:
 def load_one(spec: str, device: str = "cpu"):
     spec = spec.strip()
     if spec in ("world", "world-audit"):
-        from ..world.assets import asset
+        from ..assets import asset
         from .onnx_classifier import OnnxClassifier
         return OnnxClassifier(asset("attributes.onnx" if spec == "world" else "audit/attributes.onnx"))
     kind, _, path = spec.partition(":")

@@ -14,50 +14,18 @@ skips them and continues, and a larger --n extends the bank.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from ..errors import SynthfaceError
 from ..fileio import atomic_write, write_json_atomic
-from ..generate import seed_latents, to_uint8
+from ..generator.synthesis import generator_hash, map_seeds, synthesize
+from ..utils import log_stderr, progress_bar
 
 BANK_VERSION = 1
-
-
-def generator_hash(G) -> str:
-    """Hash of the generator's parameters and buffers (format-independent: a .pkl and its
-    .safetensors conversion hash the same)."""
-    h = hashlib.sha256()
-    for name, t in sorted(G.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-@torch.no_grad()
-def map_seeds(G, seeds, truncation_psi: float = 1.0, device=None) -> torch.Tensor:
-    """w [N, w_dim] for seeds, truncated with psi (the prior the bank samples from)."""
-    device = device or next(G.parameters()).device
-    z = seed_latents(seeds, G.z_dim).to(device)
-    c = G.labels(None, len(seeds), device)
-    return G.mapping(z, c, truncation_psi=truncation_psi)[:, 0]
-
-
-@torch.no_grad()
-def synthesize(G, w: torch.Tensor, noise_mode: str = "const", batch_size: int = 64) -> np.ndarray:
-    """uint8 images [N, H, W, 3] from w [N, w_dim] (the same w for every layer)."""
-    device = next(G.parameters()).device
-    out = []
-    for s in range(0, len(w), batch_size):
-        ws = torch.as_tensor(w[s:s + batch_size], dtype=torch.float32, device=device)
-        out.append(to_uint8(G.synthesis(ws.unsqueeze(1).repeat(1, G.num_ws, 1), noise_mode=noise_mode)))
-    return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
 
 
 class LatentBank:
@@ -111,7 +79,7 @@ class LatentBank:
 
 def build_bank(G, labeller, out, n: int, seed: int = 0, truncation_psi: float = 1.0, noise_mode: str = "const",
                batch_size: int = 64, chunk_size: int = 4096, progress: bool = True,
-               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+               log: Callable[[str], None] = log_stderr,
                stop_after_chunks: Optional[int] = None) -> LatentBank:
     """Fill (or resume, or extend) a bank of n labelled latents in `out`."""
     if n < 1:
@@ -141,10 +109,7 @@ def build_bank(G, labeller, out, n: int, seed: int = 0, truncation_psi: float = 
     done_images = (n_chunks - len(todo)) * chunk_size
     if done_images:
         log(f"{out}: {n_chunks - len(todo)} of {n_chunks} chunks already done, resuming")
-    from tqdm import tqdm
-    # In a log file (no terminal) a bar line every 30 s instead of every update.
-    bar = tqdm(total=n, initial=min(done_images, n), unit="img", desc="label", disable=not progress,
-               file=sys.stderr, leave=False, mininterval=0.1 if sys.stderr.isatty() else 30)
+    bar = progress_bar(n, "label", unit="img", enabled=progress, initial=min(done_images, n))
     try:
         for j, k in enumerate(todo):
             if stop_after_chunks is not None and j >= stop_after_chunks:
@@ -153,8 +118,9 @@ def build_bank(G, labeller, out, n: int, seed: int = 0, truncation_psi: float = 
             ws, probs = [], {a: [] for a in labeller.schema}
             for s in range(0, len(seeds), batch_size):
                 w = map_seeds(G, seeds[s:s + batch_size].tolist(), truncation_psi)
-                imgs = synthesize(G, w, noise_mode, batch_size)
-                p = labeller.predict(imgs)
+                imgs = synthesize(G, w, noise_mode, batch_size,
+                                  noise_seeds=seeds[s:s + batch_size] if noise_mode == "random" else None)
+                p = labeller.predict_proba(imgs)
                 ws.append(w.cpu().numpy().astype(np.float32))
                 for a in labeller.schema:
                     probs[a].append(np.asarray(p[a], np.float32))

@@ -54,10 +54,22 @@ class DemographicLatentModel:
         self.pca_dims = pca_dims
         self.random_state = random_state
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in ("attributes", "confidence", "projection", "n_components", "density",
-                                              "gmm_components", "shrinkage", "min_count", "holdout", "pca_dims",
-                                              "random_state")}
+    _PARAMS = ("attributes", "confidence", "projection", "n_components", "density", "gmm_components", "shrinkage",
+               "min_count", "holdout", "pca_dims", "random_state")
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's configuration (scikit-learn's convention; `deep` is accepted and ignored)."""
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params) -> "DemographicLatentModel":
+        """Change configuration; an unknown name is an error. Fitted state is kept until the next fit."""
+        unknown = sorted(set(params) - set(self._PARAMS))
+        if unknown:
+            raise SynthfaceError(f"DemographicLatentModel has no parameter {', '.join(unknown)}; it has "
+                                 f"{', '.join(self._PARAMS)}")
+        for k, v in params.items():
+            setattr(self, k, list(v) if k == "attributes" and v is not None else v)
+        return self
 
     # ------------------------------------------------------------------ fit
 

@@ -3,21 +3,19 @@ latents, a small balanced image set, contact sheets, a frequency chart and repor
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..generate import image_grid, save_image_atomic
-from ..fileio import atomic_write, write_json_atomic
+from ..fileio import atomic_write, image_grid, save_image_atomic, write_json_atomic
+from ..utils import cell_file_name, log_stderr
 from .cells import label_cells, matches
 from .sampling import audit_precision, cell_frequencies, check_labeller, sample_cells, uniform_baseline
 
 
-def cell_dirname(name: str) -> str:
-    return name.replace(",", "_").replace("=", "-").replace("/", "-")
+cell_dirname = cell_file_name  # kept: other modules and scripts import it by this name
 
 
 def bar_chart(series: Mapping[str, Mapping[str, float]], title: str, width: int = 760) -> np.ndarray:
@@ -51,7 +49,7 @@ def bar_chart(series: Mapping[str, Mapping[str, float]], title: str, width: int 
 def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, labeller=None, audit=None,
                  seed: int = 0, truncation: float = 1.0, budget: float = 4.0, baseline_n: int = 1000,
                  save_images: bool = True, batch_size: int = 64, accept_confidence: Optional[float] = None,
-                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+                 log: Callable[[str], None] = log_stderr) -> dict:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     if audit is not None:
@@ -71,7 +69,7 @@ def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, l
         log(f"baseline: {baseline_n} prior samples")
         base = uniform_baseline(G, labeller or audit, model, baseline_n, seed, batch_size)
         base_v = base["probs"] if labeller is not None else None
-        base_a = audit.predict(base["images"]) if audit is not None else None
+        base_a = audit.predict_proba(base["images"]) if audit is not None else None
         if base_v is not None:
             report["uniform_sampling_verifier"] = cell_frequencies(base_v, model)
         if base_a is not None:
@@ -87,7 +85,7 @@ def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, l
             row["gain_over_rejection_sampling"] = (row["accepted_per_generated"] / prior_rate
                                                    if prior_rate > 0 else None)
         if audit is not None and r["accepted"]:
-            ap = audit.predict(r["images"])
+            ap = audit.predict_proba(r["images"])
             all_audit.append(ap)
             row["audit_precision"] = audit_precision(ap, r["spec"], model)
             idx, conf = label_cells(ap, model.attributes_, model.confidence)

@@ -6,24 +6,18 @@ which other cells are requested or in what order.
 
 from __future__ import annotations
 
-import sys
-import zlib
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..errors import SynthfaceError
-from .bank import generator_hash, map_seeds, synthesize
+from ..generator.synthesis import generator_hash, prior_latents, synthesize
+from ..utils import keyed_rng, log_stderr, name_key
 from .cells import label_cells, matches, spec_name
 
 
 def _stream(seed: int, name: str, round_: int) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(name.encode()), round_])
-
-
-def prior_latents(G, seeds: Sequence[int], truncation_psi: float = 1.0) -> np.ndarray:
-    out = [map_seeds(G, list(seeds[s:s + 1024]), truncation_psi).cpu().numpy() for s in range(0, len(seeds), 1024)]
-    return np.concatenate(out) if out else np.zeros((0, G.w_dim), np.float32)
+    return keyed_rng(seed, name_key(name), round_)
 
 
 def check_generator(model, G) -> None:
@@ -73,7 +67,7 @@ def sample_cell(model, G, spec: Mapping[str, str], n: int, labeller=None, seed: 
             ok = np.ones(m, bool)
             probs = {}
         else:
-            probs = labeller.predict(imgs)
+            probs = labeller.predict_proba(imgs)
             idx, conf = label_cells(probs, model.attributes_, threshold)
             ok = matches(idx, conf, spec, model.schema_, model.attributes_)
             if first_round_precision is None:
@@ -99,7 +93,7 @@ def sample_cell(model, G, spec: Mapping[str, str], n: int, labeller=None, seed: 
 def sample_cells(model, G, specs: Sequence[Mapping[str, str]], n: int, labeller=None, seed: int = 0,
                  truncation: float = 1.0, budget: float = 4.0, batch_size: int = 64,
                  accept_confidence: Optional[float] = None,
-                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[dict]:
+                 log: Callable[[str], None] = log_stderr) -> list[dict]:
     check_generator(model, G)
     if labeller is not None:
         check_labeller(model, labeller, "verifying labeller")
@@ -120,7 +114,7 @@ def uniform_baseline(G, labeller, model, n: int, seed: int = 0, batch_size: int 
     pseeds = rng.integers(0, 2**32 - 1, n, dtype=np.int64)
     W = prior_latents(G, pseeds.tolist(), model.truncation_psi_)
     imgs = synthesize(G, W, model.noise_mode_, batch_size)
-    return {"n": n, "prior_seeds": pseeds, "images": imgs, "probs": labeller.predict(imgs)}
+    return {"n": n, "prior_seeds": pseeds, "images": imgs, "probs": labeller.predict_proba(imgs)}
 
 
 def cell_frequencies(probs: Mapping[str, np.ndarray], model, confidence: Optional[float] = None) -> dict:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import SynthfaceError
-from ..generate import image_grid, save_image_atomic
-from ..generator import Discriminator, Generator, load_generator, save_generator
-from ..fileio import atomic_write
+from ..generator import Discriminator, Generator, load_generator, resolve_device, save_generator
+from ..generator.synthesis import to_uint8
+from ..fileio import atomic_write, image_grid, save_image_atomic
 from .engine import append_jsonl, save_checkpoint, seed_everything
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -126,8 +126,7 @@ def train(cfg: TrainConfig, log: Callable = print) -> Path:
 def _train(cfg: TrainConfig, log: Callable) -> Path:
     out = Path(cfg.outdir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     if not 0 < cfg.g_topk <= 1:
         raise SynthfaceError(f"g_topk is {cfg.g_topk}; give a fraction of the batch in (0, 1]")
     seed_everything(cfg.seed)
@@ -169,7 +168,7 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
                             "step": step, "nimg": nimg, "config": json.dumps(asdict(cfg))})
         with torch.no_grad():
             img = G_ema(grid_z, None, noise_mode="const")
-        arr = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+        arr = to_uint8(img)
         _save_grid(arr, out / f"fakes{nimg // 1000:06d}.png")
         _save_grid(arr, out / "fakes-latest.png")
         save_generator(G_ema, out / "network-snapshot.safetensors",

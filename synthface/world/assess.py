@@ -4,13 +4,13 @@ a seed grid and one contact sheet per group x gender cell."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..generate import generate_images, image_grid, save_image_atomic
+from ..fileio import image_grid, save_image_atomic, write_json_atomic
+from ..generator.synthesis import generate_images
 from ..labelling import OnnxClassifier
 from .renderer import GENDERS, GROUPS
 
@@ -25,7 +25,7 @@ def expected_cell_frequencies(distribution: dict) -> dict[str, float]:
 
 
 def label_images(classifier: OnnxClassifier, images: np.ndarray, confidence: float = 0.9) -> dict:
-    probs = classifier.predict(images)
+    probs = classifier.predict_proba(images)
     g, s = probs["group"], probs["gender"]
     cell = [f"{GROUPS[a]}/{GENDERS[b]}" for a, b in zip(g.argmax(1), s.argmax(1))]
     group_ok, gender_ok = g.max(1) >= confidence, s.max(1) >= confidence
@@ -69,7 +69,7 @@ def assess_generator(G, classifier: OnnxClassifier, outdir, n: int = 1000, seeds
             p = save_image_atomic(image_grid(list(images[rows]), cols=8), outdir / "cells" / f"{g}_{s}.png")
             sheets[f"{g}/{s}"] = str(p.relative_to(outdir))
     res["contact_sheets"] = sheets
-    (outdir / "assessment.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json_atomic(outdir / "assessment.json", res)
     return res
 
 
