@@ -1,12 +1,14 @@
-"""Where the demo world's shipped models live (package data, rebuilt by the scripts)."""
+"""Where the demo world's shipped models live (package data under synthface/world/assets/, rebuilt by the
+scripts). A base-layer module, so labellers and recognisers can resolve `world` specs without
+importing the world package."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import SynthfaceError
+from .errors import SynthfaceError
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "world" / "assets"
 REBUILD = {
     "generator.safetensors": "scripts/build_world_generator.py",
     "pack": "scripts/build_world_models.py",
