@@ -146,6 +146,8 @@ def test_leave_one_out_log_density_matches_logsumexp_when_sums_underflow():
         np.fill_diagonal(D2, np.inf)
         ref = logsumexp(-D2 / (2 * h * h), axis=1) - np.log(len(rows) - 1)
         np.testing.assert_allclose(model.log_density_[rows], ref, rtol=1e-9)
+    small_blocks = CIDWeights(bandwidth=h, leave_one_out=True, max_ratio=None, block_size=16).fit(X, y)
+    np.testing.assert_allclose(small_blocks.log_density_, model.log_density_, rtol=1e-12)
 
 
 def test_blocked_equals_direct_on_a_few_thousand_points():
@@ -276,3 +278,12 @@ def test_oracle_identity_weights():
         oracle_identity_weights([1, 2, 3], [0, 1])
     with pytest.raises(SynthfaceError, match="normalize='mean'"):
         oracle_identity_weights([1, 2], [0, 1], normalize="mean")
+
+
+def test_unusable_device_is_reported():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    X, y, _ = clustered()
+    with pytest.raises(SynthfaceError, match="device='cuda' is not usable here"):
+        CIDWeights(device="cuda").fit(X, y)

@@ -204,7 +204,7 @@ class CIDWeights:
             raise SynthfaceError(f"dtype={self.dtype!r}; use one of {', '.join(DTYPES)}")
         try:
             torch.empty(0, device=self.device)
-        except (RuntimeError, TypeError) as e:
+        except (RuntimeError, TypeError, AssertionError) as e:  # CPU-only torch asserts on "cuda"
             raise SynthfaceError(f"device={self.device!r} is not usable here ({e}); use 'cpu'") from None
 
     # ------------------------------------------------------------------ reporting
@@ -331,10 +331,13 @@ def _kde_log_density(X: torch.Tensor, h: float, leave_one_out: bool, block_size:
     sums = sums.cpu().numpy()
     log_sums = np.log(np.maximum(sums, _TINY))
     if leave_one_out:
-        for i in np.flatnonzero(sums < _TINY):
-            d2 = _sq_dist(X[i:i + 1], sq[i:i + 1], X, sq)[0].double()
-            d2[i] = math.inf
-            log_sums[i] = float(torch.logsumexp(-d2 * inv, 0))
+        under = np.flatnonzero(sums < _TINY)
+        rows_step = _rows_per_block(n, block_size)
+        for r0 in range(0, len(under), rows_step):
+            r = torch.from_numpy(under[r0:r0 + rows_step]).to(X.device)
+            d2 = _sq_dist(X[r], sq[r], X, sq).double()
+            d2[torch.arange(len(r), device=X.device), r] = math.inf
+            log_sums[under[r0:r0 + rows_step]] = torch.logsumexp(-d2 * inv, 1).cpu().numpy()
     return log_sums - math.log(n - 1 if leave_one_out else n)
 
 
