@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
 import json
 import struct
@@ -272,45 +273,67 @@ class FaceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths_)
 
-    def image(self, i: int) -> np.ndarray:
-        """Item i as uint8 [S, S, 3] RGB, before augmentation and normalisation."""
+    def _pil(self, i: int) -> Image.Image:
+        """Item i as an RGB PIL image of side `size` (cropped onto the ArcFace template if asked)."""
         p = self.paths_[i]
         im = read_record_image(self._rec, p) if self._rec is not None else Image.open(p)
         with im:
             im = im.convert("RGB")
-            if self.crop == "arcface":
-                from ..align import arcface_crop
-                arr = arcface_crop(np.array(im), self.size)[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-                return arr
-            if im.size != (self.size, self.size):
-                im = im.resize((self.size, self.size), Image.BILINEAR)
-            return np.asarray(im).copy()
+        if self.crop == "arcface":
+            if im.width != im.height:
+                raise SynthfaceError(f"{p} is {im.width}x{im.height}; crop=arcface takes square FFHQ-aligned faces")
+            return im.transform((self.size, self.size), Image.AFFINE, _pil_affine(im.width, self.size),
+                                resample=Image.BILINEAR)
+        if im.size != (self.size, self.size):
+            im = im.resize((self.size, self.size), Image.BILINEAR)
+        return im
+
+    def image(self, i: int) -> np.ndarray:
+        """Item i as uint8 [S, S, 3] RGB, before augmentation and normalisation."""
+        return np.asarray(self._pil(i)).copy()
 
     def __getitem__(self, i: int) -> dict:
-        x = torch.from_numpy(self.image(i)).permute(2, 0, 1).float()
+        # numpy rather than torch for the per-image work: small torch ops cost more in thread
+        # hand-offs than in arithmetic
+        x = np.asarray(self._pil(i), np.float32).transpose(2, 0, 1)
         if self.augment:
-            x = self._augment(x, torch.Generator().manual_seed((self.seed * 1000003 + self.epoch) * 10000019 + i))
-        item = {"image": (x - self.mean) / self.std}
+            x = self._augment(x, np.random.default_rng([self.seed, self.epoch, i]))
+        item = {"image": torch.from_numpy(np.ascontiguousarray((x - self.mean) / self.std, np.float32))}
         for name, t in self.targets_.items():
             item[name] = t[i]
         return item
 
     @staticmethod
-    def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Horizontal flip (p = 0.5), brightness, contrast and saturation each scaled by U(0.9, 1.1)."""
-        r = torch.rand(4, generator=g)
+    def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """[3, H, W] float: horizontal flip (p = 0.5), brightness, contrast and saturation each
+        scaled by U(0.9, 1.1)."""
+        r = rng.random(4)
         if r[0] < 0.5:
-            x = x.flip(2)
-        b, c, s = (0.9 + 0.2 * r[1:]).tolist()
-        x = x * b
-        x = (x - x.mean()) * c + x.mean()
+            x = x[:, :, ::-1]
+        b, c, s = 0.9 + 0.2 * r[1:]
+        x = x * np.float32(b)
+        m = x.mean()
+        x = (x - m) * np.float32(c) + m
         grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
-        x = (x - grey) * s + grey
-        return x.clamp(0, 255)
+        x = (x - grey) * np.float32(s) + grey
+        return np.clip(x, 0, 255)
 
     def label_counts(self, name: str = "identity") -> dict:
         t = self.targets_[name]
         return {self.classes_[name][k]: int(v) for k, v in enumerate(torch.bincount(t).tolist())}
+
+
+@functools.lru_cache(maxsize=16)
+def _pil_affine(image_size: int, out_size: int) -> tuple:
+    """PIL's AFFINE coefficients (output -> input, continuous coordinates) of the FFHQ -> ArcFace
+    similarity: synthface.align's matrix works on pixel indices (centres at integers), PIL on
+    pixel areas (centres at +0.5), hence the half-pixel shifts."""
+    from ..align import arcface_matrix
+    M = np.vstack([arcface_matrix(image_size, out_size), [0, 0, 1]])
+    inv = np.linalg.inv(M)[:2]
+    lin, t = inv[:, :2], inv[:, 2]
+    t = t - lin @ [0.5, 0.5] + 0.5
+    return (lin[0, 0], lin[0, 1], t[0], lin[1, 0], lin[1, 1], t[1])
 
 
 def _number(v: str):
