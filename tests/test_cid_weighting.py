@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from synthface.errors import SynthfaceError
 from synthface.methods.cid import CIDWeights
-from synthface.methods.weighting import (bias_injected_indices, training_weights, weighted_cross_entropy,
-                                         weighted_data, weighted_loss)
+from synthface.methods.weighting import (bias_injected_indices, resampled_dataset, training_weights,
+                                         weighted_cross_entropy, weighted_data, weighted_loss)
 
 
 def people(seed=0):
@@ -94,6 +94,19 @@ def test_weighted_data_sampler_mode_draws_in_proportion():
     assert wt.item() == 1.0  # the sampler does the weighting; the loss stays plain
     dict_ds = weighted_data([{"x": 1}, {"x": 2}], [1, 1])[0]
     assert dict_ds[0]["weight"].item() == 1.0
+
+
+def test_resampled_dataset_draws_once_in_proportion():
+    ds = TensorDataset(torch.arange(3).float())
+    rs = resampled_dataset(ds, [1.0, 3.0, 0.0], num_samples=20000, seed=0)
+    assert len(rs) == 20000
+    draws = np.bincount([int(rs[i][0]) for i in range(len(rs))], minlength=3)
+    assert draws[2] == 0 and draws[1] / draws[0] == pytest.approx(3.0, rel=0.06)
+    assert rs[0][1].item() == 1.0
+    same = resampled_dataset(ds, [1.0, 3.0, 0.0], num_samples=50, seed=0)
+    assert [int(same[i][0]) for i in range(50)] == [int(rs[i][0]) for i in range(50)]
+    with pytest.raises(SynthfaceError, match="not all 0"):
+        resampled_dataset(ds, [0.0, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("weights, message", [([1.0, 2.0], "2 weights for a dataset of 3"),

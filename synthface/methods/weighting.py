@@ -7,6 +7,8 @@ A trainer takes weights from `training_weights` and either
   * draws batches with probability proportional to the weights and leaves the loss unweighted
     (mode "sampler": a WeightedRandomSampler, with replacement);
 `weighted_data` returns the dataset and sampler for either, so the training loop is the same.
+Trainers with their own sampler (synthface.train.Trainer shuffles and shards by itself) take
+WeightedDataset for the loss mode and `resampled_dataset` for the sampler mode.
 """
 
 from __future__ import annotations
@@ -108,6 +110,20 @@ def weighted_data(dataset: Dataset, weights, mode: str = "loss", seed: int = 0,
     n = len(dataset) if num_samples is None else int(num_samples)
     sampler = WeightedRandomSampler(torch.as_tensor(w), n, replacement=True, generator=gen)
     return WeightedDataset(dataset, np.ones(len(w))), sampler
+
+
+def resampled_dataset(dataset: Dataset, weights, num_samples: Optional[int] = None, seed: int = 0) -> WeightedDataset:
+    """The sampler mode for trainers that bring their own (shuffling, distributed) sampler, such as
+    synthface.train.Trainer: num_samples (default len) items drawn once, with replacement and
+    probability proportional to the weights, as a dataset whose items carry weight 1."""
+    w = np.asarray(weights, np.float64)
+    if w.ndim != 1 or len(w) != len(dataset):
+        raise SynthfaceError(f"{w.size} weights for a dataset of {len(dataset)} items; give one weight per item")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise SynthfaceError("sample weights must be finite, non-negative and not all 0")
+    n = len(dataset) if num_samples is None else int(num_samples)
+    rows = np.random.default_rng(seed).choice(len(w), size=n, replace=True, p=w / w.sum())
+    return WeightedDataset(torch.utils.data.Subset(dataset, rows.tolist()), np.ones(n))
 
 
 # ---------------------------------------------------------------------- bias injection
