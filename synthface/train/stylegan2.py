@@ -14,7 +14,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,7 +26,7 @@ from PIL import Image
 from ..errors import SynthfaceError
 from ..generator import Discriminator, Generator, load_generator, resolve_device, save_generator
 from ..generator.synthesis import to_uint8
-from ..fileio import atomic_write, image_grid, save_image_atomic
+from ..fileio import image_grid, save_image_atomic, write_json_atomic
 from .engine import append_jsonl, save_checkpoint, seed_everything
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -40,11 +40,11 @@ class TrainConfig:
     z_dim: int = 128
     w_dim: int = 128
     mapping_layers: int = 4
-    channel_base: int = 4096
-    channel_max: int = 256
+    channel_base: int = 1024             # the shipped demo-world generator's size
+    channel_max: int = 128
     d_channel_base: Optional[int] = None
     batch: int = 32
-    kimg: float = 500.0
+    kimg: float = 300.0
     g_lr: float = 0.0025
     d_lr: float = 0.0025
     r1_gamma: Optional[float] = None      # None: NVIDIA's heuristic 0.0002 * res^2 / batch
@@ -61,7 +61,6 @@ class TrainConfig:
     grid_seeds: int = 32
     device: str = "auto"
     threads: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def list_images(root: Path) -> list[Path]:
@@ -157,7 +156,7 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
         gen.set_state(st["gen"])
         step, nimg = int(st["step"]), int(st["nimg"])
         log(f"resumed from {ckpt_path} at {nimg / 1000:.1f} kimg")
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_json_atomic(out / "config.json", asdict(cfg))
     grid_z = torch.from_numpy(np.random.RandomState(cfg.seed).randn(cfg.grid_seeds, cfg.z_dim)).float().to(device)
     if nimg == 0:
         _save_grid(data[:cfg.grid_seeds].permute(0, 2, 3, 1).numpy(), out / "reals.png")
