@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from synthface.errors import SynthfaceError
-from synthface.train.data import FaceDataset
 from synthface.train.engine import PolyWarmup, Trainer, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
