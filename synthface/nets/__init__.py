@@ -51,9 +51,10 @@ __all__ = ["ARCHS", "build_backbone", "load_backbone", "save_backbone", "load_wo
 
 
 def build_backbone(arch: str, embedding_dim: int = 512, **kw) -> nn.Module:
-    """A randomly initialised network. kw: fp16, dropout (IResNet); fp16 (MobileFaceNet);
-    kind, in_size (world nets; the recogniser's embedding_dim defaults to its 128 there), output, age
-    (world-attributes, which has no embedding: embedding_dim is ignored)."""
+    """A randomly initialised network. kw: fp16, dropout (IResNet); fp16 (MobileFaceNet); kind
+    (resnet | mobile | plain) and in_size (world nets; the shipped recognisers use embedding_dim=128),
+    output (logits | genderage) and age (world-attributes, which has no embedding: embedding_dim is
+    ignored)."""
     given = dict(kw)
     try:
         if arch in IRESNET_LAYOUTS:
