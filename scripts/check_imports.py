@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, ...]] = [
     # 3: datasets, evaluation, training, methods, and the demo world built from all of them
     ("dataset", "evaluation", "train", "methods", "world"),
     # 4: entry points, and the package's public names (synthface/__init__.py re-exports from below)
-    ("cli", "cli_train", "cli_methods", "demo", "experiments", "__main__", "__init__"),
+    ("cli", "cli_train", "cli_methods", "cli_attribute", "cli_experiment", "demo", "experiments", "__main__",
+     "__init__"),
 ]
 
 

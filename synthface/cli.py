@@ -385,14 +385,15 @@ def world():
 @click.option("--distribution", type=click.Choice(["biased", "balanced"]), default="biased", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="world seed")
 @click.option("--first-identity", default=0, show_default=True)
-def world_render(outdir, identities, images_per_identity, size, distribution, seed, first_identity):
+@click.option("--image-labels", is_flag=True, help="also record each image's smile, smile_score and glasses")
+def world_render(outdir, identities, images_per_identity, size, distribution, seed, first_identity, image_labels):
     """Render a population as <identity>/<image>.png plus labels.jsonl (e.g. to train a GAN on)."""
     from .world import BALANCED, BIASED, World
     from .world.dataset import write_image_folder
 
     w = World(seed=seed, distribution=BIASED if distribution == "biased" else BALANCED)
     path = _run(write_image_folder, w, outdir, identities, images_per_identity, size, first_identity=first_identity,
-                log=lambda m: click.echo(m, err=True))
+                log=lambda m: click.echo(m, err=True), per_image_labels=image_labels)
     click.echo(str(path))
 
 
@@ -435,6 +436,8 @@ def demo(outdir, n, bank_n, per_cell, ids_per_cell, images_per_id):
 
 from .cli_train import train as _train_group  # noqa: E402  (the train group lives in its own file)
 main.add_command(_train_group)
+from .cli_attribute import evaluate_attribute as _evaluate_attribute  # noqa: E402
+main.add_command(_evaluate_attribute)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,3 +63,75 @@ def recognition(data, out, backbone, loss, margin, scale, embedding_dim, epochs,
         raise click.ClickException(str(e)) from None
     if "config" in res:
         click.echo(json.dumps({"out": out, "val_accuracy": res["val_accuracy"], "steps": res["steps"]}))
+
+
+def _bandwidth(value):
+    """--cid-bandwidth: a positive number, or default (per class: median k-th-neighbour distance)."""
+    if value is None or str(value).lower() in ("default", "none", ""):
+        return None
+    try:
+        h = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a positive number or 'default'") from None
+    if not h > 0:
+        raise click.BadParameter(f"{value!r}: the bandwidth must be positive")
+    return h
+
+
+@train.command()
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="synthface dataset folder, ImageFolder (e.g. synthface world render --image-labels), .rec or CSV")
+@click.option("--task", required=True, help="the label column to predict: smile, glasses, gender, any categorical one")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--weights", type=click.Choice(["erm", "cid", "oracle"]), default="erm",
+              show_default=True, help="per-sample weights: none (erm), CID from --recognizer's embeddings, or "
+                                      "inverse identity frequency from the dataset's identities (oracle)")
+@click.option("--weighting", type=click.Choice(["loss", "sampler"]), default="loss", show_default=True,
+              help="apply the weights in the loss, or resample the training set in proportion to them")
+@click.option("--recognizer", default="world", show_default=True, help="recogniser whose embeddings CID uses "
+              "(world, onnx:PATH, insightface:DIR, torch:PATH, ...)")
+@click.option("--cid-bandwidth", default=None, help="kernel bandwidth (L2 distance between unit embeddings); "
+              "default: per class, the median distance to the k-th neighbour")
+@click.option("--cid-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--cid-gamma", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--cid-max-ratio", type=click.FloatRange(min=1), default=10.0, show_default=True)
+@click.option("--backbone", default="small", show_default=True,
+              help="small (a few-layer CNN, fast on CPU), or r18, r50, mbf, world-recognizer, ...")
+@click.option("--width", type=click.IntRange(min=1), default=16, show_default=True, help="small backbone's width")
+@click.option("--embedding-dim", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--size", type=click.IntRange(min=8), default=64, show_default=True, help="input side")
+@click.option("--crop", type=click.Choice(["none", "arcface"]), default="none", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--held-out", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="fraction of identities kept out to report accuracy (0: none)")
+@click.option("--no-augment", is_flag=True)
+@click.option("--resume", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def attribute(data, task, out, weights, weighting, recognizer, cid_bandwidth, cid_k, cid_gamma, cid_max_ratio,
+              backbone, width, embedding_dim, size, crop, epochs, batch, lr, weight_decay, held_out, no_augment,
+              resume, seed, device):
+    """Train a face-attribute classifier, optionally identity-robust (CID); export ONNX + sidecar."""
+    from .methods.attribute_weights import make_weigher
+    from .methods.cid import CIDWeights
+    from .train.attribute import AttributeConfig, train_attribute
+
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    cfg = AttributeConfig(data=data, out=out, task=task, backbone=backbone, width=width, embedding_dim=embedding_dim,
+                          size=size, crop=crop, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
+                          held_out=held_out, augment=not no_augment, weights=weights, weighting=weighting, seed=seed,
+                          device=device, resume=resume)
+    try:
+        cid = CIDWeights(k=cid_k, bandwidth=_bandwidth(cid_bandwidth), gamma=cid_gamma, max_ratio=cid_max_ratio)
+        import torch
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        weigh = make_weigher(weights, weighting, recognizer, cid, device=dev, seed=seed, log=say)
+        res = train_attribute(cfg, weigh=weigh, log=say)
+    except SynthfaceError as e:
+        raise click.ClickException(str(e)) from None
+    if "config" in res:
+        click.echo(json.dumps({"out": out, "val_accuracy": res["val_accuracy"], "steps": res["steps"],
+                               "weights": res["weights"].get("per_class")}))

@@ -14,6 +14,20 @@ from PIL import Image
 from .renderer import GENDERS, GROUPS
 from .world import World, take
 
+# a smile above this counts as smiling: the mean of the renderer's smile draw, so about half the
+# images smile (draw_nuisance: N(0.3, 0.45), clipped to [-0.5, 1.2])
+SMILE_THRESHOLD = 0.3
+
+
+def image_labels(world: World, identity: dict, image_indices) -> dict:
+    """What the renderer knows about image j of each identity row besides who it is: `smile`
+    (1 when the drawn smile exceeds SMILE_THRESHOLD), `smile_score` (the drawn value) and `glasses`
+    (1 when worn; people with the glasses habit wear them 80 % of the time, others 5 %, so glasses
+    go with identity). The same draws render() makes, so the labels match the pixels."""
+    q = world.nuisance(identity, image_indices)
+    return {"smile": (q["smile"] > SMILE_THRESHOLD).astype(int), "smile_score": np.round(q["smile"], 4),
+            "glasses": np.asarray(q["glasses"], bool).astype(int)}
+
 
 def render_population(world: World, identity_indices, images_per_identity: int, size: int = 64,
                       batch: int = 256):
@@ -31,9 +45,11 @@ def render_population(world: World, identity_indices, images_per_identity: int, 
 
 
 def write_image_folder(world: World, outdir, n_identities: int, images_per_identity: int, size: int = 64,
-                       first_identity: int = 0, log: Callable = print) -> Path:
-    """`outdir/<identity>/<image>.png` plus `labels.jsonl` (identity, group, gender, age per image).
-    Written to a temporary folder and renamed at the end, so a crash leaves no half dataset."""
+                       first_identity: int = 0, log: Callable = print, per_image_labels: bool = False) -> Path:
+    """`outdir/<identity>/<image>.png` plus `labels.jsonl` (identity, group, gender, age per image;
+    with per_image_labels also smile, smile_score and glasses, see image_labels: off by default so
+    existing folders stay byte-identical). Written to a temporary folder and renamed at the end,
+    so a crash leaves no half dataset."""
     outdir = Path(outdir)
     if (outdir / "labels.jsonl").exists():
         log(f"{outdir} exists, keeping it")
@@ -46,8 +62,12 @@ def write_image_folder(world: World, outdir, n_identities: int, images_per_ident
         rel = f"{int(ident['index']):06d}/{j:03d}.png"
         (tmp / rel).parent.mkdir(exist_ok=True)
         Image.fromarray(im).save(tmp / rel)
-        lines.append(json.dumps({"file": rel, "identity": int(ident["index"]), "group": GROUPS[ident["group"]],
-                                 "gender": GENDERS[ident["gender"]], "age": round(float(ident["age"]), 1)}))
+        row = {"file": rel, "identity": int(ident["index"]), "group": GROUPS[ident["group"]],
+               "gender": GENDERS[ident["gender"]], "age": round(float(ident["age"]), 1)}
+        if per_image_labels:
+            extra = image_labels(world, {k: np.asarray([v]) for k, v in ident.items()}, [j])
+            row.update({k: v[0].item() for k, v in extra.items()})
+        lines.append(json.dumps(row))
         if (n + 1) % 5000 == 0:
             log(f"  {n + 1} images")
     (tmp / "labels.jsonl").write_text("\n".join(lines) + "\n")
