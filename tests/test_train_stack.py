@@ -163,3 +163,18 @@ def test_world_models_train_on_the_stack(tmp_path):
         assert log[-1]["step"] == 3 and all(np.isfinite(h["loss"]) for h in log)
         assert (tmp_path / task / "checkpoint.pt").is_file()
     assert sum(m.startswith("t epoch 1/1 step 3/3: loss") for m in msgs) == 2
+
+
+def test_checkpoint_of_another_architecture_names_the_tensors(tmp_path):
+    from synthface.train.engine import load_state_strict
+
+    small, other = Net(), torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(SynthfaceError, match=r"8 missing \(e.g. body.0.weight.*2 unexpected \(e.g. 0.weight, 0.bias\)"):
+        load_state_strict(small, other.state_dict(), "x.pt")
+    state = small.state_dict()
+    state["body.6.weight"] = torch.zeros(16, 8)
+    with pytest.raises(SynthfaceError, match=r"1 of another shape \(e.g. body.6.weight \(16, 8\) vs \(16, 256\)\)"):
+        load_state_strict(Net(), state, "x.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SynthfaceError, match="junk.pt is not a readable synthface training checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
