@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, ...]] = [
 
 
 def layer_of(package: str) -> int:
+    if package.startswith("cli_"):  # command groups beside cli.py (cli_train, cli_methods, ...)
+        return len(LAYERS) - 1
     for i, names in enumerate(LAYERS):
         if package in names:
             return i

@@ -245,10 +245,21 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--align", type=click.Choice(["fixed", "detect"]), default="fixed", show_default=True,
               help="fixed FFHQ->ArcFace transform, or the pack's detector + 5-point norm_crop")
 @click.option("--separation", type=float, default=None,
-              help="max cosine similarity between identities (default: --separation-quantile of impostors)")
-@click.option("--separation-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True)
+              help="max cosine similarity between identities (default: the recogniser's threshold at "
+                   "--separation-fmr on reference faces)")
+@click.option("--separation-fmr", type=float, default=1e-4, show_default=True,
+              help="false-match rate of the separation threshold, measured on --reference-* faces")
+@click.option("--separation-quantile", type=float, default=None,
+              help="fallback without reference faces: this quantile of impostor similarities of generated faces")
 @click.option("--consistency", type=float, default=None,
               help="min cosine similarity of a variation to its identity (default: the separation threshold)")
+@click.option("--consistency-fmr", type=float, default=None,
+              help="set the consistency threshold at this false-match rate on the reference faces instead")
+@click.option("--reference-embeddings", type=click.Path(dir_okay=False), default=None,
+              help=".npy of real-face embeddings (one per person, same recogniser) for thresholds at an FMR")
+@click.option("--reference-images", type=click.Path(file_okay=False), default=None,
+              help="image folder <identity>/<image> of real faces for thresholds at an FMR "
+                   "(default with --network world: the demo world's renderer faces)")
 @click.option("--leakage-gallery", type=click.Path(dir_okay=False), default=None,
               help=".npy of embeddings (same recogniser) that identities must not match, e.g. the training set")
 @click.option("--leakage-threshold", type=float, default=None)
@@ -266,25 +277,31 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--ray", "ray_shards", type=click.IntRange(min=1), default=None,
               help="run this many shards on Ray actors (one GPU each if any; needs ray[data]), then merge")
 @click.option("--audit", "audit_spec", default=None, help="recogniser that judges the merged set (" + EMBEDDER_HELP + ")")
-@click.option("--audit-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True,
-              help="the audit's threshold: this quantile of its impostor similarities on random faces")
+@click.option("--audit-fmr", type=float, default=1e-3, show_default=True,
+              help="the audit's threshold: its false-match rate on the reference faces")
+@click.option("--audit-quantile", type=float, default=None,
+              help="fallback: the audit's impostor quantile on random generated faces instead")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
-             separation, separation_quantile, consistency, leakage_gallery, leakage_threshold, strength, mix_from,
-             accept_confidence, truncation, identity_budget, variation_budget, full_res, seed, shard_index, num_shards,
-             no_merge, ray_shards, audit_spec, audit_quantile, batch_size, device):
+             separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
+             reference_images, leakage_gallery, leakage_threshold, strength, mix_from, accept_confidence, truncation,
+             identity_budget, variation_budget, full_res, seed, shard_index, num_shards, no_merge, ray_shards,
+             audit_spec, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
     from .dataset import DatasetConfig, run_generate
 
     cfg = DatasetConfig(cells=cells, ids_per_cell=ids_per_cell, images_per_id=images_per_id, seed=seed,
-                        separation=separation, separation_quantile=separation_quantile, consistency=consistency,
+                        separation=separation, separation_quantile=separation_quantile, separation_fmr=separation_fmr,
+                        consistency=consistency, consistency_fmr=consistency_fmr,
+                        reference=_reference(reference_embeddings, reference_images),
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
                         truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
                         full_res=full_res, leakage_threshold=leakage_threshold, batch_size=batch_size)
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,
                shard_index=shard_index, num_shards=num_shards, merge_after=not no_merge, ray_shards=ray_shards,
-               audit=audit_spec, audit_quantile=audit_quantile, leakage_gallery=leakage_gallery, device=device,
+               audit=audit_spec, audit_quantile=audit_quantile, audit_fmr=audit_fmr, leakage_gallery=leakage_gallery,
+               device=device,
                log=lambda m: click.echo(m, err=True))
     if "ray" in res:
         click.echo(f"ray: {len(res['ray'])} shards finished", err=True)
@@ -298,20 +315,32 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
         click.echo("when every shard has finished: synthface merge --out " + str(out), err=True)
 
 
+def _reference(embeddings, images):
+    if embeddings and images:
+        raise click.UsageError("give --reference-embeddings or --reference-images, not both")
+    return embeddings or images
+
+
 @main.command("merge")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--audit", "audit_spec", default=None, help="recogniser that judges the set (" + EMBEDDER_HELP + ")")
-@click.option("--audit-threshold", type=float, default=None,
-              help="its threshold (default: --audit-quantile of its impostors on random faces; needs --network)")
-@click.option("--audit-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True)
-@click.option("--network", default=None, help="generator, to derive the audit threshold")
+@click.option("--audit-threshold", type=float, default=None, help="its threshold, given (default: at --audit-fmr)")
+@click.option("--audit-fmr", type=float, default=1e-3, show_default=True,
+              help="the audit's threshold: its false-match rate on the dataset's reference faces (or --reference-*)")
+@click.option("--audit-quantile", type=float, default=None,
+              help="fallback: its impostor quantile on random generated faces (needs --network)")
+@click.option("--reference-embeddings", type=click.Path(dir_okay=False), default=None)
+@click.option("--reference-images", type=click.Path(file_okay=False), default=None)
+@click.option("--network", default=None, help="generator, for --audit-quantile")
 @click.option("--device", default="auto", show_default=True)
-def merge_cmd(out, audit_spec, audit_threshold, audit_quantile, network, device):
+def merge_cmd(out, audit_spec, audit_threshold, audit_fmr, audit_quantile, reference_embeddings, reference_images,
+              network, device):
     """Validate a (sharded) dataset; write manifest, RecordIO, HF metadata, pairs, metrics and card."""
     from .dataset import run_merge
 
-    _print_summary(_run(run_merge, out, audit_spec, audit_threshold, audit_quantile, network, device,
-                        log=lambda m: click.echo(m, err=True)), out)
+    _print_summary(_run(run_merge, out, audit_spec, audit_threshold, audit_quantile, network, device, audit_fmr,
+                        _reference(reference_embeddings, reference_images), log=lambda m: click.echo(m, err=True)),
+                   out)
 
 
 def _print_summary(metrics: dict, out) -> None:

@@ -113,35 +113,49 @@ def dataset_metrics(out: Path, records: list[dict], embedder, threshold: float, 
     return res
 
 
-def resolve_audit(out, audit: Optional[str], threshold: Optional[float] = None, quantile: float = 0.99,
-                  network=None, device="auto"):
-    """(audit embedder, its threshold) for merging `out`, or None without an audit recogniser. The
-    threshold is given, or derived from the generator (an object or a spec) as the dataset's own
-    settings dictate (identity.thresholds.audit_threshold)."""
+def resolve_audit(out, audit: Optional[str], threshold: Optional[float] = None, quantile: Optional[float] = None,
+                  network=None, device="auto", fmr: float = 1e-3, reference: Optional[str] = None):
+    """(audit embedder, its threshold, where the threshold came from) for merging `out`, or None
+    without an audit recogniser. The threshold is given; or the audit recogniser's at false-match
+    rate `fmr` on the dataset's reference faces (the default; `reference` overrides the dataset's);
+    or, as a fallback, the `quantile` of its impostor similarities on random generated faces."""
     if not audit:
         return None
     from ..generator import load_generator, resolve_device
     from ..identity import audit_threshold, load_embedder
+    from ..identity.thresholds import reference_threshold
+    from .writer import load_reference_spec
 
     dev = resolve_device(device)
     emb = load_embedder(audit, str(dev))
-    if threshold is None:
-        if network is None:
-            raise SynthfaceError("--audit needs --audit-threshold, or --network to derive the threshold from")
-        meta_path = Path(out) / "dataset.json"
-        if not meta_path.is_file():
-            raise SynthfaceError(f"{out} is not a synthface dataset (no dataset.json)")
-        meta = json.loads(meta_path.read_text())
-        G = load_generator(network, device=dev) if isinstance(network, (str, Path)) else network
-        threshold = audit_threshold(G, emb, meta["model"]["truncation_psi"], quantile,
-                                    dataset_seed=meta["config"]["seed"])
-    return emb, threshold
+    if threshold is not None:
+        return emb, threshold, {"kind": "given", "threshold": threshold}
+    meta_path = Path(out) / "dataset.json"
+    if not meta_path.is_file():
+        raise SynthfaceError(f"{out} is not a synthface dataset (no dataset.json)")
+    meta = json.loads(meta_path.read_text())
+    if quantile is None:
+        reference = reference or meta["config"].get("reference")
+        if not reference:
+            raise SynthfaceError(f"the audit threshold at FMR {fmr:g} is measured on reference faces, and the dataset "
+                                 "names none: pass --reference-embeddings/--reference-images, --audit-threshold, or "
+                                 "--audit-quantile with --network")
+        src = reference_threshold(load_reference_spec(reference), emb, fmr)
+        return emb, src["threshold"], src
+    if network is None:
+        raise SynthfaceError("--audit-quantile needs --network to draw the generated faces it is measured on")
+    G = load_generator(network, device=dev) if isinstance(network, (str, Path)) else network
+    thr = audit_threshold(G, emb, meta["model"]["truncation_psi"], quantile, dataset_seed=meta["config"]["seed"])
+    return emb, thr, {"kind": "quantile", "quantile": quantile, "threshold": thr,
+                      "source": "1000 random generated faces"}
 
 
-def run_merge(out, audit: Optional[str] = None, audit_threshold: Optional[float] = None, audit_quantile: float = 0.99,
-              network=None, device="auto", log: Callable[[str], None] = log_stderr) -> dict:
+def run_merge(out, audit: Optional[str] = None, audit_threshold: Optional[float] = None,
+              audit_quantile: Optional[float] = None, network=None, device="auto", audit_fmr: float = 1e-3,
+              reference: Optional[str] = None, log: Callable[[str], None] = log_stderr) -> dict:
     """`synthface merge`: the audit recogniser resolved from specs, then merge."""
-    return merge(out, audit=resolve_audit(out, audit, audit_threshold, audit_quantile, network, device), log=log)
+    return merge(out, audit=resolve_audit(out, audit, audit_threshold, audit_quantile, network, device, audit_fmr,
+                                          reference), log=log)
 
 
 def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int = 1000, jpeg_quality: int = 95,
@@ -161,9 +175,10 @@ def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int
     sheets = write_sheets(out, by_cell, k)
     metrics = {"thresholds": ids_meta["thresholds"], "identity_selection": ids_meta["stats"]}
     if audit is not None:
-        emb, thr = audit
+        emb, thr, src = audit if len(audit) == 3 else (*audit, {"kind": "given", "threshold": audit[1]})
         log("dataset metrics with the audit recogniser")
-        metrics["audit"] = {"embedder": emb.describe(), **dataset_metrics(out, records, emb, thr, reference)}
+        metrics["audit"] = {"embedder": emb.describe(), "threshold_source": src,
+                            **dataset_metrics(out, records, emb, thr, reference)}
     write_json_atomic(out / "metrics.json", metrics)
     atomic_write(out / "README.md", lambda f: f.write(card(meta, ids_meta, records, metrics, sheets).encode()))
     return metrics
@@ -239,6 +254,20 @@ def _f(v, pct=True):
     return "-" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}")
 
 
+def threshold_origin(src) -> str:
+    """Where a threshold came from, in words, for the card."""
+    if not src:
+        return "(given)"
+    if src.get("kind") == "fmr":
+        return (f"(the recogniser at FMR {src['fmr']:g} on {src['source']}: {src['impostor_pairs']:,} impostor pairs "
+                f"of {src['faces']:,} faces)")
+    if src.get("kind") == "quantile" or "quantile" in src:
+        return f"(the {src.get('quantile')} quantile of {src.get('faces', 1000)} random generated faces' impostor similarities)"
+    if src.get("kind") == "separation":
+        return "(the separation threshold)"
+    return "(given)"
+
+
 def card(meta, ids_meta, records, metrics, sheets) -> str:
     cfg, thr = meta["config"], ids_meta["thresholds"]
     k = cfg["images_per_id"]
@@ -252,7 +281,8 @@ def card(meta, ids_meta, records, metrics, sheets) -> str:
                     f"{_f(a.get('intra_class_cosine_distance_mean'), False)} | {_f(a.get('D_intra'))} |")
     au = metrics.get("audit")
     audit_text = "No audit recogniser was given to `synthface merge`." if au is None else f"""Judged by an audit recogniser
-(`{au['embedder'].get('path', au['embedder'])}`) at its own threshold {au['threshold']:.3f}:
+(`{au['embedder'].get('path', au['embedder'])}`) at its own threshold {au['threshold']:.3f}
+{threshold_origin(au.get('threshold_source'))}:
 
 - cross-identity image pairs below the threshold: **{_f(au['cross_identity_image_pairs_below_threshold'])}**;
   identity-centre pairs below it: {_f(au['cross_identity_pairs_below_threshold'])} (largest centre similarity
@@ -263,7 +293,7 @@ def card(meta, ids_meta, records, metrics, sheets) -> str:
 - diversity: mean within-identity cosine distance {au['intra_class_cosine_distance_mean']:.3f}"""
     if au is not None and "D_intra" in au:
         audit_text += f"\n- D_intra (improved recall of same-cell reference images, DCFace-style): **{au['D_intra']:.3f}**"
-    imp = thr.get("impostors") or {}
+    src = thr.get("sources") or {}
     sheet_md = "\n".join(f"**{c}**\n\n![{c}]({p})\n" for c, p in sheets.items())
     return f"""# synthface dataset
 
@@ -275,8 +305,9 @@ per image in `manifest.jsonl`, verification pairs per cell in `pairs/`.
 ## Thresholds
 
 - separation: a new identity's cosine similarity to every accepted identity < **{thr['separation']:.3f}**
-  {f"(the {imp.get('quantile')} quantile of {imp.get('faces')} random faces' impostor similarities)" if imp else "(given)"}
+  {threshold_origin(src.get('separation') or thr.get('impostors'))}
 - consistency: each variation's cosine similarity to its identity's reference >= **{thr['consistency']:.3f}**
+  {threshold_origin(src.get('consistency'))}
 - leakage gallery: {"none" if thr.get('leakage') is None else f"similarity < {thr['leakage']:.3f}"}
 - variation strength {cfg['strength']}, style mixing from layer {cfg['mix_from'] if cfg['mix_from'] is not None else 'default'},
   labels re-checked at confidence {cfg['accept_confidence'] if cfg['accept_confidence'] is not None else 'of the model'}

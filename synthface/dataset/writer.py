@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -35,7 +35,7 @@ from ..errors import SynthfaceError
 from ..fileio import atomic_write, save_image_atomic, write_json_atomic
 from ..generator.synthesis import generator_hash
 from ..identity.identities import IdentitySet, make_variations, nuisance_basis, select_identities
-from ..identity.thresholds import impostor_threshold
+from ..identity.thresholds import impostor_threshold, load_reference, reference_threshold
 from ..latent.cells import parse_cells, spec_name
 from ..latent.sampling import check_generator, check_labeller
 from ..utils import log_stderr, progress_bar
@@ -49,9 +49,12 @@ class DatasetConfig:
     ids_per_cell: int = 10
     images_per_id: int = 5
     seed: int = 0
-    separation: Optional[float] = None        # default: the impostor quantile below
-    separation_quantile: float = 0.99
-    consistency: Optional[float] = None       # default: the separation threshold
+    separation: Optional[float] = None        # absolute cosine; else one of the two below
+    separation_quantile: Optional[float] = None  # fallback: this quantile of generated faces' impostors
+    separation_fmr: float = 1e-4              # default: the recogniser's threshold at this FMR on `reference`
+    consistency: Optional[float] = None       # absolute cosine; else consistency_fmr, else the separation threshold
+    consistency_fmr: Optional[float] = None
+    reference: Optional[str] = None           # reference faces: "world" (renderer), an .npy or an image folder
     strength: float = 0.5
     mix_from: Optional[int] = None
     accept_confidence: Optional[float] = None
@@ -100,6 +103,7 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
         raise SynthfaceError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
     if cfg.ids_per_cell < 1 or cfg.images_per_id < 1:
         raise SynthfaceError("--ids-per-cell and --images-per-id must be at least 1")
+    check_threshold_config(cfg)
     check_generator(model, G)
     check_labeller(model, verifier, "verifying labeller")
     specs = parse_cells(cfg.cells, model.schema_, model.attributes_)
@@ -147,16 +151,8 @@ def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, 
         with np.load(ids_path) as z:
             idset = IdentitySet.from_arrays(dict(z), ids_json["stats"])
         return idset, ids_json["thresholds"], False
-    if cfg.separation is None:
-        log(f"separation threshold: the {cfg.separation_quantile} quantile of impostor similarities of "
-            "1000 random faces")
-        imp = impostor_threshold(G, embedder, model.truncation_psi_, quantile=cfg.separation_quantile, seed=cfg.seed)
-        sep = imp["threshold"]
-    else:
-        imp, sep = None, cfg.separation
-    thr = {"separation": sep, "consistency": sep if cfg.consistency is None else cfg.consistency,
-           "impostors": imp, "leakage": None if leakage is None else
-           (sep if cfg.leakage_threshold is None else cfg.leakage_threshold)}
+    thr = resolve_thresholds(cfg, model, G, embedder, leakage is not None, log)
+    sep = thr["separation"]
     log(f"selecting {cfg.ids_per_cell} identities in each of {len(specs)} cells (separation < {sep:.3f})")
     idset = select_identities(model, G, verifier, embedder, specs, cfg.ids_per_cell, sep, seed=cfg.seed,
                               leakage=leakage, leakage_threshold=thr["leakage"],
@@ -166,6 +162,76 @@ def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, 
     arrays = idset.arrays()
     atomic_write(ids_path, lambda f: np.savez(f, **arrays))
     return idset, thr, True
+
+
+def check_threshold_config(cfg: DatasetConfig) -> None:
+    """Threshold settings that cannot work, refused before anything is written."""
+    for name in ("separation_fmr", "consistency_fmr"):
+        v = getattr(cfg, name)
+        if v is not None and not 0 < v < 1:
+            raise SynthfaceError(f"--{name.replace('_', '-')} must be a false-match rate in (0, 1), got {v}")
+    if cfg.separation_quantile is not None and not 0 < cfg.separation_quantile < 1:
+        raise SynthfaceError(f"--separation-quantile must be in (0, 1), got {cfg.separation_quantile}")
+    for name in ("separation", "consistency"):
+        v = getattr(cfg, name)
+        if v is not None and not -1 <= v <= 1:
+            raise SynthfaceError(f"--{name} is a cosine similarity in [-1, 1], got {v}")
+    if not cfg.reference:
+        if cfg.separation is None and cfg.separation_quantile is None:
+            raise _reference_needed("separation", cfg.separation_fmr)
+        if cfg.consistency is None and cfg.consistency_fmr is not None:
+            raise _reference_needed("consistency", cfg.consistency_fmr)
+
+
+def load_reference_spec(spec: str) -> dict:
+    """Reference faces by spec: 'world' (the demo world's renderer faces), an .npy of embeddings or an
+    image folder (synthface.identity.thresholds.load_reference)."""
+    if spec == "world":
+        from ..world.reference import renderer_reference
+        return renderer_reference()
+    return load_reference(spec)
+
+
+def _reference_needed(what: str, fmr: float) -> SynthfaceError:
+    return SynthfaceError(f"the {what} threshold at FMR {fmr:g} is measured on reference faces, and none were given: "
+                          "pass --reference-embeddings E.npy (real-face embeddings from the same recogniser) or "
+                          "--reference-images DIR, or set it directly (--separation COSINE), or fall back to generated "
+                          "faces with --separation-quantile Q")
+
+
+def resolve_thresholds(cfg: DatasetConfig, model, G, embedder, with_leakage: bool = False,
+                       log: Callable[[str], None] = log_stderr) -> dict:
+    """Separation, consistency and leakage thresholds of a dataset, each with where it came from:
+    given, at an FMR on reference faces (the default), or a quantile of generated faces (fallback)."""
+    reference = None
+    if cfg.separation is not None:
+        sep_src = {"kind": "given", "threshold": cfg.separation}
+    elif cfg.separation_quantile is not None:
+        log(f"separation threshold: the {cfg.separation_quantile} quantile of impostor similarities of "
+            "1000 random generated faces")
+        sep_src = impostor_threshold(G, embedder, model.truncation_psi_, quantile=cfg.separation_quantile,
+                                     seed=cfg.seed)
+    else:
+        if not cfg.reference:
+            raise _reference_needed("separation", cfg.separation_fmr)
+        reference = load_reference_spec(cfg.reference)
+        sep_src = reference_threshold(reference, embedder, cfg.separation_fmr)
+        log(f"separation threshold {sep_src['threshold']:.3f}: the recogniser at FMR {cfg.separation_fmr:g} on "
+            f"{sep_src['source']} ({sep_src['impostor_pairs']:,} impostor pairs)")
+    sep = sep_src["threshold"]
+    if cfg.consistency is not None:
+        con_src = {"kind": "given", "threshold": cfg.consistency}
+    elif cfg.consistency_fmr is not None:
+        if not cfg.reference:
+            raise _reference_needed("consistency", cfg.consistency_fmr)
+        reference = reference or load_reference_spec(cfg.reference)
+        con_src = reference_threshold(reference, embedder, cfg.consistency_fmr)
+    else:
+        con_src = {"kind": "separation", "threshold": sep}
+    return {"separation": sep, "consistency": con_src["threshold"],
+            "impostors": sep_src if sep_src["kind"] == "quantile" else None,
+            "sources": {"separation": sep_src, "consistency": con_src},
+            "leakage": None if not with_leakage else (sep if cfg.leakage_threshold is None else cfg.leakage_threshold)}
 
 
 def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, cfg: DatasetConfig,
@@ -266,13 +332,17 @@ def load_job(model_path, network, labellers, schema, recognizer, align: str = "f
 def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world",), schema=None,
                  recognizer: str = "world", align: str = "fixed", shard_index: Optional[int] = None,
                  num_shards: Optional[int] = None, merge_after: bool = True, ray_shards: Optional[int] = None,
-                 audit: Optional[str] = None, audit_quantile: float = 0.99, leakage_gallery=None, device="auto",
+                 audit: Optional[str] = None, audit_quantile: Optional[float] = None, audit_fmr: float = 1e-3,
+                 leakage_gallery=None, device="auto",
                  log: Callable[[str], None] = log_stderr) -> dict:
     """`synthface generate`: this shard's part of the dataset (or every shard on Ray), then the merge
     when this is the only shard. Shards default to torchrun's or a SLURM array's."""
     env_index, env_count = shard_from_env()
     shard_index = env_index if shard_index is None else shard_index
     num_shards = env_count if num_shards is None else num_shards
+    if cfg.reference is None and str(network) == "world":
+        cfg = replace(cfg, reference="world")  # the demo world's real faces: its renderer's
+    check_threshold_config(cfg)
     model, G, lab, emb = load_job(model_path, network, labellers, schema, recognizer, align, device)
     leak = None if leakage_gallery is None else load_leakage_gallery(leakage_gallery)
     result = {"shard_index": shard_index, "num_shards": num_shards, "merged": None}
@@ -288,5 +358,6 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
                                               log=log)
     if num_shards == 1 and merge_after:
         from .merge import merge, resolve_audit
-        result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device), log=log)
+        result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device, audit_fmr),
+                                 log=log)
     return result

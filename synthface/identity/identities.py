@@ -72,23 +72,44 @@ class _Acceptance:
     """The greedy accept/reject state of identity selection: accepted identities per cell, their
     embeddings (for the separation test) and the per-cell counts for the report."""
 
+    BLOCK = 8192  # accepted identities compared per matrix product: bounds the temporary memory
+
     def __init__(self, names: list[str], n_per_cell: int, separation: float, leakage, leakage_threshold):
         self.names, self.n, self.separation = names, n_per_cell, separation
         self.leakage, self.leakage_threshold = leakage, leakage_threshold
         self.accepted: list[list[dict]] = [[] for _ in names]
-        self.embeddings = np.zeros((0, 0), np.float32)
+        # Accepted embeddings live in one buffer allocated for the whole set (at most n per cell), so
+        # accepting never copies what is already there: time per candidate stays flat as the set grows.
+        self._buffer = np.zeros((0, 0), np.float32)
+        self.count = 0
         self.stats = {n: {"candidates": 0, "rejected_label": 0, "rejected_separation": 0, "rejected_leakage": 0}
                       for n in names}
 
     def full(self, c: int) -> bool:
         return len(self.accepted[c]) >= self.n
 
+    @property
+    def embeddings(self) -> np.ndarray:
+        return self._buffer[:self.count]
+
+    def max_similarity(self, emb: np.ndarray) -> np.ndarray:
+        """Each row's largest cosine similarity to the accepted identities (-1 when there are none),
+        computed in blocks of accepted identities."""
+        best = np.full(len(emb), -1.0, np.float32)
+        for s in range(0, self.count, self.BLOCK):
+            np.maximum(best, (emb @ self._buffer[s:min(s + self.BLOCK, self.count)].T).max(1), out=best)
+        return best
+
+    def _append(self, rows: np.ndarray) -> None:
+        if self._buffer.shape[1] == 0:
+            self._buffer = np.zeros((self.n * len(self.names), rows.shape[1]), np.float32)
+        self._buffer[self.count:self.count + len(rows)] = rows
+        self.count += len(rows)
+
     def visit(self, order, pseeds, W, ok, emb, probs, attributes) -> int:
         """Visit one batch of candidates in order; returns how many were accepted."""
-        if self.embeddings.shape[1] == 0 and emb.shape[1]:
-            self.embeddings = np.zeros((0, emb.shape[1]), np.float32)
         has_emb = emb.shape[1] > 0
-        prev = (emb @ self.embeddings.T).max(1) if len(self.embeddings) and has_emb else np.full(len(order), -1.0)
+        prev = self.max_similarity(emb) if has_emb else np.full(len(order), -1.0)
         leak = (emb @ self.leakage.T).max(1) if self.leakage is not None and has_emb else np.full(len(order), np.nan)
         new_rows: list[int] = []
         for k, (c, j) in enumerate(order):
@@ -113,7 +134,7 @@ class _Acceptance:
                                      "max_similarity": m, "leakage_similarity": float(leak[k]),
                                      "probs": {a: probs[a][k] for a in attributes}})
         if new_rows:
-            self.embeddings = np.concatenate([self.embeddings, emb[new_rows]])
+            self._append(emb[new_rows])
         return len(new_rows)
 
 

@@ -196,6 +196,8 @@ def skin_rgb(tone, hue, redness):
     return np.clip(rgb, 0, 1)
 
 
+# long: one face drawn layer by layer (skin, hair, eyes, glasses, mouth...) on shared geometry;
+# split into pieces it would pass a dozen arrays between them and read worse.
 def render(identity: dict, nuisance: dict, size: int = 64) -> np.ndarray:
     """Render a batch: identity and nuisance dicts of equal batch size -> uint8 [B, size, size, 3]."""
     p, q = identity, nuisance
