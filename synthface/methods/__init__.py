@@ -1,3 +1,4 @@
 """Fairness and privacy methods that work on face embeddings (fit on a frozen recogniser's output)."""
 
+from .sensitivenets import SensitiveNets
 from .cid import CIDWeights, oracle_identity_weights
