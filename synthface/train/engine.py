@@ -313,6 +313,64 @@ class Trainer:
                 dist.destroy_process_group()
         return self
 
+    def _resume_or_seed(self, di, ckpt_path, meta, steps_per_epoch, total, model, optimizer, scheduler, scaler):
+        """(epoch, batch within it, step) to start from: the checkpoint's, after checking it was written by
+        this configuration, with every state restored; else a fresh, seeded start."""
+        out = Path(self.out)
+        epoch, batch0, step = 0, 0, 0
+        if ckpt_path.exists():
+            st = load_checkpoint(ckpt_path)
+            old = json.loads(st["meta"])
+            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            if diff:
+                raise SynthfaceError(
+                    f"{ckpt_path} was written by a run with other settings: "
+                    + "; ".join(f"{k} {old.get(k)!r} there, {meta.get(k)!r} now" for k in diff[:4])
+                    + ". Resume with the same data and settings, or give a new --out")
+            if st["global_batch"] != self.batch_size or st["steps_per_epoch"] != steps_per_epoch:
+                raise SynthfaceError(f"{ckpt_path}: the run used a global batch of {st['global_batch']} "
+                                     f"({st['steps_per_epoch']} steps per epoch), now {self.batch_size} "
+                                     f"({steps_per_epoch}); resume with the same --batch and data")
+            load_state_strict(model, st["model"], str(ckpt_path))
+            optimizer.load_state_dict(st["optimizer"])
+            if scheduler is not None and st.get("scheduler") is not None:
+                scheduler.load_state_dict(st["scheduler"])
+            if scaler is not None and st.get("scaler") is not None:
+                scaler.load_state_dict(st["scaler"])
+            epoch, batch0, step = int(st["epoch"]), int(st["batch"]), int(st["step"])
+            states = st["rng"]
+            if len(states) == di.world_size:
+                set_rng_state(states[di.rank])
+            else:  # another process count: data order is unchanged, per-process randomness reseeded
+                seed_everything(self.seed + 1000003 * step + di.rank)
+            if di.is_main:
+                truncate_log(self.log_path, step)
+                self.log(f"resumed from {ckpt_path} at step {step}/{total} (epoch {epoch + 1}, "
+                         f"batch {batch0})")
+        else:
+            seed_everything(self.seed + di.rank)
+            if self.resume and di.is_main:
+                self.log(f"nothing to resume in {out}: starting a new run")
+        return epoch, batch0, step
+
+    def _optimizer_step(self, model, optimizer, scaler, loss) -> None:
+        """Backward and step, through the fp16 grad scaler when there is one, with optional clipping."""
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if self.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            optimizer.step()
+
+    # long: one training loop whose state (epoch, batch, step, optimiser, RNG) the checkpoint must
+    # capture at any step; kept in one frame so a resume sees exactly what an uninterrupted run had.
     def _fit(self, di: DistInfo, model, dataset, make_optimizer, make_scheduler, evaluate, meta, collate_fn):
         self._check(dataset, di.world_size)
         device = resolve_device(self.device, di.local_rank)
@@ -349,40 +407,8 @@ class Trainer:
             scheduler = make_scheduler(optimizer, total) if make_scheduler else None
             amp = self.amp if cuda else "none"
             scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-            epoch, batch0, step = 0, 0, 0
-            if ckpt_path.exists():
-                st = load_checkpoint(ckpt_path)
-                old = json.loads(st["meta"])
-                diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-                if diff:
-                    raise SynthfaceError(
-                        f"{ckpt_path} was written by a run with other settings: "
-                        + "; ".join(f"{k} {old.get(k)!r} there, {meta.get(k)!r} now" for k in diff[:4])
-                        + ". Resume with the same data and settings, or give a new --out")
-                if st["global_batch"] != self.batch_size or st["steps_per_epoch"] != steps_per_epoch:
-                    raise SynthfaceError(f"{ckpt_path}: the run used a global batch of {st['global_batch']} "
-                                         f"({st['steps_per_epoch']} steps per epoch), now {self.batch_size} "
-                                         f"({steps_per_epoch}); resume with the same --batch and data")
-                load_state_strict(model, st["model"], str(ckpt_path))
-                optimizer.load_state_dict(st["optimizer"])
-                if scheduler is not None and st.get("scheduler") is not None:
-                    scheduler.load_state_dict(st["scheduler"])
-                if scaler is not None and st.get("scaler") is not None:
-                    scaler.load_state_dict(st["scaler"])
-                epoch, batch0, step = int(st["epoch"]), int(st["batch"]), int(st["step"])
-                states = st["rng"]
-                if len(states) == di.world_size:
-                    set_rng_state(states[di.rank])
-                else:  # another process count: data order is unchanged, per-process randomness reseeded
-                    seed_everything(self.seed + 1000003 * step + di.rank)
-                if di.is_main:
-                    truncate_log(self.log_path, step)
-                    self.log(f"resumed from {ckpt_path} at step {step}/{total} (epoch {epoch + 1}, "
-                             f"batch {batch0})")
-            else:
-                seed_everything(self.seed + di.rank)
-                if self.resume and di.is_main:
-                    self.log(f"nothing to resume in {out}: starting a new run")
+            epoch, batch0, step = self._resume_or_seed(di, ckpt_path, meta, steps_per_epoch, total, model, optimizer,
+                                                       scheduler, scaler)
             self.total_steps_, self.steps_per_epoch_, self.model_, self.step_ = total, steps_per_epoch, model, step
             net = model
             if di.active:
@@ -441,19 +467,7 @@ class Trainer:
                                 f"before that step changed any weight, and {ckpt_path} "
                                 f"{'holds the last good state' if ckpt_path.exists() else 'was never written'}. "
                                 "Lower --lr, or check the data")
-                        optimizer.zero_grad(set_to_none=True)
-                        if scaler is not None:
-                            scaler.scale(loss).backward()
-                            if self.grad_clip:
-                                scaler.unscale_(optimizer)
-                                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-                            scaler.step(optimizer)
-                            scaler.update()
-                        else:
-                            loss.backward()
-                            if self.grad_clip:
-                                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-                            optimizer.step()
+                        self._optimizer_step(model, optimizer, scaler, loss)
                         if scheduler is not None:
                             scheduler.step()
                         step += 1

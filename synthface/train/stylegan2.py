@@ -185,53 +185,12 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
             flip = torch.rand([cfg.batch], generator=gen) < 0.5
             real = torch.where(flip[:, None, None, None].to(device), real.flip(3), real)
 
-        # G step: make D call the fakes real. With g_topk < 1 only the fakes D finds most
-        # real pull on G (Sinha et al. 2020: the gradients of the worst fakes, often ones
-        # between modes, can point G away from the data).
         if nimg >= cfg.d_warmup_kimg * 1000:
-            z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
-            D.requires_grad_(False)
-            fake = G.synthesis(_mix_ws(G, z, cfg.style_mixing, gen), noise_mode="random")
-            logits = D(fake).flatten()
-            if cfg.g_topk < 1:
-                logits = logits.topk(max(1, int(round(cfg.g_topk * cfg.batch)))).values
-            loss_G = F.softplus(-logits).mean()
-            opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            opt_G.step()
-            D.requires_grad_(True)
-            stats["loss_G"] = loss_G.item()
-
-        # D step: logistic loss on fakes and reals, plus lazy R1 on reals.
-        z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
-        with torch.no_grad():
-            fake = G.synthesis(_mix_ws(G, z, cfg.style_mixing, gen), noise_mode="random")
-        logits_fake, logits_real = D(fake), D(real)
-        loss_D = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        if step % cfg.r1_interval == 0 and r1_gamma > 0:
-            r = real.detach().requires_grad_(True)
-            grad, = torch.autograd.grad(D(r).sum(), r, create_graph=True)
-            r1 = grad.square().sum([1, 2, 3]).mean()
-            (r1 * (r1_gamma / 2) * cfg.r1_interval).backward()
-            stats["r1"] = r1.item()
-        opt_D.step()
-
-        # EMA of G (with a ramp-up so early snapshots are not dominated by the random start).
+            stats["loss_G"] = _g_step(G, D, opt_G, cfg, gen, device)
+        stats.update(_d_step(G, D, opt_D, real, cfg, gen, device, step, r1_gamma))
         nimg += cfg.batch
         step += 1
-        # An --init G is already trained: its EMA averages at the full half-life from the start.
-        rampup = 0.0 if cfg.init_generator else cfg.ema_rampup
-        ema_nimg = min(ema_kimg * 1000, nimg * rampup) if rampup else ema_kimg * 1000
-        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        with torch.no_grad():
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
-        stats.update(loss_D=loss_D.item(), real=logits_real.mean().item(),
-                     fake=logits_fake.mean().item())
+        _ema_update(G_ema, G, cfg, nimg, ema_kimg)
         if step % 50 == 0 or nimg >= total:
             rate = (time.time() - t0) / max(nimg - n0, 1) * 1000
             line = dict(kimg=round(nimg / 1000, 2), nimg=nimg, sec_per_kimg=round(rate, 2), **{k: round(v, 4) for k, v in stats.items()})
@@ -241,6 +200,58 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
             snapshot()
             next_snap += int(cfg.snapshot_kimg * 1000)
     return out / "network-snapshot.safetensors"
+
+
+def _g_step(G, D, opt_G, cfg: TrainConfig, gen, device) -> float:
+    """Make D call the fakes real. With g_topk < 1 only the fakes D finds most real pull on G
+    (Sinha et al. 2020: the gradients of the worst fakes, often ones between modes, can point G
+    away from the data)."""
+    z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
+    D.requires_grad_(False)
+    fake = G.synthesis(_mix_ws(G, z, cfg.style_mixing, gen), noise_mode="random")
+    logits = D(fake).flatten()
+    if cfg.g_topk < 1:
+        logits = logits.topk(max(1, int(round(cfg.g_topk * cfg.batch)))).values
+    loss_G = F.softplus(-logits).mean()
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+    D.requires_grad_(True)
+    return loss_G.item()
+
+
+def _d_step(G, D, opt_D, real, cfg: TrainConfig, gen, device, step: int, r1_gamma: float) -> dict:
+    """Logistic loss on fakes and reals, plus lazy R1 on reals every r1_interval steps."""
+    stats = {}
+    z = torch.randn([cfg.batch, cfg.z_dim], generator=gen).to(device)
+    with torch.no_grad():
+        fake = G.synthesis(_mix_ws(G, z, cfg.style_mixing, gen), noise_mode="random")
+    logits_fake, logits_real = D(fake), D(real)
+    loss_D = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    if step % cfg.r1_interval == 0 and r1_gamma > 0:
+        r = real.detach().requires_grad_(True)
+        grad, = torch.autograd.grad(D(r).sum(), r, create_graph=True)
+        r1 = grad.square().sum([1, 2, 3]).mean()
+        (r1 * (r1_gamma / 2) * cfg.r1_interval).backward()
+        stats["r1"] = r1.item()
+    opt_D.step()
+    stats.update(loss_D=loss_D.item(), real=logits_real.mean().item(), fake=logits_fake.mean().item())
+    return stats
+
+
+@torch.no_grad()
+def _ema_update(G_ema, G, cfg: TrainConfig, nimg: int, ema_kimg: float) -> None:
+    """EMA of G, with a ramp-up so early snapshots are not dominated by the random start. An --init
+    G is already trained: its EMA averages at the full half-life from the start."""
+    rampup = 0.0 if cfg.init_generator else cfg.ema_rampup
+    ema_nimg = min(ema_kimg * 1000, nimg * rampup) if rampup else ema_kimg * 1000
+    beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
 
 
 def _init_from(G: Generator, path: str):
