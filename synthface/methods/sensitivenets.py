@@ -6,20 +6,24 @@ the paper is silent the choices here are the project's ([D] in the spec):
 
 * projection `phi(z) = normalise(z + MLP(z))`, z the L2-normalised input; the MLP's last layer starts at zero,
   so an untrained model returns the normalised input;
-* triplets mined inside each batch (P identities x K images), semi-hard negatives (FaceNet): the closest
-  negative that is farther than the positive, else the farthest negative;
+* triplet loss of §1.3 on squared distances, triplets mined inside each batch (P identities x K images) with
+  synthface.train.losses.TripletLoss's semi-hard rule;
 * removal term `log(1 + |tau - P(D | phi(x))|)` on every sample of every triplet, summed over attributes and
   averaged over the detectors of an attribute; `D` is the sample's true class (`target="true_class"`,
   tau = 1/#classes by default) or a fixed class column (`"fixed_class"`, column 1 as in a public
   re-implementation);
-* detectors (small MLPs, frozen while the projection trains): `"pool"` trains a fresh one on the current
-  projection before the first removal epoch and after every epoch and keeps the last `pool_size`;
+* detectors: a softmax layer (or, with detector_hidden > 0, a small MLP) on the embedding standardised with
+  the statistics of the batch it sees, frozen while the projection trains. `"pool"` trains a fresh one on the
+  current projection before the first removal epoch and after every epoch and keeps the last `pool_size`;
   `"fixed"` trains one on the input embeddings only; `"online"` keeps one detector that takes one step per
-  batch on the detached projected batch (an adversary).
+  batch on the detached projected batch (an adversary). Detectors trained with label smoothing (0.1) stay
+  off softmax saturation, where the removal term would have no gradient.
 
 Every epoch a fresh detector per attribute is trained on 80 % of the identities and scored on the other 20 %;
 that held-out accuracy is what `history_` reports as `detector_acc` (a detector's accuracy on its own training
-identities says little: it can memorise identity -> attribute).
+identities says little: it can memorise identity -> attribute). The projection itself trains on all identities,
+so this monitors removal on training identities; the audit on unseen identities is
+synthface.evaluation.leakage.
 """
 
 from __future__ import annotations
