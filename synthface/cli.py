@@ -373,13 +373,19 @@ def _print_summary(metrics: dict, out) -> None:
 @click.option("--bootstrap", "n_boot", default=200, show_default=True, help="resamples for the accuracy CIs")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--method", "methods", multiple=True, type=click.Path(dir_okay=False),
+              help="repeatable: a fitted method (e.g. M.sensitivenets) applied to each recogniser's embeddings, "
+                   "scored beside the raw ones")
 def evaluate(dataset, recognizers, out, groups_csv, pairs_path, genuine, impostor, folds, target_fmr, cross_group,
-             n_boot, seed, device):
+             n_boot, seed, device, methods):
     """Per-group verification and fairness metrics of recognisers: report.md/.html, metrics.json, plots."""
     from .evaluation import run_evaluation
     from .identity import load_embedder
+    from .methods.projected import ProjectedEmbedder, load_method
 
     recs = [(r, _run(load_embedder, r, device)) for r in recognizers]
+    fitted = [(m, _run(load_method, m)) for m in methods]
+    recs += [(f"{r}+{Path(m).name}", ProjectedEmbedder(e, f, m)) for r, e in list(recs) for m, f in fitted]
     _run(run_evaluation, dataset, recs, out, groups_csv=groups_csv, pairs_path=pairs_path, genuine=genuine,
          impostor=impostor, folds=folds, seed=seed, target_fmr=target_fmr, cross_group=cross_group, n_boot=n_boot,
          log=lambda m: click.echo(m, err=True))
