@@ -380,7 +380,7 @@ def reachable(estimate: dict, n_per_cell: int, candidates_per_cell: float,
 def _count(x: Optional[float]) -> str:
     if x is None or not np.isfinite(x):
         return f"more than {MAX_CANDIDATES:.0e}"
-    return f"{x:,.0f}" if x < 1e7 else f"{x:.1e}"
+    return f"about {x:,.0f}" if x < 1e7 else f"about {x:.1e}"
 
 
 def capacity_check(estimate: dict, n_per_cell: int, budget_per_identity: float) -> tuple[bool, str]:
@@ -391,7 +391,7 @@ def capacity_check(estimate: dict, n_per_cell: int, budget_per_identity: float) 
     lines = []
     for name, c in v["cells"].items():
         lines.append(f"  {name}: about {c['expected_central']:.0f} (optimistic {c['expected_optimistic']:.0f}) of "
-                     f"{n_per_cell} within {limit:,} candidates; {n_per_cell} would take about "
+                     f"{n_per_cell} within {limit:,} candidates; {n_per_cell} would take "
                      f"{_count(c['needed_central'])} candidates (optimistic {_count(c['needed_optimistic'])}) "
                      f"[{c['verdict']}]")
     head = (f"capacity estimate at separation {estimate['threshold']:.3f} (from {estimate['n_candidates']} "
@@ -400,15 +400,15 @@ def capacity_check(estimate: dict, n_per_cell: int, budget_per_identity: float) 
         return True, "\n".join([head, *lines])
     short = [n for n, c in v["cells"].items() if c["verdict"] == "out of reach"]
     opt = [v["cells"][n]["needed_optimistic"] for n in short]
-    hint = (f"--identity-budget {max(opt) / n_per_cell:,.0f}" if all(x is not None for x in opt) else
-            "no budget would do")
+    need = max(x if x is not None else np.inf for x in opt) / n_per_cell
+    hint = f"optimistically --identity-budget {need:,.0f}" if need <= 1e4 else "no practical budget would do"
     return False, "\n".join([
         f"{n_per_cell} distinct identities per cell are clearly out of reach for {len(short)} cell(s) "
         f"({'; '.join(short)}): even the optimistic estimate finds fewer than "
         f"{OUT_OF_REACH_FACTOR:.0%} of them within --identity-budget {budget_per_identity:g} "
         f"({limit:,} candidates per cell). Ask for fewer identities, raise the separation threshold "
-        f"(e.g. --separation-fmr or --separation at the recogniser's operating point) or the budget "
-        f"(optimistically {hint}).", head, *lines])
+        f"(a higher --separation cosine, or a smaller --separation-fmr) or the budget "
+        f"({hint}).", head, *lines])
 
 
 # ------------------------------------------------------------------ report
@@ -455,7 +455,8 @@ def write_capacity_report(estimate: dict, out, log: Callable[[str], None] = log_
     ax.set_title(f"Identity capacity at separation {estimate['threshold']:.3f} (dashed: model, band: "
                  f"{estimate['interval']:.0%} interval)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
-    ax.grid(alpha=0.3, which="both")
+    ax.axvline(estimate["n_candidates"], color="grey", lw=0.8, ls="-.", label="candidates drawn")
+    ax.grid(alpha=0.3)
     atomic_write(out / "capacity.png", lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"),
                  suffix=".png")
     plt.close(fig)
@@ -492,7 +493,7 @@ def capacity_markdown(estimate: dict) -> str:
         L += ["", f"Candidates per cell needed for {N} identities per cell (central; optimistic-pessimistic):", ""]
         for name in names:
             cn = estimate["candidates_needed"]
-            L.append(f"- {name}: {_count(cn['central'][name])} ({_count(cn['optimistic'][name])} - "
+            L.append(f"- {name}: {_count(cn['central'][name])} ({_count(cn['optimistic'][name])} to "
                      f"{_count(cn['pessimistic'][name])})")
     if "verdict" in estimate:
         v = estimate["verdict"]
