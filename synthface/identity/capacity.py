@@ -20,15 +20,20 @@ n(j) = ln(1 + lam r j) / lam, and N identities need about (exp(lam N) - 1) / (la
 capacity grows only logarithmically with the budget once lam N exceeds a few.
 
 P_ab is the fraction of label-passing candidate pairs (within a cell: distinct pairs) at or above
-the threshold; its bootstrap interval (resampling candidates, which also resamples r) gives the
-optimistic and pessimistic ends. What the model leaves out: candidates are not exchangeable
-(clusters, sparse regions). In a clustered distribution greedy acceptance does better than the
-homogeneous model predicts (the sparse regions keep accepting), so the observed greedy curve is
-fitted too: per cell, the maximum-likelihood factor kappa_a on the row lam_a. that best explains
-the observed accept/reject sequence (kappa = 1: the pair model explains it). The optimistic end
-uses the lower bootstrap bound of P scaled by min(1, kappa), the upper bound of r. Beyond the
-drawn candidates the tail is an extrapolation all the same, which is why `reachable` calls a
-request clearly out of reach only when even the optimistic end falls short by a factor.
+the threshold. What the model leaves out: candidates are not exchangeable. Accepted identities are
+spread apart (their collision regions overlap less than random ones': fewer acceptances than the
+model), and real candidates cluster (sparse regions keep accepting: more). So the greedy run observed
+on the drawn candidates calibrates it: per cell, kappa_a is the maximum-likelihood factor on row
+lam_a. that explains the observed accept/reject sequence (kappa = 1: the pair rates alone explain
+it), with its standard error from the Fisher information. The central estimate uses kappa * lam;
+its ends take the wider of two intervals, the pair rates' bootstrap over candidates (which also
+resamples the pass rate) and kappa +- 1.96 standard errors.
+
+Checked against the greedy run itself: on the demo world (6 cells, thresholds 0.45 / 0.6 / 0.75),
+fitted on the first 150 or 300 candidates per cell, selection's greedy on 800 stayed inside the
+band for every cell; the central estimate was 6-16 % low over all cells (per cell -34 % to +10 %):
+clustering, which the homogeneous model extrapolates only at the scale it was measured on. That is why `reachable`
+calls a request clearly out of reach only when even the optimistic end falls short by a factor.
 
 Every figure depends on (seed, cells, n_candidates, threshold) alone.
 """
