@@ -268,6 +268,9 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--accept-confidence", type=click.FloatRange(0, 1, min_open=True), default=None)
 @click.option("--trunc", "truncation", type=float, default=1.0, show_default=True)
 @click.option("--identity-budget", type=float, default=50.0, show_default=True, help="candidates per wanted identity")
+@click.option("--capacity-candidates", type=click.IntRange(min=0), default=200, show_default=True,
+              help="from 50 identities per cell on, estimate the capacity from this many candidates per cell first "
+                   "and refuse a request clearly out of reach (0: skip)")
 @click.option("--variation-budget", type=int, default=20, show_default=True, help="attempts per wanted image")
 @click.option("--full-res", is_flag=True, help="also write the full-resolution images")
 @click.option("--seed", default=0, show_default=True)
@@ -286,8 +289,8 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
              separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
              reference_images, leakage_gallery, leakage_threshold, strength, mix_from, accept_confidence, truncation,
-             identity_budget, variation_budget, full_res, seed, shard_index, num_shards, no_merge, ray_shards,
-             audit_spec, audit_fmr, audit_quantile, batch_size, device):
+             identity_budget, capacity_candidates, variation_budget, full_res, seed, shard_index, num_shards,
+             no_merge, ray_shards, audit_spec, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
     from .dataset import DatasetConfig, run_generate
 
@@ -301,8 +304,7 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,
                shard_index=shard_index, num_shards=num_shards, merge_after=not no_merge, ray_shards=ray_shards,
                audit=audit_spec, audit_quantile=audit_quantile, audit_fmr=audit_fmr, leakage_gallery=leakage_gallery,
-               device=device,
-               log=lambda m: click.echo(m, err=True))
+               device=device, capacity_candidates=capacity_candidates, log=lambda m: click.echo(m, err=True))
     if "ray" in res:
         click.echo(f"ray: {len(res['ray'])} shards finished", err=True)
     else:

@@ -223,8 +223,28 @@ def test_cli_writes_json_plot_and_report(stub_world, tmp_path, monkeypatch):
 def test_cli_needs_a_threshold(tmp_path):
     from synthface.cli import main
 
-    r = CliRunner().invoke(main, ["capacity", "--network", "world", "--model", "m", "--out", str(tmp_path)])
-    assert r.exit_code != 0 and "--separation COSINE or --separation-quantile Q" in r.output
-    with pytest.raises(SynthfaceError, match="in \\(0, 1\\)"):
-        from synthface.cli_capacity import separation_source
-        separation_source(quantile=1.5)
+    # a real checkpoint without reference faces: the FMR threshold has nothing to be measured on
+    r = CliRunner().invoke(main, ["capacity", "--network", "ffhq.pkl", "--model", "m", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "--reference-embeddings" in r.output and "--separation-quantile Q" in r.output
+    r = CliRunner().invoke(main, ["capacity", "--network", "ffhq.pkl", "--model", "m", "--separation-quantile", "1.5",
+                                  "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "in (0, 1)" in r.output and "Traceback" not in r.output
+
+
+def test_generate_refuses_a_request_clearly_out_of_reach_before_selecting(stub_world, tmp_path):
+    """generate estimates the capacity first (from 50 identities per cell on) and refuses, with the
+    figures, what the generator cannot supply; nothing of the selection is written."""
+    from synthface.dataset import DatasetConfig, generate_dataset
+
+    model, G, lab, emb = stub_world
+
+    class Model(StubModel):
+        projection = "stub"
+
+    cfg = DatasetConfig(cells="all", ids_per_cell=60, images_per_id=2, separation=0.3, identity_budget=2.0,
+                        batch_size=32)
+    with pytest.raises(SynthfaceError, match="clearly out of reach") as err:
+        generate_dataset(Model(), G, lab, emb, tmp_path / "ds", cfg, capacity_candidates=40, progress=False,
+                         log=lambda m: None)
+    assert "tone=dark" in str(err.value) and "candidates" in str(err.value)
+    assert not (tmp_path / "ds" / "identities.npz").exists() and not (tmp_path / "ds" / "records").exists()

@@ -95,9 +95,12 @@ def _identity_meta(model, G, verifier, embedder, cfg: DatasetConfig, leakage_inf
 
 def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shard_index: int = 0,
                      num_shards: int = 1, leakage: Optional[np.ndarray] = None, progress: bool = True,
-                     log: Callable[[str], None] = log_stderr, stop_after: Optional[int] = None) -> dict:
+                     log: Callable[[str], None] = log_stderr, stop_after: Optional[int] = None,
+                     capacity_candidates: int = 200) -> dict:
     """Run stage 1 if needed and this shard's part of stage 2. Returns a summary.
-    `stop_after` stops after that many identities of stage 2 (a deterministic interruption)."""
+    `stop_after` stops after that many identities of stage 2 (a deterministic interruption).
+    Before selecting CAPACITY_CHECK_FROM or more identities per cell, `capacity_candidates`
+    candidates per cell estimate the capacity and a request clearly out of reach is refused (0: skip)."""
     out = Path(out)
     if not 0 <= shard_index < num_shards:
         raise SynthfaceError(f"shard index {shard_index} is outside 0..{num_shards - 1}")
@@ -109,7 +112,8 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
     specs = parse_cells(cfg.cells, model.schema_, model.attributes_)
     _check_or_write_meta(out, _identity_meta(model, G, verifier, embedder, cfg, _leakage_info(leakage)))
     t0 = time.perf_counter()
-    idset, thr, stage1_ran = _stage1(out, model, G, verifier, embedder, cfg, specs, leakage, progress, log)
+    idset, thr, stage1_ran = _stage1(out, model, G, verifier, embedder, cfg, specs, leakage, progress, log,
+                                     capacity_candidates)
     t1 = time.perf_counter()
     done, mine, finished = _stage2(out, idset, thr, {spec_name(s): s for s in specs}, model, G, verifier, embedder,
                                    cfg, shard_index, num_shards, progress, log, stop_after)
@@ -142,7 +146,27 @@ def _check_or_write_meta(out: Path, meta: dict) -> None:
                              "--out, or the same arguments to resume")
 
 
-def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, leakage, progress, log):
+# Below this many identities per cell, selection itself is quicker than estimating the capacity first.
+CAPACITY_CHECK_FROM = 50
+
+
+def _check_capacity(model, G, verifier, embedder, cfg: DatasetConfig, specs, separation: float, n_candidates: int,
+                    progress, log) -> None:
+    """Estimate the identity capacity from selection's first candidates; refuse, with the figures,
+    a request that is clearly out of reach before hours go into it."""
+    from ..identity.capacity import capacity_check, estimate_capacity
+
+    est = estimate_capacity(model, G, verifier, embedder, specs, separation, n_candidates=n_candidates,
+                            seed=cfg.seed, accept_confidence=cfg.accept_confidence, truncation=cfg.truncation,
+                            batch_size=cfg.batch_size, n_per_cell=cfg.ids_per_cell, progress=progress, log=log)
+    ok, message = capacity_check(est, cfg.ids_per_cell, cfg.identity_budget)
+    if not ok:
+        raise SynthfaceError(message)
+    log(message)
+
+
+def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, leakage, progress, log,
+            capacity_candidates: int = 0):
     """Identity selection (deterministic, so every shard may run it; the first to finish writes it).
     Returns (identities, thresholds, whether it ran now)."""
     ids_path = out / "identities.npz"
@@ -153,6 +177,8 @@ def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, 
         return idset, ids_json["thresholds"], False
     thr = resolve_thresholds(cfg, model, G, embedder, leakage is not None, log)
     sep = thr["separation"]
+    if capacity_candidates and cfg.ids_per_cell >= CAPACITY_CHECK_FROM:
+        _check_capacity(model, G, verifier, embedder, cfg, specs, sep, capacity_candidates, progress, log)
     log(f"selecting {cfg.ids_per_cell} identities in each of {len(specs)} cells (separation < {sep:.3f})")
     idset = select_identities(model, G, verifier, embedder, specs, cfg.ids_per_cell, sep, seed=cfg.seed,
                               leakage=leakage, leakage_threshold=thr["leakage"],
@@ -333,7 +359,7 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
                  recognizer: str = "world", align: str = "fixed", shard_index: Optional[int] = None,
                  num_shards: Optional[int] = None, merge_after: bool = True, ray_shards: Optional[int] = None,
                  audit: Optional[str] = None, audit_quantile: Optional[float] = None, audit_fmr: float = 1e-3,
-                 leakage_gallery=None, device="auto",
+                 leakage_gallery=None, device="auto", capacity_candidates: int = 200,
                  log: Callable[[str], None] = log_stderr) -> dict:
     """`synthface generate`: this shard's part of the dataset (or every shard on Ray), then the merge
     when this is the only shard. Shards default to torchrun's or a SLURM array's."""
@@ -355,7 +381,7 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
         num_shards = 1  # every shard is written: merge below
     else:
         result["generate"] = generate_dataset(model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
-                                              log=log)
+                                              log=log, capacity_candidates=capacity_candidates)
     if num_shards == 1 and merge_after:
         from .merge import merge, resolve_audit
         result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device, audit_fmr),
