@@ -475,6 +475,8 @@ from .cli_train import train as _train_group  # noqa: E402  (the train group liv
 main.add_command(_train_group)
 from .cli_attribute import evaluate_attribute as _evaluate_attribute  # noqa: E402
 main.add_command(_evaluate_attribute)
+from .cli_experiment import experiment as _experiment  # noqa: E402  (experiments registered in synthface.experiments)
+main.add_command(_experiment)
 from .cli_capacity import capacity as _capacity  # noqa: E402
 main.add_command(_capacity)
 from .cli_methods import register as _register_methods  # noqa: E402  (leakage; train sensitivenets)

@@ -54,6 +54,7 @@ class AttributeConfig:
     embedding_dim: int = 64             # trunk features under the linear head
     size: int = 64                      # input side (images are resized, or cropped with crop="arcface")
     crop: str = "none"                  # none | arcface (FFHQ-aligned full faces to the ArcFace crop first)
+    region: Optional[tuple] = None      # (top, bottom, left, right) fractions the network looks at
     epochs: int = 10
     batch: int = 64
     lr: float = 2e-3
@@ -71,23 +72,37 @@ class AttributeConfig:
 
 
 class AttributeModel(nn.Module):
-    """Trunk -> linear head; forward(images) -> class logits [N, n_classes]."""
+    """[region crop ->] trunk -> linear head; forward(images) -> class logits [N, n_classes].
 
-    def __init__(self, trunk: nn.Module, features: int, n_classes: int):
+    region = (top, bottom, left, right) as fractions of the input side: the network looks only at
+    that part of the (aligned) face, e.g. eyes and mouth for smiling. It is part of the graph, so
+    the exported ONNX takes the whole face like any labeller."""
+
+    def __init__(self, trunk: nn.Module, features: int, n_classes: int, region: Optional[Sequence[float]] = None):
         super().__init__()
         self.trunk = trunk
         self.head = nn.Linear(features, n_classes)
+        self.region = tuple(float(v) for v in region) if region else None
 
     def forward(self, x):
+        if self.region is not None:
+            h, w = int(x.shape[-2]), int(x.shape[-1])  # static in the exported graph too
+            t, b, l, r = self.region
+            x = x[..., int(round(t * h)):int(round(b * h)), int(round(l * w)):int(round(r * w))]
         return self.head(self.trunk(x))
 
 
 def build_attribute_model(backbone: str, n_classes: int, embedding_dim: int = 64, width: int = 16,
-                          size: int = 64) -> AttributeModel:
+                          size: int = 64, region: Optional[Sequence[float]] = None) -> AttributeModel:
     """A fresh classifier: backbone "small" (SmallCNN of this width) or any synthface.nets
-    architecture (its embedding is the head's input)."""
+    architecture (its embedding is the head's input); region: see AttributeModel."""
     if n_classes < 2:
         raise SynthfaceError(f"a classifier needs at least 2 classes, got {n_classes}")
+    if region is not None:
+        region = [float(v) for v in region]
+        if len(region) != 4 or not (0 <= region[0] < region[1] <= 1 and 0 <= region[2] < region[3] <= 1):
+            raise SynthfaceError(f"region {region}: give top,bottom,left,right as fractions with top < bottom and "
+                                 "left < right, e.g. 0.375,0.94,0.22,0.78")
     if backbone == "small":
         from ..nets.attribute_nets import SmallCNN
         trunk = SmallCNN(width=width, embedding=embedding_dim)
@@ -95,9 +110,9 @@ def build_attribute_model(backbone: str, n_classes: int, embedding_dim: int = 64
         from ..nets import build_backbone
         kw = {"in_size": size} if backbone == "world-recognizer" else {}
         trunk = build_backbone(backbone, embedding_dim, **kw)
-    model = AttributeModel(trunk, embedding_dim, n_classes)
+    model = AttributeModel(trunk, embedding_dim, n_classes, region)
     model.synthface_attribute = {"backbone": backbone, "n_classes": n_classes, "embedding_dim": embedding_dim,
-                                 "width": width, "size": size}
+                                 "width": width, "size": size, "region": region}
     return model
 
 
@@ -212,7 +227,7 @@ def train_attribute(cfg: AttributeConfig, weigh: Optional[Callable] = None,
     view = _TaskView(train_set, cfg.task)
     data, winfo = (view, {"scheme": "erm"}) if weigh is None else weigh(view)
     torch.manual_seed(cfg.seed)
-    model = build_attribute_model(cfg.backbone, len(classes), cfg.embedding_dim, cfg.width, cfg.size)
+    model = build_attribute_model(cfg.backbone, len(classes), cfg.embedding_dim, cfg.width, cfg.size, cfg.region)
 
     def evaluate(m, epoch):
         if val_set is None:
@@ -296,7 +311,7 @@ def load_attribute_model(path) -> tuple[AttributeModel, dict]:
     if desc.get("format") != FORMAT:
         raise SynthfaceError(f"{side} is not a synthface attribute model description")
     model = build_attribute_model(desc["backbone"], desc["n_classes"], desc["embedding_dim"], desc["width"],
-                                  desc["size"])
+                                  desc["size"], desc.get("region"))
     from .engine import load_state_strict
     load_state_strict(model, load_file(str(p)), str(p))
     return model.eval(), desc
@@ -315,9 +330,10 @@ Data: `{d['source']}` ({d['format']}), {d['images']} images of {d['identities']}
 Weights: **{c['weights']}** as {'per-sample loss weights' if c['weighting'] == 'loss' else 'a weighted sampler'}
 ({json.dumps(w)}).
 
-| backbone | input | crop | epochs | batch | lr | weight decay | seed |
-|---|---|---|---|---|---|---|---|
-| {c['backbone']} | {c['size']} | {c['crop']} | {c['epochs']} | {c['batch']} | {c['lr']} | {c['weight_decay']} | {c['seed']} |
+| backbone | input | crop | region | epochs | batch | lr | weight decay | seed |
+|---|---|---|---|---|---|---|---|---|
+| {c['backbone']} | {c['size']} | {c['crop']} | {c['region'] or 'all'} | {c['epochs']} | {c['batch']} | {c['lr']} \
+| {c['weight_decay']} | {c['seed']} |
 
 Files: `model.onnx` + `model.json` (a synthface labeller: `--labeller onnx:model.onnx`; evaluate it with
 `synthface evaluate-attribute --model model.onnx --dataset D`), `attribute.safetensors` + `.json`

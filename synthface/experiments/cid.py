@@ -1,0 +1,491 @@
+"""The CID bias-injection sweep (issue 16; fairness-methods.md sections 2.4 and 6).
+
+Task: smiling, on the demo world's rendered faces, whose smile is drawn per image independently of
+the person. Training sets of a fixed size and a fixed number of positives are drawn so that a
+fraction rho of the positives come from a few over-represented people who all have the glasses
+habit (they wear glasses in 80 % of their images, others in 5 %) and who give no negatives: at
+high rho, "this person" and "glasses" predict "smiling" in the training data. Each set is trained
+with the same budget and seeds under
+
+    erm          uniform weights
+    cid          CID weights from the world recogniser's embeddings, bandwidth fixed once from the
+                 recogniser (half its median same-person distance on calibration people who are in
+                 neither the training pool nor the test set), never tuned on the test set
+    cid-default  CID with the issue's default bandwidth (per class, median 10th-neighbour distance)
+    oracle       inverse identity frequency within the class (uses the true identities)
+
+and evaluated on an identity-disjoint test set of renderer people (balanced demographics, half of
+each person's images smiling): accuracy, per-identity accuracy std, worst 5 % / 10 % of people.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import SynthfaceError
+from ..evaluation.identity_robustness import identity_robustness
+from ..fileio import atomic_write, write_json_atomic
+from ..methods.cid import CIDWeights, oracle_identity_weights
+from ..methods.weighting import bias_injected_indices
+from ..train.attribute import build_attribute_model, fit_attribute, predict_logits
+
+METHODS = ("erm", "cid", "cid-default", "oracle")
+# identity index ranges of the world: pool, test and calibration people never overlap
+_TEST_BASE, _CALIB_BASE = 1_000_000, 2_000_000
+
+
+@dataclass
+class CIDExperimentConfig:
+    world_seed: int = 0
+    render_size: int = 64            # rendered FFHQ-aligned faces (what the recogniser sees)
+    model_size: int = 64             # the attribute model's input side
+    # the part of the face the model looks at (top, bottom, left, right fractions): eyes, glasses and
+    # mouth; on 64x64 renders a small CNN does not find the thin smiling lips in the whole picture
+    region: list = field(default_factory=lambda: [0.375, 0.9375, 0.21875, 0.78125])
+    n_dominant: int = 5              # over-represented people (all with the glasses habit)
+    n_train: int = 2000              # training-set size at every rho (half positives)
+    pool_people: int = 600           # other people in the training pool
+    pool_images: int = 4             # images per other person
+    test_people: int = 300           # identity-disjoint test people
+    test_images: int = 8             # per test person: half smiling, half not
+    calib_people: int = 100          # for the recogniser's same-person distance (CID bandwidth)
+    calib_images: int = 4
+    rhos: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    methods: list = field(default_factory=lambda: list(METHODS))
+    recognizer: str = "world"
+    bandwidth_factor: float = 0.5    # CID bandwidth = this x the median same-person distance
+    max_ratio: float = 10.0
+    epochs: int = 20
+    batch: int = 32
+    lr: float = 3e-3
+    width: int = 8
+    embedding_dim: int = 32
+    threads: int = 0                 # torch threads (0: leave torch's default)
+
+
+QUICK = {"n_train": 800, "pool_people": 250, "test_people": 100, "calib_people": 40, "epochs": 15,
+         "rhos": [0.0, 0.5, 0.9], "methods": ["erm", "cid", "oracle"]}
+
+
+# ------------------------------------------------------------------------------ data
+
+def _render(world, people: dict, rows: np.ndarray, j: np.ndarray, size: int, batch: int = 128) -> np.ndarray:
+    from ..world import take
+    out = []
+    for s in range(0, len(rows), batch):
+        out.append(world.render(take(people, rows[s:s + batch]), j[s:s + batch], size))
+    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def _label_draws(world, people: dict, n_draws: int) -> dict:
+    """Per-image labels of images 0..n_draws-1 of every person, without rendering (the labels
+    are the renderer's nuisance draws)."""
+    from ..world import take
+    from ..world.dataset import image_labels
+    rows = np.repeat(np.arange(len(people["index"])), n_draws)
+    j = np.tile(np.arange(n_draws), len(people["index"]))
+    lab = image_labels(world, take(people, rows), j)
+    return {k: v.reshape(-1, n_draws) for k, v in lab.items()}
+
+
+def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
+    """Pool (dominant + other people), test and calibration images with labels."""
+    from ..world import BALANCED, World
+    world = World(seed=cfg.world_seed, distribution=BALANCED)
+    n_pos = int(round(cfg.n_train / 2))
+    need = math.ceil(max(cfg.rhos) * n_pos / cfg.n_dominant)  # positives each dominant person must give
+    # dominant people: the first pool people with the glasses habit
+    cand = world.identities(range(200))
+    dom_idx = [int(i) for i, h in zip(cand["index"], cand["glasses_habit"]) if h][:cfg.n_dominant]
+    if len(dom_idx) < cfg.n_dominant:
+        raise SynthfaceError(f"n_dominant={cfg.n_dominant}: fewer glasses wearers among 200 candidates")
+    others = list(range(200, 200 + cfg.pool_people))
+    dom = world.identities(dom_idx)
+    draws = _label_draws(world, dom, max(8 * need, 16))
+    rows, js = [], []
+    for r in range(cfg.n_dominant):
+        pos_j = np.flatnonzero(draws["smile"][r] == 1)[:need]
+        if len(pos_j) < need:
+            raise SynthfaceError("a dominant person has too few smiling images drawn; raise the draw count")
+        rows += [r] * len(pos_j)
+        js += pos_j.tolist()
+    t0 = time.perf_counter()
+    from ..world import take
+    from ..world.dataset import image_labels
+    dom_rows, dom_j = np.array(rows), np.array(js)
+    oth = world.identities(others)
+    oth_rows = np.repeat(np.arange(len(others)), cfg.pool_images)
+    oth_j = np.tile(np.arange(cfg.pool_images), len(others))
+    pool_imgs = np.concatenate([_render(world, dom, dom_rows, dom_j, cfg.render_size),
+                                _render(world, oth, oth_rows, oth_j, cfg.render_size)])
+    lab = [image_labels(world, take(dom, dom_rows), dom_j), image_labels(world, take(oth, oth_rows), oth_j)]
+    pool = {"images": pool_imgs,
+            "identity": np.r_[dom["index"][dom_rows], oth["index"][oth_rows]],
+            "smile": np.r_[lab[0]["smile"], lab[1]["smile"]], "glasses": np.r_[lab[0]["glasses"], lab[1]["glasses"]],
+            "dominant": np.asarray(dom_idx)}
+    log(f"pool: {len(pool_imgs)} images ({len(dom_rows)} smiling images of {cfg.n_dominant} dominant glasses "
+        f"wearers, {len(oth_rows)} of {len(others)} others) in {time.perf_counter() - t0:.0f}s")
+    # test: balanced demographics, half of each person's images smiling
+    t0 = time.perf_counter()
+    tp = world.identities(range(_TEST_BASE, _TEST_BASE + cfg.test_people))
+    td = _label_draws(world, tp, 6 * cfg.test_images)
+    half = cfg.test_images // 2
+    rows, js = [], []
+    for r in range(cfg.test_people):
+        p = np.flatnonzero(td["smile"][r] == 1)[:half]
+        q = np.flatnonzero(td["smile"][r] == 0)[:cfg.test_images - half]
+        rows += [r] * (len(p) + len(q))
+        js += p.tolist() + q.tolist()
+    rows, js = np.array(rows), np.array(js)
+    tl = image_labels(world, take(tp, rows), js)
+    test = {"images": _render(world, tp, rows, js, cfg.render_size), "identity": tp["index"][rows],
+            "smile": tl["smile"], "glasses": tl["glasses"], "habit": tp["glasses_habit"][rows].astype(int),
+            "group": tp["group"][rows], "gender": tp["gender"][rows]}
+    log(f"test: {len(rows)} images of {cfg.test_people} people in {time.perf_counter() - t0:.0f}s")
+    cp = world.identities(range(_CALIB_BASE, _CALIB_BASE + cfg.calib_people))
+    crow = np.repeat(np.arange(cfg.calib_people), cfg.calib_images)
+    calib = {"images": _render(world, cp, crow, np.tile(np.arange(cfg.calib_images), cfg.calib_people),
+                               cfg.render_size), "identity": cp["index"][crow]}
+    return {"pool": pool, "test": test, "calib": calib}
+
+
+def to_model_input(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, size, size], resized as synthface's ONNX labellers do
+    (crop "none": antialiased bilinear) and normalised (x - 127.5) / 127.5."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return ((x - 127.5) / 127.5).contiguous()
+
+
+def same_person_bandwidth(emb: np.ndarray, identity: np.ndarray, factor: float) -> tuple[float, float]:
+    """(factor x median same-person distance, that median) of unit embeddings."""
+    d = []
+    for v in np.unique(identity):
+        e = emb[identity == v]
+        g = np.sqrt(np.maximum(2 - 2 * e @ e.T, 0))
+        d.extend(g[np.triu_indices(len(e), 1)].tolist())
+    med = float(np.median(d))
+    return factor * med, med
+
+
+class _Tensors(torch.utils.data.Dataset):
+    def __init__(self, x, y, w=None):
+        self.x, self.y = x, torch.as_tensor(y)
+        self.w = None if w is None else torch.as_tensor(np.asarray(w, np.float32))
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        item = {"image": self.x[i], "label": self.y[i]}
+        if self.w is not None:
+            item["weight"] = self.w[i]
+        return item
+
+
+# ------------------------------------------------------------------------------ the sweep
+
+def method_weights(method: str, y, identity, emb, bandwidth: float, max_ratio: float) -> tuple[np.ndarray, dict]:
+    if method == "erm":
+        return np.ones(len(y)), {}
+    if method == "oracle":
+        return oracle_identity_weights(identity, y, normalize="per_class"), {}
+    est = CIDWeights(bandwidth=bandwidth if method == "cid" else None, max_ratio=max_ratio)
+    w = est.fit_transform(emb, y)
+    return w, {"bandwidth": [float(b) for b in est.bandwidth_]}
+
+
+def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: float, log: Callable = print) -> list:
+    pool, test = data["pool"], data["test"]
+    x_pool = to_model_input(pool["images"], cfg.model_size)
+    x_test = to_model_input(test["images"], cfg.model_size)
+    test_set = _Tensors(x_test, test["smile"])
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="synthface-cid-"))
+    total = len(cfg.seeds) * len(cfg.rhos) * len(cfg.methods)
+    t_start = time.perf_counter()
+    try:
+        for seed in cfg.seeds:
+            for rho in cfg.rhos:
+                split = bias_injected_indices(pool["identity"], pool["smile"], rho, cfg.n_train,
+                                              dominant=pool["dominant"], seed=seed)
+                idx = split.indices
+                y, ident = pool["smile"][idx], pool["identity"][idx]
+                pos = y == 1
+                dom = np.isin(ident, pool["dominant"])
+                for method in cfg.methods:
+                    w, extra = method_weights(method, y, ident, emb[idx], bandwidth, cfg.max_ratio)
+                    torch.manual_seed(seed)
+                    model = build_attribute_model("small", 2, cfg.embedding_dim, cfg.width, cfg.model_size,
+                                                  cfg.region)
+                    t0 = time.perf_counter()
+                    run_dir = tmp / f"{method}-{rho}-{seed}"
+                    trainer = fit_attribute(model, _Tensors(x_pool[idx], y, w), run_dir, cfg.epochs, cfg.batch,
+                                            lr=cfg.lr, seed=seed, device="cpu")
+                    net = trainer.model_.model.eval()
+                    pred = predict_logits(net, test_set).argmax(1)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    m = identity_robustness(test["smile"], pred, test["identity"], groups=test["group"])
+                    habit = test["habit"] == 1
+                    row = {"method": method, "rho": rho, "seed": seed, "train_seconds": time.perf_counter() - t0,
+                           **{k: m[k] for k in ("accuracy", "identity_accuracy_mean", "identity_accuracy_std",
+                                                "worst_5pct_identity_accuracy", "worst_10pct_identity_accuracy",
+                                                "worst_group_accuracy", "equal_opportunity_gap")},
+                           "accuracy_glasses_habit": float((pred[habit] == test["smile"][habit]).mean()),
+                           "accuracy_no_habit": float((pred[~habit] == test["smile"][~habit]).mean()),
+                           "false_smile_rate_glasses_habit": float(pred[habit & (test["smile"] == 0)].mean()),
+                           "dominant_weight_share": float(w[pos & dom].sum() / w[pos].sum()),
+                           "train_glasses_rate_positives": float(pool["glasses"][idx][pos].mean()),
+                           **extra}
+                    rows.append(row)
+                    done = len(rows)
+                    eta = (time.perf_counter() - t_start) / done * (total - done)
+                    log(f"[{done}/{total}] seed {seed} rho {rho:.2f} {method:<11} acc {row['accuracy']:.3f} "
+                        f"worst10 {row['worst_10pct_identity_accuracy']:.3f} std {row['identity_accuracy_std']:.3f} "
+                        f"dominant share {row['dominant_weight_share']:.2f} ({row['train_seconds']:.1f}s, "
+                        f"~{eta / 60:.1f} min left)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+METRICS = [("accuracy", "accuracy"), ("identity_accuracy_std", "per-identity accuracy std"),
+           ("worst_10pct_identity_accuracy", "worst-10 % identity accuracy"),
+           ("worst_5pct_identity_accuracy", "worst-5 % identity accuracy"),
+           ("accuracy_glasses_habit", "accuracy on glasses-habit people"),
+           ("dominant_weight_share", "dominant people's share of positive weight")]
+
+
+def aggregate(rows: list, cfg: CIDExperimentConfig) -> dict:
+    """{method: {rho: {metric: [mean, std over seeds]}}}."""
+    out = {}
+    for method in cfg.methods:
+        out[method] = {}
+        for rho in cfg.rhos:
+            sel = [r for r in rows if r["method"] == method and r["rho"] == rho]
+            if not sel:
+                continue
+            out[method][str(rho)] = {
+                k: [float(np.mean([r[k] for r in sel])), float(np.std([r[k] for r in sel], ddof=1))
+                    if len(sel) > 1 else 0.0] for k, _ in METRICS + [("identity_accuracy_mean", "")]}
+    return out
+
+
+def acceptance(agg: dict, cfg: CIDExperimentConfig) -> dict:
+    """The issue's done-when criteria, read off the aggregate: at every rho >= 0.5, CID's mean
+    worst-10 % accuracy beats ERM's by more than the larger seed std of the two; and CID's drop
+    in worst-10 % accuracy from the smallest to the largest rho is smaller than ERM's."""
+    key = "worst_10pct_identity_accuracy"
+    if "erm" not in agg or "cid" not in agg:
+        return {}
+    out = {"per_rho": {}}
+    ok = True
+    for rho in cfg.rhos:
+        if rho < 0.5:
+            continue
+        e, c = agg["erm"][str(rho)][key], agg["cid"][str(rho)][key]
+        margin = c[0] - e[0]
+        beyond = margin > max(e[1], c[1])
+        out["per_rho"][str(rho)] = {"cid_minus_erm": margin, "seed_spread": max(e[1], c[1]), "beyond_spread": beyond}
+        ok = ok and beyond
+    lo, hi = str(min(cfg.rhos)), str(max(cfg.rhos))
+    drops = {m: agg[m][lo][key][0] - agg[m][hi][key][0] for m in agg}
+    out["drop_low_to_high_rho"] = drops
+    out["cid_beats_erm_at_rho_ge_0.5"] = ok
+    out["cid_drop_smaller_than_erm"] = drops["cid"] < drops["erm"]
+    return out
+
+
+# ------------------------------------------------------------------------------ report
+
+def plot(agg: dict, cfg: CIDExperimentConfig) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("accuracy", "accuracy"), ("identity_accuracy_std", "per-identity accuracy std"),
+            ("worst_10pct_identity_accuracy", "worst-10 % identity accuracy"),
+            ("dominant_weight_share", "dominant people's share of\nthe positive class's weight")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
+    styles = {"erm": ("tab:red", "o"), "cid": ("tab:blue", "s"), "cid-default": ("tab:gray", "v"),
+              "oracle": ("tab:green", "^")}
+    for ax, (k, title) in zip(axes, keys):
+        for method, per in agg.items():
+            rhos = [float(r) for r in per]
+            mean = np.array([per[r][k][0] for r in per])
+            std = np.array([per[r][k][1] for r in per])
+            colour, marker = styles.get(method, (None, "o"))
+            ax.errorbar(rhos, mean, yerr=std, label=method, color=colour, marker=marker, capsize=3, lw=1.4, ms=4)
+        ax.set(xlabel="rho (dominant people's share of the positives)", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(agg: dict, cfg: CIDExperimentConfig) -> list[str]:
+    head = "| method | " + " | ".join(f"rho {r}" for r in cfg.rhos) + " |"
+    lines = []
+    for k, title in METRICS:
+        lines += [f"**{title}** (mean ± std over seeds {cfg.seeds})", "", head,
+                  "|---|" + "---|" * len(cfg.rhos)]
+        for method, per in agg.items():
+            lines.append(f"| {method} | " + " | ".join(
+                f"{per[str(r)][k][0]:.3f} ± {per[str(r)][k][1]:.3f}" if str(r) in per else "" for r in cfg.rhos)
+                + " |")
+        lines.append("")
+    return lines
+
+
+def report_markdown(res: dict, png_name: Optional[str] = None) -> str:
+    cfg = CIDExperimentConfig(**res["config"])
+    agg, acc, info = res["aggregate"], res["acceptance"], res["info"]
+    lines = [
+        "# CID bias-injection sweep (issue 16)", "",
+        f"Command: `{res['command']}`  ", f"Machine: {info['machine']}  ",
+        f"Time: {info['seconds']:.0f} s ({info['runs']} training runs, {info['run_seconds']:.0f} s of training)", "",
+        "Smiling vs not on the demo world's rendered faces. Each training set has "
+        f"{cfg.n_train} images (half smiling); a fraction rho of the smiling ones come from {cfg.n_dominant} people "
+        "who all have the glasses habit and give no non-smiling images. Test: "
+        f"{cfg.test_people} other people x {cfg.test_images} images (half smiling), balanced demographics. "
+        f"Model: a SmallCNN (width {cfg.width}) on the eyes-to-chin region {cfg.region} of the "
+        f"{cfg.model_size}x{cfg.model_size} face, {cfg.epochs} epochs, batch "
+        f"{cfg.batch}, AdamW lr {cfg.lr}, the same seeds and data order for every method.", "",
+        f"CID bandwidth: {info['bandwidth']:.3f} = {cfg.bandwidth_factor} x the recogniser's median same-person "
+        f"distance ({info['same_person_distance']:.3f}) on {cfg.calib_people} calibration people outside both "
+        f"the pool and the test set (fixed before training, not tuned on the test set). `cid-default` uses the "
+        f"issue's default bandwidth (median 10th-neighbour distance per class: {info['default_bandwidth']}).", "",
+    ]
+    if png_name:
+        lines += [f"![metrics versus rho]({png_name})", ""]
+    lines += _table(agg, cfg)
+    if acc:
+        lines += ["## Done-when criteria", "",
+                  f"- CID's worst-10 % identity accuracy beats ERM's beyond the seed spread at every rho >= 0.5: "
+                  f"**{'yes' if acc['cid_beats_erm_at_rho_ge_0.5'] else 'no'}** ("
+                  + "; ".join(f"rho {r}: {v['cid_minus_erm']:+.3f} vs spread {v['seed_spread']:.3f}"
+                              for r, v in acc["per_rho"].items()) + ")",
+                  f"- drop of worst-10 % accuracy from rho {min(cfg.rhos)} to {max(cfg.rhos)}: "
+                  + ", ".join(f"{m} {d:+.3f}" for m, d in acc["drop_low_to_high_rho"].items())
+                  + f"; CID's smaller than ERM's: **{'yes' if acc['cid_drop_smaller_than_erm'] else 'no'}**", ""]
+    return "\n".join(lines) + "\n"
+
+
+def report_html(md: str, png: bytes) -> str:
+    """A self-contained page: the markdown's text in <pre>-free HTML with the plot embedded."""
+    import html
+    body = []
+    in_table = False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set(line) <= set("|-"):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+                body.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
+            else:
+                body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            body.append(f'<img alt="metrics versus rho" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        elif line.strip():
+            text = html.escape(line.rstrip(" ")).replace("**", "")
+            body.append(f"<p>{text}</p>")
+    if in_table:
+        body.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>CID experiment</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+# ------------------------------------------------------------------------------ entry point
+
+def make_config(quick: bool = False, overrides: Optional[dict] = None) -> CIDExperimentConfig:
+    cfg = CIDExperimentConfig(**(QUICK if quick else {}))
+    names = {f.name for f in fields(CIDExperimentConfig)}
+    for k, v in (overrides or {}).items():
+        if k not in names:
+            raise SynthfaceError(f"--set {k}=...: the cid experiment has no setting {k!r}; it has "
+                                 f"{', '.join(sorted(names))}")
+        setattr(cfg, k, v)
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise SynthfaceError(f"methods {bad}: choose from {', '.join(METHODS)}")
+    if not cfg.rhos or any(not 0 <= r < 1 for r in cfg.rhos) or not cfg.seeds:
+        raise SynthfaceError("give rhos in [0, 1) and at least one seed")
+    return cfg
+
+
+def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callable = print) -> dict:
+    cfg = make_config(quick, overrides)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = build_data(cfg, log=log)
+    from ..identity.embedders import load_embedder
+    embedder = load_embedder(cfg.recognizer)
+    te = time.perf_counter()
+    emb = embedder.embed(data["pool"]["images"])
+    bandwidth, same = same_person_bandwidth(embedder.embed(data["calib"]["images"]), data["calib"]["identity"],
+                                            cfg.bandwidth_factor)
+    log(f"embedded the pool and calibration people in {time.perf_counter() - te:.0f}s; recogniser same-person "
+        f"distance {same:.3f}, CID bandwidth {bandwidth:.3f}")
+    rows = run_sweep(cfg, data, emb, bandwidth, log=log)
+    agg = aggregate(rows, cfg)
+    acc = acceptance(agg, cfg)
+    default_bw = sorted({round(b, 3) for r in rows if r["method"] == "cid-default" for b in r.get("bandwidth", [])})
+    info = {"seconds": time.perf_counter() - t0, "runs": len(rows),
+            "run_seconds": sum(r["train_seconds"] for r in rows),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (load average at the end "
+                       f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} threads",
+            "bandwidth": bandwidth, "same_person_distance": same,
+            "default_bandwidth": f"{min(default_bw):.3f}-{max(default_bw):.3f}" if default_bw else "not run",
+            "pool_images": int(len(data["pool"]["identity"])), "test_images": int(len(data["test"]["identity"]))}
+    command = "synthface experiment cid --out " + str(out) + (" --quick" if quick else "") + "".join(
+        f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
+    res = {"experiment": "cid", "command": command, "config": asdict(cfg), "info": info, "aggregate": agg,
+           "acceptance": acc, "runs": rows}
+    png = plot(agg, cfg)
+    atomic_write(out / "metrics_vs_rho.png", lambda f: f.write(png))
+    md = report_markdown(res, "metrics_vs_rho.png")
+    atomic_write(out / "report.md", lambda f: f.write(md.encode()))
+    atomic_write(out / "report.html", lambda f: f.write(report_html(md, png).encode()))
+    write_json_atomic(out / "results.json", res)
+    key = "worst_10pct_identity_accuracy"
+    res["summary"] = {"out": str(out), "seconds": round(info["seconds"], 1), "bandwidth": round(bandwidth, 4),
+                      "worst10_at_max_rho": {m: round(agg[m][str(max(cfg.rhos))][key][0], 4) for m in agg},
+                      **{k: v for k, v in acc.items() if k != "per_rho"}}
+    log(f"wrote {out}/report.md, report.html and results.json in {info['seconds']:.0f}s")
+    return res
