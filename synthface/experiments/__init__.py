@@ -17,6 +17,8 @@ from ..errors import SynthfaceError
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "cid": ("cid", "CID bias-injection sweep: ERM, CID and the identity oracle on smile with a few people "
                    "dominating the positives (issue 16)"),
+    "pretrain": ("pretrain", "recognisers trained on biased real, balanced synthetic, prior synthetic and mixed faces, "
+                             "scored on a balanced renderer benchmark (issue 14)"),
 }
 
 

@@ -1,0 +1,675 @@
+"""The pretraining experiment (issue 14, item 6): does a recogniser trained on balanced synthetic
+identities do as well, and as fairly, as one trained on biased "real" faces?
+
+Four training sets of the same size (identities x images per identity), on the demo world:
+
+    a  real        renderer faces of a biased population (groups 25/15/60 %, genders 35/65 %,
+                   exact quotas): the web-scraped set
+    b  balanced    a synthface identity dataset from the demo generator: the latent model samples
+                   every group x gender cell equally, identities kept distinct by the world
+                   recogniser, variations verified (the demo's settings, synthface.demo.DEMO_IDENTITIES)
+    c  prior       the same generator sampled from its prior (z ~ N(0, I), psi 1: as biased as its
+                   training data); identities kept distinct with the same threshold and varied the
+                   same way as b (same nuisance directions, strength, style mixing, consistency
+                   threshold), but no cell is requested and no label is checked
+    d  mixed       half of a's identities (the same biased quotas) plus half of b's (equal per cell)
+
+Each is trained with the same backbone, loss, schedule, epochs and batch (synthface.train's
+train_recognition), and scored with synthface.evaluation on a balanced benchmark of renderer
+people whose identities are used for nothing else (no training, no threshold): per-cell
+accuracy with bootstrap CIs, TAR at FMR 1e-3, STD, SER, FDR, GARBE. The world's own recogniser
+(trained on 2,500 renderer people x 12 images) is scored on the same pairs as a reference.
+
+Identity ranges of the world (seed 0) used here, disjoint from every range the world's models,
+generator, calibration faces and the other experiments use: real training people from
+REAL_FIRST, benchmark people from BENCH_FIRST (100,000 apart per cell).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import SynthfaceError
+from ..fileio import atomic_write, write_json_atomic
+
+SETS = {"a": ("a_real", "real renderer faces, biased (25/15/60 %, 35/65 %)"),
+        "b": ("b_balanced", "synthface balanced identities (demo generator, latent model)"),
+        "c": ("c_prior", "generator prior samples (as biased as its training data)"),
+        "d": ("d_mixed", "half real (a) + half balanced synthetic (b)")}
+REAL_FIRST = 3_000_000
+BENCH_FIRST = 4_000_000
+CELL_STRIDE = 100_000
+PRIOR_INDEX = 1_000_000  # variation streams of c's identities start here, apart from b's
+
+
+@dataclass
+class PretrainConfig:
+    world_seed: int = 0
+    render_size: int = 64             # renderer faces and the generator are 64x64 FFHQ-aligned
+    ids_per_cell: int = 50            # b's identities per cell; every set has 6x this many identities
+    images_per_id: int = 8
+    bank_n: int = 8000                # latents labelled to fit the latent model (as `synthface demo`)
+    # attempts per image for b's and c's variations (DatasetConfig's default 20 lets one hard identity in a
+    # few hundred stop the whole dataset; more attempts change nothing for the identities that pass at 20)
+    variation_budget: int = 60
+    bench_ids_per_cell: int = 200     # benchmark people per cell
+    bench_images: int = 5
+    backbone: str = "world-recognizer"
+    embedding_dim: int = 128
+    loss: str = "arcface"
+    margin: Optional[float] = None    # None: the loss's default (arcface 0.5)
+    scale: float = 32.0
+    epochs: int = 12
+    batch: int = 64
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    held_out: float = 0.1             # identities of each set kept for its per-epoch verification
+    augment: bool = True
+    seed: int = 0
+    n_boot: int = 200
+    sets: list = field(default_factory=lambda: list(SETS))
+    threads: int = 0                  # torch threads (0: torch's default)
+
+
+QUICK = {"ids_per_cell": 30, "images_per_id": 6, "bank_n": 3000, "bench_ids_per_cell": 50, "epochs": 10}
+
+CELLS = [(g, s) for g in range(3) for s in range(2)]
+
+
+def cell_names() -> list[str]:
+    from ..world import GENDERS, GROUPS
+    return [f"{GROUPS[g]}/{GENDERS[s]}" for g, s in CELLS]
+
+
+def quotas(n: int, probs) -> list[int]:
+    """n split in proportion to probs, rounded by largest remainder (sums to n exactly)."""
+    p = np.asarray(probs, float) / np.sum(probs)
+    raw = n * p
+    q = np.floor(raw).astype(int)
+    for k in np.argsort(-(raw - q), kind="stable")[:n - q.sum()]:
+        q[k] += 1
+    return q.tolist()
+
+
+def biased_quotas(n: int) -> list[int]:
+    """Identities per cell (CELLS order) of a set drawn from the world's BIASED population."""
+    from ..world import BIASED, GENDERS, GROUPS
+    p = [BIASED["group"][GROUPS[g]] * BIASED["gender"][GENDERS[s]] for g, s in CELLS]
+    return quotas(n, p)
+
+
+# ------------------------------------------------------------------------------ stages on disk
+
+def _done(path: Path, key: dict) -> bool:
+    """A stage is done when its marker holds the same key (settings); a stale one is redone."""
+    m = path / ".done.json"
+    return m.is_file() and json.loads(m.read_text()) == key
+
+
+def _finish(tmp: Path, path: Path, key: dict) -> Path:
+    """Move a stage's finished temporary folder into place, then write its marker."""
+    write_json_atomic(tmp / ".done.json", key)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _fresh(path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _save_png(arr: np.ndarray, path: Path):
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format="PNG")
+
+
+def render_people(world, first: int, per_cell: list[int], images: int, size: int, batch: int = 32):
+    """Yield (cell index, identity index, [images] uint8 112x112 ArcFace crops) for per_cell[c]
+    people forced into each cell c, identities first + c * CELL_STRIDE + i."""
+    from ..dataset.writer import crop112
+    from ..world import take
+    for c, (g, s) in enumerate(CELLS):
+        idx = list(range(first + c * CELL_STRIDE, first + c * CELL_STRIDE + per_cell[c]))
+        for b in range(0, len(idx), batch):
+            chunk = idx[b:b + batch]
+            ident = world.identities(chunk, group=g, gender=s)
+            rows = np.repeat(np.arange(len(chunk)), images)
+            crops = crop112(world.render(take(ident, rows), np.tile(np.arange(images), len(chunk)), size))
+            for r, i in enumerate(chunk):
+                yield c, i, crops[r * images:(r + 1) * images]
+
+
+def build_benchmark(cfg: PretrainConfig, path: Path, log: Callable) -> Path:
+    """Balanced renderer people (bench_ids_per_cell per cell) as a synthface-style manifest."""
+    from ..world import BALANCED, World
+    key = {"stage": "benchmark", "first": BENCH_FIRST, **{k: getattr(cfg, k) for k in (
+        "world_seed", "render_size", "bench_ids_per_cell", "bench_images")}}
+    if _done(path, key):
+        return path
+    t0 = time.perf_counter()
+    tmp = _fresh(path)
+    names = cell_names()
+    rows = []
+    for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BALANCED), BENCH_FIRST,
+                                     [cfg.bench_ids_per_cell] * len(CELLS), cfg.bench_images, cfg.render_size):
+        for k, im in enumerate(crops):
+            rel = f"imagefolder/{i}/{k:03d}.png"
+            _save_png(im, tmp / rel)
+            rows.append({"path": rel, "identity": i, "cell": names[c]})
+    atomic_write(tmp / "manifest.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    log(f"benchmark: {len(rows)} images of {len(CELLS) * cfg.bench_ids_per_cell} renderer people "
+        f"(identities {BENCH_FIRST}+, {cfg.bench_ids_per_cell} per cell) in {time.perf_counter() - t0:.0f}s")
+    return _finish(tmp, path, key)
+
+
+def build_real(cfg: PretrainConfig, path: Path, log: Callable) -> Path:
+    """(a): renderer people in the biased population's exact cell quotas."""
+    from ..world import BIASED, World
+    n = len(CELLS) * cfg.ids_per_cell
+    key = {"stage": "real", "first": REAL_FIRST, "n": n, **{k: getattr(cfg, k) for k in (
+        "world_seed", "render_size", "images_per_id")}}
+    if _done(path, key):
+        return path
+    t0 = time.perf_counter()
+    tmp = _fresh(path)
+    names = cell_names()
+    rows = []
+    for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BIASED), REAL_FIRST,
+                                     biased_quotas(n), cfg.images_per_id, cfg.render_size):
+        for k, im in enumerate(crops):
+            rel = f"{i}/{k:03d}.png"
+            _save_png(im, tmp / rel)
+            rows.append({"path": rel, "identity": f"real{i}", "cell": names[c], "rank": len(rows)})
+    write_json_atomic(tmp / "rows.json", rows)
+    log(f"(a) real: {len(rows)} images of {n} renderer people in {time.perf_counter() - t0:.0f}s")
+    return _finish(tmp, path, key)
+
+
+def _cell_of(labels: dict) -> str:
+    return f"{labels['group']}/{labels['gender']}"
+
+
+def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
+    """(b): the demo's pipeline (synthface.demo.balanced_set / identity_set): label a bank, fit the
+    latent model, generate ids_per_cell identities x images_per_id per cell."""
+    import warnings
+
+    from ..dataset import DatasetConfig, generate_dataset
+    from ..demo import DEMO_FIT, DEMO_IDENTITIES
+    from ..identity import load_embedder
+    from ..labelling import load_labeller
+    from ..latent import DemographicLatentModel, build_bank
+
+    key = {"stage": "balanced", **{k: getattr(cfg, k) for k in ("bank_n", "ids_per_cell", "images_per_id", "seed",
+                                                                 "variation_budget")},
+           "fit": DEMO_FIT, "identities": DEMO_IDENTITIES}
+    if _done(path, key):
+        return path
+    t0 = time.perf_counter()
+    # generate_dataset resumes within the partial folder, but only a run with the same settings may
+    # (its own check does not see a refitted latent model)
+    tmp = path.with_name(f".{path.name}.partial")
+    if tmp.is_dir() and not (tmp / "key.json").is_file() or (
+            (tmp / "key.json").is_file() and json.loads((tmp / "key.json").read_text()) != key):
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(tmp / "key.json", key)
+    verifier, embedder = load_labeller("world"), load_embedder("world")
+    progress = sys.stderr.isatty()
+    bank = build_bank(G, verifier, tmp / "bank", cfg.bank_n, seed=cfg.seed, progress=progress, log=log)
+    model = DemographicLatentModel(**DEMO_FIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.fit_bank(bank)
+    model.save(tmp / "model.synthface")
+    log(f"(b) latent model fitted on {cfg.bank_n} labelled latents in {time.perf_counter() - t0:.0f}s")
+    dcfg = DatasetConfig(ids_per_cell=cfg.ids_per_cell, images_per_id=cfg.images_per_id, seed=cfg.seed,
+                         variation_budget=cfg.variation_budget, **DEMO_IDENTITIES)
+    summary = generate_dataset(model, G, verifier, embedder, tmp / "dataset", dcfg, progress=progress, log=log)
+    rows = []
+    for rec in sorted((tmp / "dataset" / "records").glob("*.json")):
+        r = json.loads(rec.read_text())
+        for im in r["images"]:
+            rows.append({"path": f"dataset/{im['file']}", "identity": f"bal{r['identity']}",
+                         "cell": _cell_of(r["labels"]), "rank": int(r["identity"])})
+    write_json_atomic(tmp / "rows.json", rows)
+    write_json_atomic(tmp / "summary.json", {"thresholds": summary["thresholds"], "candidates": summary["candidates"],
+                                             "seconds": time.perf_counter() - t0})
+    log(f"(b) balanced: {len(rows)} images of {len(CELLS) * cfg.ids_per_cell} identities "
+        f"({summary['candidates']} candidates) in {time.perf_counter() - t0:.0f}s")
+    return _finish(tmp, path, key)
+
+
+def select_prior_identities(G, embedder, n: int, separation: float, seed: int, psi: float, noise_mode: str,
+                            batch: int = 64, budget: float = 50.0):
+    """n identities drawn from the generator's prior, each kept when its cosine similarity to every
+    identity kept before it is below `separation` (the same greedy rule as b's selection, without
+    a cell). Candidate j's seed comes from (seed, "prior", j) alone. Returns (prior seeds, w,
+    reference images, reference embeddings, candidates visited)."""
+    from ..generator.synthesis import prior_latents, synthesize
+    from ..utils import keyed_rng, name_key
+
+    seeds, ws, imgs, embs = [], [], [], []
+    j, limit = 0, int(np.ceil(budget * n))
+    while len(seeds) < n and j < limit:
+        cand = [int(keyed_rng(seed, name_key("prior"), k).integers(0, 2**32 - 1)) for k in range(j, min(j + batch, limit))]
+        j += len(cand)
+        W = prior_latents(G, cand, psi)
+        im = synthesize(G, W, noise_mode, batch)
+        e = embedder.embed(im)
+        for r in range(len(cand)):
+            if len(seeds) >= n:
+                break
+            if embs and float((np.stack(embs) @ e[r]).max()) >= separation:
+                continue
+            seeds.append(cand[r])
+            ws.append(W[r])
+            imgs.append(im[r])
+            embs.append(e[r])
+    if len(seeds) < n:
+        raise SynthfaceError(f"only {len(seeds)} of {n} distinct prior identities within {limit} candidates; "
+                             "ask for fewer identities")
+    return np.array(seeds), np.stack(ws), np.stack(imgs), np.stack(embs), j
+
+
+def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callable) -> Path:
+    """(c): prior identities, distinct at b's separation threshold, varied as b's are (b's latent
+    model supplies the nuisance directions; an empty cell spec means no label is checked)."""
+    from ..dataset.writer import crop112
+    from ..demo import DEMO_IDENTITIES
+    from ..identity import load_embedder
+    from ..identity.identities import make_variations, nuisance_basis
+    from ..labelling import load_labeller
+    from ..latent import DemographicLatentModel
+
+    n = len(CELLS) * cfg.ids_per_cell
+    key = {"stage": "prior", "n": n, **{k: getattr(cfg, k) for k in ("images_per_id", "seed", "bank_n",
+                                                                     "variation_budget")},
+           "identities": DEMO_IDENTITIES}
+    if _done(path, key):
+        return path
+    t0 = time.perf_counter()
+    tmp = _fresh(path)
+    model = DemographicLatentModel.load(balanced / "model.synthface")
+    thr = json.loads((balanced / "summary.json").read_text())["thresholds"]
+    verifier, embedder, audit = load_labeller("world"), load_embedder("world"), load_labeller("world-audit")
+    # a few spare identities, for any whose variations fail the consistency check
+    seeds, W, ref, emb, visited = select_prior_identities(
+        G, embedder, n + max(2, n // 10), thr["separation"], cfg.seed, model.truncation_psi_, model.noise_mode_)
+    basis, scales = nuisance_basis(model, G, seed=cfg.seed)
+    labels = {name: lab.predict_proba(ref) for name, lab in (("world", verifier), ("audit", audit))}
+    schema = verifier.schema
+    rows, kept, failed = [], [], 0
+    for i in range(len(seeds)):
+        if len(kept) == n:
+            break
+        res = make_variations(model, G, verifier, embedder, {}, W[i], emb[i], PRIOR_INDEX + i, cfg.images_per_id,
+                              cfg.seed, basis, scales, DEMO_IDENTITIES["strength"], None, thr["consistency"],
+                              None, cfg.variation_budget, 32)
+        if len(res["variations"]) < cfg.images_per_id:
+            failed += 1
+            continue
+        crops = crop112(np.stack([v["image"] for v in res["variations"]]))
+        cell = {name: "/".join(schema[a][int(np.argmax(p[a][i]))] for a in ("group", "gender"))
+                for name, p in labels.items()}
+        for k, im in enumerate(crops):
+            rel = f"{i:06d}/{k:03d}.png"
+            _save_png(im, tmp / rel)
+            rows.append({"path": rel, "identity": f"prior{i}", "cell": cell["world"], "cell_audit": cell["audit"],
+                         "prior_seed": int(seeds[i]), "rank": i})
+        kept.append(i)
+    if len(kept) < n:
+        raise SynthfaceError(f"(c) only {len(kept)} of {n} prior identities kept {cfg.images_per_id} consistent "
+                             "variations; ask for fewer images per identity")
+    write_json_atomic(tmp / "rows.json", rows)
+    write_json_atomic(tmp / "summary.json", {"candidates": visited, "variation_failures": failed,
+                                             "separation": thr["separation"], "consistency": thr["consistency"],
+                                             "seconds": time.perf_counter() - t0})
+    log(f"(c) prior: {len(rows)} images of {n} identities ({visited} candidates, {failed} dropped for "
+        f"inconsistent variations) in {time.perf_counter() - t0:.0f}s")
+    return _finish(tmp, path, key)
+
+
+def _rows(path: Path, prefix: str) -> list[dict]:
+    return [{**r, "path": f"{prefix}/{r['path']}"} for r in json.loads((path / "rows.json").read_text())]
+
+
+def training_sets(cfg: PretrainConfig, data: Path) -> dict[str, list[dict]]:
+    """Rows (path relative to `data`, identity, cell) of every training set; d takes real people by
+    the biased quotas of half the size and balanced identities equally per cell."""
+    real, bal = _rows(data / "real", "real"), _rows(data / "balanced", "balanced")
+    sets = {"a": real, "b": bal}
+    if (data / "prior" / "rows.json").is_file():
+        sets["c"] = _rows(data / "prior", "prior")
+    half = len(CELLS) * cfg.ids_per_cell // 2
+    names = cell_names()
+    take = set()
+    for c, q in zip(names, biased_quotas(half)):
+        ids = sorted({r["identity"] for r in real if r["cell"] == c}, key=lambda v: int(v[4:]))
+        take.update(ids[:q])
+    per_cell = cfg.ids_per_cell // 2
+    for c in names:
+        ids = sorted({r["identity"] for r in bal if r["cell"] == c}, key=lambda v: int(v[3:]))
+        take.update(ids[:per_cell])
+    sets["d"] = [r for r in real + bal if r["identity"] in take]
+    return {k: v for k, v in sets.items() if k in cfg.sets}
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "identity", "cell"])
+    for r in rows:
+        w.writerow([r["path"], r["identity"], r["cell"]])
+    return atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def composition(rows: list[dict], key: str = "cell") -> dict:
+    """Share of identities per cell."""
+    by_id = {r["identity"]: r[key] for r in rows}
+    names = cell_names()
+    n = len(by_id)
+    return {c: sum(v == c for v in by_id.values()) / n for c in names}
+
+
+# ------------------------------------------------------------------------------ training and scoring
+
+def train_set(cfg: PretrainConfig, name: str, csv_path: Path, run: Path, log: Callable) -> dict:
+    from ..train.recognition import RecognitionConfig, train_recognition
+    rc = RecognitionConfig(data=str(csv_path), out=str(run), backbone=cfg.backbone, loss=cfg.loss,
+                           margin=cfg.margin, scale=cfg.scale, embedding_dim=cfg.embedding_dim, epochs=cfg.epochs,
+                           batch=cfg.batch, lr=cfg.lr, weight_decay=cfg.weight_decay, held_out=cfg.held_out,
+                           augment=cfg.augment, seed=cfg.seed, device="cpu")
+    key = {"stage": "train", "config": asdict(rc), "data": csv_path.read_bytes().decode()}
+    if _done(run, key) and (run / "results.json").is_file():
+        return json.loads((run / "results.json").read_text())
+    shutil.rmtree(run, ignore_errors=True)
+    log(f"training {name} on {csv_path.name}")
+    res = train_recognition(rc, log=log, progress=sys.stderr.isatty())
+    write_json_atomic(run / ".done.json", key)
+    return res
+
+
+def paired_differences(scores: dict, pairs: list[dict], reference: str, n_boot: int, seed: int) -> dict:
+    """Per recogniser: mean accuracy and accuracy STD minus the reference's on the same pairs, with
+    a 95 % percentile CI from one bootstrap that resamples pairs within each group and applies the
+    same draw to both recognisers (the paired difference, tighter than comparing two CIs)."""
+    from ..fairness import metrics as M
+
+    y = np.array([p["genuine"] for p in pairs], bool)
+    g = np.array([p["group"] for p in pairs])
+    f = np.array([p["fold"] for p in pairs])
+    groups = sorted(set(g.tolist()))
+    idx = {k: np.flatnonzero(g == k) for k in groups}
+
+    def stats(s, take):
+        accs = [100 * M.kfold_accuracy(s[take[k]], y[take[k]], f[take[k]])[0] for k in groups]
+        return np.mean(accs) / 100, M.std_accuracy(accs) / 100
+
+    rng = np.random.default_rng(seed)
+    draws = [{k: v[rng.integers(0, len(v), len(v))] for k, v in idx.items()} for _ in range(n_boot)]
+    ref = np.array([stats(scores[reference], d) for d in draws])
+    ref0 = stats(scores[reference], idx)
+    out = {}
+    for name, s in scores.items():
+        if name == reference:
+            continue
+        b = np.array([stats(s, d) for d in draws]) - ref
+        d0 = np.array(stats(s, idx)) - np.array(ref0)
+        out[name] = {"accuracy_mean": [float(d0[0]), *np.percentile(b[:, 0], [2.5, 97.5]).tolist()],
+                     "accuracy_std": [float(d0[1]), *np.percentile(b[:, 1], [2.5, 97.5]).tolist()]}
+    return out
+
+
+def evaluate(cfg: PretrainConfig, bench: Path, runs: dict, out: Path, log: Callable) -> tuple[dict, dict]:
+    from ..evaluation import load_items, load_pairs, pair_scores, run_evaluation
+    from ..evaluation.evaluate import embeddings
+    from ..identity import load_embedder
+
+    recs = [("world", load_embedder("world"))]
+    recs += [(SETS[k][0], load_embedder(f"torch:{run / 'backbone.safetensors'}")) for k, run in runs.items()]
+    # balanced pairs: every genuine pair of a cell and as many impostors (RFW's protocol)
+    n_pairs = cfg.bench_ids_per_cell * cfg.bench_images * (cfg.bench_images - 1) // 2
+    rep = run_evaluation(bench, recs, out, genuine=n_pairs, impostor=n_pairs, seed=cfg.seed, target_fmr=1e-3,
+                         n_boot=cfg.n_boot, log=log)
+    items, pairs = load_items(bench), load_pairs(out / "pairs.csv")
+    paths = [p["a"] for p in pairs] + [p["b"] for p in pairs]
+    scores = {name: pair_scores(embeddings(e, items, paths, out / "cache", log=log), pairs) for name, e in recs}
+    diffs = paired_differences(scores, pairs, SETS["a"][0], cfg.n_boot, cfg.seed) if "a" in runs else {}
+    return rep, diffs
+
+
+# ------------------------------------------------------------------------------ report
+
+def summary_row(name: str, r: dict) -> dict:
+    key = "0.001"
+    gl = r["global"].get(key) or {}
+    fnmr = gl.get("fnmr", {})
+    tar = {k: 1 - v for k, v in fnmr.items()}
+    return {"recogniser": name, "accuracy_mean": r["accuracy_mean"], "accuracy_std": r["accuracy_std"],
+            "ser": r["ser"], "accuracy_per_cell": {k: v["accuracy"] for k, v in r["groups"].items()},
+            "accuracy_ci95_per_cell": {k: v["accuracy_ci95"] for k, v in r["groups"].items()},
+            "worst_cell_accuracy": min(v["accuracy"] for v in r["groups"].values()),
+            "tar_at_fmr_1e-3_global_threshold": tar,
+            "tar_at_fmr_1e-3_mean": float(np.mean(list(tar.values()))) if tar else None,
+            "tar_at_fmr_1e-3_min": float(min(tar.values())) if tar else None,
+            "tar_at_fmr_1e-3_per_cell_threshold": {k: v["tar_at_fmr"].get(key) for k, v in r["groups"].items()},
+            "fdr": gl.get("fdr"), "garbe": gl.get("garbe"), "threshold": gl.get("threshold")}
+
+
+def plot(res: dict) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["table"]
+    names = cell_names()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2.2, 1]})
+    width = 0.8 / len(rows)
+    for n, r in enumerate(rows):
+        acc = np.array([r["accuracy_per_cell"][c] for c in names]) * 100
+        ci = np.array([r["accuracy_ci95_per_cell"][c] for c in names]) * 100
+        x = np.arange(len(names)) + (n - (len(rows) - 1) / 2) * width
+        ax.bar(x, acc, width, label=r["label"], yerr=[acc - ci[:, 0], ci[:, 1] - acc], capsize=2)
+    ax.set_xticks(np.arange(len(names)), names, fontsize=8)
+    lo = min(min(r["accuracy_per_cell"].values()) for r in rows) * 100
+    ax.set(ylabel="verification accuracy % (95 % CI)", ylim=(max(0, lo - 8), 100),
+           title="per-cell accuracy on the balanced renderer benchmark")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    for name, t in res["training"].items():
+        ax2.plot(range(1, len(t["val_accuracy_per_epoch"]) + 1), np.array(t["val_accuracy_per_epoch"]) * 100,
+                 marker="o", ms=3, label=SETS[name][0])
+    ax2.set(xlabel="epoch", ylabel="held-out verification %", title="training (each set's own held-out people)")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pct(v, d=2):
+    return "-" if v is None else f"{100 * v:.{d}f}"
+
+
+def _num(v, d=3):
+    return "-" if v is None else f"{v:.{d}f}"
+
+
+def report_markdown(res: dict, png: Optional[str]) -> str:
+    cfg, info = res["config"], res["info"]
+    names = cell_names()
+    n_ids = len(CELLS) * cfg["ids_per_cell"]
+    L = ["# Pretraining on synthetic faces (issue 14, item 6)", "",
+         f"Command: `{res['command']}`  ", f"Machine: {info['machine']}  ",
+         f"Time: {info['seconds']:.0f} s in all (data {info['data_seconds']:.0f} s, training "
+         f"{info['train_seconds']:.0f} s, evaluation {info['eval_seconds']:.0f} s)", "",
+         f"Every training set has {n_ids} identities x {cfg['images_per_id']} images "
+         f"({n_ids * cfg['images_per_id']} images; {100 * cfg['held_out']:.0f} % of the identities held out for "
+         f"per-epoch verification). Same backbone ({cfg['backbone']}, {cfg['embedding_dim']}-d), {cfg['loss']} loss "
+         f"(scale {cfg['scale']}, margin {cfg['margin'] or 'default'}), SGD lr {cfg['lr']}, {cfg['epochs']} epochs, "
+         f"batch {cfg['batch']}, flip + colour jitter {'on' if cfg['augment'] else 'off'}, seed {cfg['seed']}.", "",
+         f"Benchmark: {len(CELLS) * cfg['bench_ids_per_cell']} renderer people ({cfg['bench_ids_per_cell']} per cell, "
+         f"balanced; world seed {cfg['world_seed']}, identities {BENCH_FIRST:,} + {CELL_STRIDE:,} x cell + "
+         f"0..{cfg['bench_ids_per_cell'] - 1}, used for nothing else) x {cfg['bench_images']} images, ArcFace 112x112 "
+         f"crops; {info['pairs']} pairs: every genuine pair and as many impostor pairs (same cell, same "
+         "identity-disjoint fold) per cell, 10-fold accuracy as RFW. CIs: 95 % bootstrap over pairs.", "",
+         "## Results", "",
+         "| recogniser | training data | mean accuracy % | worst cell % | STD | SER | TAR@FMR 1e-3 mean / min % "
+         "| FDR | GARBE | mean acc. minus (a), 95 % CI | STD minus (a) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["table"]:
+        d = res["paired_differences"].get(r["recogniser"])
+        dtxt = (f"{100 * d['accuracy_mean'][0]:+.2f} [{100 * d['accuracy_mean'][1]:+.2f}, "
+                f"{100 * d['accuracy_mean'][2]:+.2f}]") if d else "-"
+        stxt = (f"{100 * d['accuracy_std'][0]:+.2f} [{100 * d['accuracy_std'][1]:+.2f}, "
+                f"{100 * d['accuracy_std'][2]:+.2f}]") if d else "-"
+        L.append(f"| {r['label']} | {r['data']} | **{_pct(r['accuracy_mean'])}** | {_pct(r['worst_cell_accuracy'])} | "
+                 f"{_pct(r['accuracy_std'])} | {r['ser']:.3f} | {_pct(r['tar_at_fmr_1e-3_mean'], 1)} / "
+                 f"{_pct(r['tar_at_fmr_1e-3_min'], 1)} | {_num(r['fdr'])} | {_num(r['garbe'])} | {dtxt} | {stxt} |")
+    L += ["", "STD: standard deviation of the six cells' accuracies (points); SER: the highest cell error over the "
+          "lowest; TAR, FDR and GARBE at the global threshold where the benchmark's impostors give FMR 1e-3 "
+          "(FDR: 1 is fair; GARBE: 0 is fair).", "",
+          "Per-cell accuracy % (95 % CI):", "",
+          "| recogniser | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for r in res["table"]:
+        L.append(f"| {r['label']} | " + " | ".join(
+            f"{_pct(r['accuracy_per_cell'][c], 1)} [{_pct(r['accuracy_ci95_per_cell'][c][0], 1)}, "
+            f"{_pct(r['accuracy_ci95_per_cell'][c][1], 1)}]" for c in names) + " |")
+    if png:
+        L += ["", f"![per-cell accuracy and training curves]({png})"]
+    L += ["", "## Training sets", "",
+          "| set | identities | images | composition (share of identities per cell, " + ", ".join(names) +
+          ") | held-out verification % (last epoch) | training time s |", "|---|---|---|---|---|---|"]
+    for k, t in res["training"].items():
+        comp = " / ".join(f"{100 * t['composition'][c]:.0f}" for c in names)
+        L.append(f"| {SETS[k][0]}: {SETS[k][1]} | {t['identities']} | {t['images']} | {comp} | "
+                 f"{_pct(t['val_accuracy'])} | {t['train_seconds']:.0f} |")
+    if "c" in res["training"] and res["training"]["c"].get("composition_audit"):
+        comp = " / ".join(f"{100 * res['training']['c']['composition_audit'][c]:.0f}" for c in names)
+        L += ["", f"(c)'s cells are what the world's attribute classifier says of each identity's first image (no cell "
+              f"was requested); the independent audit classifier says {comp}."]
+    L += ["", "## How the sets were made", "",
+          f"- (a) renderer people of world seed {cfg['world_seed']}, identities {REAL_FIRST}+ ({CELL_STRIDE:,} apart per "
+          "cell), forced into the biased population's cells by exact quotas (groups 25/15/60 %, genders 35/65 %), "
+          f"images 0-{cfg['images_per_id'] - 1} of each (the renderer's pose, light, expression and glasses draws).",
+          f"- (b) `synthface.demo`'s pipeline: a bank of {cfg['bank_n']} generated faces labelled by the world's "
+          "classifier, the demographic latent model fitted on it (confidence 0.95), then synthface's identity "
+          "dataset writer with the demo's settings (labels verified at 0.99, identities distinct at the world "
+          "recogniser's FMR 1e-4 threshold on renderer calibration faces, variation strength 0.5, consistency at the "
+          f"same threshold): {cfg['ids_per_cell']} identities per cell.",
+          "- (c) prior seeds of the same generator (z ~ N(0, I), psi 1), kept greedily when below the same separation "
+          "threshold to every identity kept before, varied by the same function as (b) with the same nuisance "
+          "directions, strength, style mixing and consistency threshold; no cell is requested and no label is checked, "
+          "so its demographics are the generator's (which follow its biased training data).",
+          "- (d) the first identities of (a) by the biased quotas of half the set, plus the first half of (b)'s "
+          "identities in every cell: half real, half synthetic, the same total."]
+    return "\n".join(L) + "\n"
+
+
+# ------------------------------------------------------------------------------ entry point
+
+def make_config(quick: bool = False, overrides: Optional[dict] = None) -> PretrainConfig:
+    cfg = PretrainConfig(**(QUICK if quick else {}))
+    names = {f.name for f in fields(PretrainConfig)}
+    for k, v in (overrides or {}).items():
+        if k not in names:
+            raise SynthfaceError(f"--set {k}=...: the pretrain experiment has no setting {k!r}; it has "
+                                 f"{', '.join(sorted(names))}")
+        setattr(cfg, k, v)
+    bad = [s for s in cfg.sets if s not in SETS]
+    if bad or not cfg.sets:
+        raise SynthfaceError(f"sets {cfg.sets}: choose from {', '.join(SETS)}")
+    if cfg.ids_per_cell < 2 or cfg.ids_per_cell % 2:
+        raise SynthfaceError(f"ids_per_cell={cfg.ids_per_cell}: give an even number >= 2 (set d takes half of a and b)")
+    if cfg.images_per_id < 2 or cfg.bench_images < 2 or cfg.bench_ids_per_cell < 4:
+        raise SynthfaceError("images_per_id and bench_images need at least 2, bench_ids_per_cell at least 4")
+    return cfg
+
+
+def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callable = print) -> dict:
+    import torch
+
+    cfg = make_config(quick, overrides)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    out = Path(out)
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    bench = build_benchmark(cfg, data / "benchmark", log)
+    build_real(cfg, data / "real", log)
+    if {"b", "c", "d"} & set(cfg.sets):
+        from ..assets import generator_path
+        from ..generator import load_generator
+        G = load_generator(generator_path(), device="cpu")
+        build_balanced(cfg, G, data / "balanced", log)
+        if "c" in cfg.sets:
+            build_prior(cfg, G, data / "balanced", data / "prior", log)
+    sets = training_sets(cfg, data) if {"b", "c", "d"} & set(cfg.sets) else {"a": _rows(data / "real", "real")}
+    t_data = time.perf_counter() - t0
+    runs, training = {}, {}
+    t1 = time.perf_counter()
+    for k in cfg.sets:
+        csv_path = write_csv(sets[k], data / f"{SETS[k][0]}.csv")
+        res = train_set(cfg, SETS[k][0], csv_path, out / "runs" / SETS[k][0], log)
+        runs[k] = out / "runs" / SETS[k][0]
+        training[k] = {"identities": len({r["identity"] for r in sets[k]}), "images": len(sets[k]),
+                       "composition": composition(sets[k]), "val_accuracy": res["val_accuracy"],
+                       "val_accuracy_per_epoch": res["val_accuracy_per_epoch"], "train_seconds": res["train_seconds"],
+                       "steps": res["steps"]}
+        if k == "c":
+            training[k]["composition_audit"] = composition(sets[k], "cell_audit")
+    t_train = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    rep, diffs = evaluate(cfg, bench, runs, out / "evaluation", log)
+    t_eval = time.perf_counter() - t2
+    table = []
+    for name, r in rep["recognisers"].items():
+        row = summary_row(name, r)
+        k = next((s for s, (n, _) in SETS.items() if n == name), None)
+        row["label"] = f"({k}) {name[2:]}" if k else "world recogniser (reference)"
+        row["data"] = (f"{training[k]['identities']} ids x {cfg.images_per_id}" if k else
+                       "2,500 renderer people x 12 (world identities 100000+)")
+        table.append(row)
+    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data, "train_seconds": t_train,
+            "eval_seconds": t_eval, "pairs": rep["pairs"],
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (load average at the end "
+                       f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} threads"}
+    command = "synthface experiment pretrain --out " + str(out) + (" --quick" if quick else "") + "".join(
+        f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
+    res = {"experiment": "pretrain", "command": command, "config": asdict(cfg), "info": info, "table": table,
+           "paired_differences": diffs, "training": training,
+           "evaluation": str(out / "evaluation" / "report.html")}
+    png = plot(res)
+    atomic_write(out / "accuracy.png", lambda f: f.write(png))
+    md = report_markdown(res, "accuracy.png")
+    from ..evaluation.report import to_html
+    page = to_html(md, out).replace("<title>synthface evaluation</title>", "<title>pretrain experiment</title>")
+    atomic_write(out / "report.md", lambda f: f.write(md.encode()))
+    atomic_write(out / "report.html", lambda f: f.write(page.encode()))
+    write_json_atomic(out / "results.json", res)
+    res["summary"] = {"out": str(out), "seconds": round(info["seconds"], 1),
+                      "accuracy_mean": {r["recogniser"]: round(r["accuracy_mean"], 4) for r in table},
+                      "accuracy_std": {r["recogniser"]: round(r["accuracy_std"], 4) for r in table}}
+    log(f"wrote {out}/report.md, report.html and results.json in {info['seconds']:.0f}s")
+    return res

@@ -1,0 +1,116 @@
+"""The pretrain experiment (issue 14 item 6): its plumbing at toy size, with stand-ins for the
+generator-made sets (b) and (c) so the run stays well under a minute; and the pieces with rules
+of their own (quotas, set d's make-up, prior identity selection, configuration errors)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synthface.errors import SynthfaceError
+from synthface.experiments import EXPERIMENTS, get
+from synthface.experiments import pretrain as P
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_registered():
+    assert "pretrain" in EXPERIMENTS
+    assert get("pretrain") is P.run
+
+
+def test_quotas():
+    assert P.quotas(10, [1, 1, 1]) == [4, 3, 3]
+    # groups 25/15/60 x genders 35/65 over 100 people: 8.75, 16.25, 5.25, 9.75, 21, 39 by largest remainder
+    assert P.biased_quotas(100) == [9, 16, 5, 10, 21, 39]
+    for n in (6, 17, 180, 1000):
+        assert sum(P.biased_quotas(n)) == n
+
+
+def test_config_errors():
+    with pytest.raises(SynthfaceError, match="even"):
+        P.make_config(overrides={"ids_per_cell": 5})
+    with pytest.raises(SynthfaceError, match="no setting 'epoch'"):
+        P.make_config(overrides={"epoch": 3})
+    with pytest.raises(SynthfaceError, match="sets"):
+        P.make_config(overrides={"sets": ["a", "x"]})
+    quick = P.make_config(quick=True)
+    assert quick.ids_per_cell < P.PretrainConfig().ids_per_cell and quick.epochs <= P.PretrainConfig().epochs
+
+
+def test_prior_identities_are_distinct_and_seeded():
+    from synthface.assets import generator_path
+    from synthface.generator import load_generator
+    from synthface.identity import load_embedder
+
+    G, emb = load_generator(generator_path(), device="cpu"), load_embedder("world")
+    sep = 0.3  # strict, so some candidates are rejected
+    seeds, W, imgs, E, visited = P.select_prior_identities(G, emb, 4, sep, seed=0, psi=1.0, noise_mode="const",
+                                                           batch=16)
+    assert len(seeds) == 4 and imgs.shape == (4, 64, 64, 3) and W.shape == (4, G.w_dim)
+    sims = E @ E.T
+    assert (sims[np.triu_indices(4, 1)] < sep).all()
+    again = P.select_prior_identities(G, emb, 4, sep, seed=0, psi=1.0, noise_mode="const", batch=5)
+    np.testing.assert_array_equal(seeds, again[0])  # independent of the batch size
+    with pytest.raises(SynthfaceError, match="distinct prior identities"):
+        P.select_prior_identities(G, emb, 3, -1.0, seed=0, psi=1.0, noise_mode="const", batch=4, budget=1)
+
+
+def _stand_in(first, key):
+    """A fake generator-made set: balanced renderer people written like the real stages write theirs."""
+    def build(cfg, *args):
+        from synthface.world import BALANCED, World
+        path = args[-2]
+        if P._done(path, {"fake": key}):
+            return path
+        tmp = P._fresh(path)
+        names = P.cell_names()
+        rows = []
+        for c, i, crops in P.render_people(World(seed=1, distribution=BALANCED), first,
+                                           [cfg.ids_per_cell] * 6, cfg.images_per_id, 64):
+            for k, im in enumerate(crops):
+                P._save_png(im, tmp / f"{i}/{k}.png")
+                rows.append({"path": f"{i}/{k}.png", "identity": f"{key}{i}", "cell": names[c],
+                             "cell_audit": names[c], "rank": i})
+        (tmp / "rows.json").write_text(json.dumps(rows))
+        return P._finish(tmp, path, {"fake": key})
+    return build
+
+
+def test_plumbing_toy_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "build_balanced", lambda cfg, G, path, log: _stand_in(5_000_000, "bal")(cfg, path, None))
+    monkeypatch.setattr(P, "build_prior", lambda cfg, G, b, path, log: _stand_in(6_000_000, "prior")(cfg, path, None))
+    over = {"ids_per_cell": 2, "images_per_id": 3, "bench_ids_per_cell": 4, "bench_images": 4, "epochs": 1,
+            "batch": 16, "n_boot": 10, "embedding_dim": 16}
+    res = P.run(tmp_path, overrides=over, log=lambda m: None)
+    for f in ("report.md", "report.html", "results.json", "accuracy.png"):
+        assert (tmp_path / f).is_file()
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["recogniser"] for r in saved["table"]] == ["world", "a_real", "b_balanced", "c_prior", "d_mixed"]
+    # the same number of identities and images in every set; d is half a, half b
+    tr = saved["training"]
+    assert {(t["identities"], t["images"]) for t in tr.values()} == {(12, 36)}
+    d = (tmp_path / "data" / "d_mixed.csv").read_text().splitlines()[1:]
+    assert sum(",real" in line for line in d) == sum(",bal" in line for line in d) == 18
+    assert tr["a"]["composition"] == {c: q / 12 for c, q in zip(P.cell_names(), P.biased_quotas(12))}
+    assert all(abs(v - 1 / 6) < 1e-9 for v in tr["b"]["composition"].values())
+    # benchmark people are used for nothing else
+    bench = {json.loads(line)["identity"] for line in (tmp_path / "data" / "benchmark" / "manifest.jsonl").open()}
+    train_ids = {int(line.split(",")[1][4:]) for line in (tmp_path / "data" / "a_real.csv").read_text().splitlines()[1:]}
+    assert len(bench) == 24 and not bench & train_ids
+    # the world recogniser reads the benchmark as it should; one-epoch toy nets are far below it
+    acc = {r["recogniser"]: r["accuracy_mean"] for r in saved["table"]}
+    assert acc["world"] > 0.85 and all(acc[k] < acc["world"] for k in acc if k != "world")
+    diffs = saved["paired_differences"]
+    assert set(diffs) == {"world", "b_balanced", "c_prior", "d_mixed"}
+    lo_hi = diffs["world"]["accuracy_mean"]
+    assert lo_hi[1] <= lo_hi[0] <= lo_hi[2] and lo_hi[0] == pytest.approx(acc["world"] - acc["a_real"], abs=1e-9)
+    assert res["summary"]["accuracy_mean"]["world"] == round(acc["world"], 4)
