@@ -63,10 +63,16 @@ def test_acceptance_reads_the_aggregate():
     assert not acc["cid_beats_erm_at_rho_ge_0.5"] and acc["cid_drop_smaller_than_erm"]
 
 
-def test_experiment_cid_cli_writes_the_report(tmp_path):
-    out = tmp_path / "cid"
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cid") / "s0"
     r = CliRunner().invoke(main, ["experiment", "cid", "--out", str(out), "--quick", *TOY])
     assert r.exit_code == 0, r.output
+    return out
+
+
+def test_experiment_cid_cli_writes_the_report(toy_run):
+    out = toy_run
     res = json.loads((out / "results.json").read_text())
     assert len(res["runs"]) == 2 * 3 and set(res["aggregate"]) == {"erm", "cid", "oracle"}
     assert res["config"]["epochs"] == 1 and res["info"]["bandwidth"] > 0
@@ -77,3 +83,26 @@ def test_experiment_cid_cli_writes_the_report(tmp_path):
     assert "worst-10 % identity accuracy" in md and "rho 0.9" in md and "--quick" in md
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table>" in html
+
+
+def test_combine_pools_seed_split_runs(tmp_path, toy_run):
+    from synthface.experiments.cid import combine
+
+    out = toy_run
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["weight_diagnostics"]) == {"erm", "cid", "cid-default", "oracle"}
+    wd = res["weight_diagnostics"]
+    assert wd["erm"]["0.9"]["dominant_share"][0] > wd["oracle"]["0.9"]["dominant_share"][0]
+    # a second "process" that ran seed 1 (faked from seed 0's rows, accuracies shifted)
+    other = json.loads(json.dumps(res))
+    other["config"]["seeds"] = [1]
+    for row in other["runs"]:
+        row["seed"], row["accuracy"] = 1, row["accuracy"] + 0.1
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "results.json").write_text(json.dumps(other))
+    both = combine([out, tmp_path / "s1"], tmp_path / "both", log=lambda s: None)
+    assert both["config"]["seeds"] == [0, 1] and len(both["runs"]) == 2 * len(res["runs"])
+    mean, std = both["aggregate"]["erm"]["0.0"]["accuracy"]
+    assert mean == pytest.approx(res["aggregate"]["erm"]["0.0"]["accuracy"][0] + 0.05)
+    assert std == pytest.approx(0.1 / np.sqrt(2))
+    assert (tmp_path / "both" / "report.html").is_file()
