@@ -76,3 +76,20 @@ def test_dataset_config_needs_reference_faces_or_an_explicit_fallback():
         check_threshold_config(DatasetConfig(reference="world", separation_fmr=2.0))
     with pytest.raises(SynthfaceError, match="cosine"):
         check_threshold_config(DatasetConfig(separation=3.0))
+
+
+def test_a_rerun_may_raise_the_budgets_but_not_change_other_settings(tmp_path):
+    """The variation-budget error tells the user to raise --variation-budget and rerun: that resume works."""
+    import json
+
+    from synthface.dataset.writer import _check_or_write_meta
+
+    meta = {"version": 1, "config": {"identity_budget": 50.0, "variation_budget": 20, "seed": 0}}
+    _check_or_write_meta(tmp_path, meta)
+    raised = {"version": 1, "config": {"identity_budget": 50.0, "variation_budget": 60, "seed": 0}}
+    _check_or_write_meta(tmp_path, raised)
+    assert json.loads((tmp_path / "dataset.json").read_text()) == raised
+    for other in ({"identity_budget": 50.0, "variation_budget": 20, "seed": 0},   # lowered: refused
+                  {"identity_budget": 50.0, "variation_budget": 60, "seed": 1}):  # another seed: refused
+        with pytest.raises(SynthfaceError, match="different settings"):
+            _check_or_write_meta(tmp_path, {"version": 1, "config": other})

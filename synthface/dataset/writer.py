@@ -130,6 +130,9 @@ def _leakage_info(leakage) -> Optional[dict]:
             "sha256": hashlib.sha256(np.ascontiguousarray(leakage, np.float32).tobytes()).hexdigest()[:16]}
 
 
+GROWABLE = ("identity_budget", "variation_budget")  # settings a rerun may raise
+
+
 def _check_or_write_meta(out: Path, meta: dict) -> None:
     """dataset.json records what makes the dataset; a rerun must match it to resume."""
     out.mkdir(parents=True, exist_ok=True)
@@ -140,10 +143,17 @@ def _check_or_write_meta(out: Path, meta: dict) -> None:
     old = json.loads(mpath.read_text())
     if old.get("config", {}).get("extra") == {}:  # a field older versions wrote, always empty
         old = {**old, "config": {k: v for k, v in old["config"].items() if k != "extra"}}
+    # Budgets may grow on a rerun: a budget only caps the attempts, and attempts are numbered, so
+    # everything written under the smaller one is exactly what the larger one gives.
+    raised = {k for k in GROWABLE if meta["config"][k] > old.get("config", {}).get(k, meta["config"][k])}
+    if raised:
+        old = {**old, "config": {**old["config"], **{k: meta["config"][k] for k in raised}}}
     if old != meta:
         diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
         raise SynthfaceError(f"{out} holds a dataset made with different settings ({', '.join(diff)}); use a new "
                              "--out, or the same arguments to resume")
+    if raised:
+        write_json_atomic(mpath, meta)
 
 
 # Below this many identities per cell, selection itself is quicker than estimating the capacity first.
