@@ -104,7 +104,8 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     assert all(abs(v - 1 / 6) < 1e-9 for v in tr["b"]["composition"].values())
     # benchmark people are used for nothing else
     bench = {json.loads(line)["identity"] for line in (tmp_path / "data" / "benchmark" / "manifest.jsonl").open()}
-    train_ids = {int(line.split(",")[1][4:]) for line in (tmp_path / "data" / "a_real.csv").read_text().splitlines()[1:]}
+    real_csv = (tmp_path / "data" / "a_real.csv").read_text().splitlines()[1:]
+    train_ids = {int(line.split(",")[1][4:]) for line in real_csv}
     assert len(bench) == 24 and not bench & train_ids
     # the world recogniser reads the benchmark as it should; one-epoch toy nets are far below it
     acc = {r["recogniser"]: r["accuracy_mean"] for r in saved["table"]}

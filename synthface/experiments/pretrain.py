@@ -64,6 +64,7 @@ class PretrainConfig:
     # attempts per image for b's and c's variations (DatasetConfig's default 20 lets one hard identity in a
     # few hundred stop the whole dataset; more attempts change nothing for the identities that pass at 20)
     variation_budget: int = 60
+    variation_strength: float = 0.5   # b's and c's variation strength (the demo's DEMO_IDENTITIES value)
     bench_ids_per_cell: int = 200     # benchmark people per cell
     bench_images: int = 5
     backbone: str = "world-recognizer"
@@ -206,20 +207,26 @@ def _cell_of(labels: dict) -> str:
     return f"{labels['group']}/{labels['gender']}"
 
 
+def _identity_settings(cfg: PretrainConfig) -> dict:
+    """The demo's identity-dataset settings with this experiment's variation strength."""
+    from ..demo import DEMO_IDENTITIES
+    return {**DEMO_IDENTITIES, "strength": cfg.variation_strength}
+
+
 def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
     """(b): the demo's pipeline (synthface.demo.balanced_set / identity_set): label a bank, fit the
     latent model, generate ids_per_cell identities x images_per_id per cell."""
     import warnings
 
     from ..dataset import DatasetConfig, generate_dataset
-    from ..demo import DEMO_FIT, DEMO_IDENTITIES
+    from ..demo import DEMO_FIT
     from ..identity import load_embedder
     from ..labelling import load_labeller
     from ..latent import DemographicLatentModel, build_bank
 
     key = {"stage": "balanced", **{k: getattr(cfg, k) for k in ("bank_n", "ids_per_cell", "images_per_id", "seed",
                                                                  "variation_budget")},
-           "fit": DEMO_FIT, "identities": DEMO_IDENTITIES}
+           "fit": DEMO_FIT, "identities": _identity_settings(cfg)}
     if _done(path, key):
         return path
     t0 = time.perf_counter()
@@ -241,7 +248,7 @@ def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
     model.save(tmp / "model.synthface")
     log(f"(b) latent model fitted on {cfg.bank_n} labelled latents in {time.perf_counter() - t0:.0f}s")
     dcfg = DatasetConfig(ids_per_cell=cfg.ids_per_cell, images_per_id=cfg.images_per_id, seed=cfg.seed,
-                         variation_budget=cfg.variation_budget, **DEMO_IDENTITIES)
+                         variation_budget=cfg.variation_budget, **_identity_settings(cfg))
     summary = generate_dataset(model, G, verifier, embedder, tmp / "dataset", dcfg, progress=progress, log=log)
     rows = []
     for rec in sorted((tmp / "dataset" / "records").glob("*.json")):
@@ -269,7 +276,8 @@ def select_prior_identities(G, embedder, n: int, separation: float, seed: int, p
     seeds, ws, imgs, embs = [], [], [], []
     j, limit = 0, int(np.ceil(budget * n))
     while len(seeds) < n and j < limit:
-        cand = [int(keyed_rng(seed, name_key("prior"), k).integers(0, 2**32 - 1)) for k in range(j, min(j + batch, limit))]
+        cand = [int(keyed_rng(seed, name_key("prior"), k).integers(0, 2**32 - 1))
+                for k in range(j, min(j + batch, limit))]
         j += len(cand)
         W = prior_latents(G, cand, psi)
         im = synthesize(G, W, noise_mode, batch)
@@ -293,7 +301,6 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
     """(c): prior identities, distinct at b's separation threshold, varied as b's are (b's latent
     model supplies the nuisance directions; an empty cell spec means no label is checked)."""
     from ..dataset.writer import crop112
-    from ..demo import DEMO_IDENTITIES
     from ..identity import load_embedder
     from ..identity.identities import make_variations, nuisance_basis
     from ..labelling import load_labeller
@@ -302,7 +309,7 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
     n = len(CELLS) * cfg.ids_per_cell
     key = {"stage": "prior", "n": n, **{k: getattr(cfg, k) for k in ("images_per_id", "seed", "bank_n",
                                                                      "variation_budget")},
-           "identities": DEMO_IDENTITIES}
+           "identities": _identity_settings(cfg)}
     if _done(path, key):
         return path
     t0 = time.perf_counter()
@@ -321,7 +328,7 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
         if len(kept) == n:
             break
         res = make_variations(model, G, verifier, embedder, {}, W[i], emb[i], PRIOR_INDEX + i, cfg.images_per_id,
-                              cfg.seed, basis, scales, DEMO_IDENTITIES["strength"], None, thr["consistency"],
+                              cfg.seed, basis, scales, cfg.variation_strength, None, thr["consistency"],
                               None, cfg.variation_budget, 32)
         if len(res["variations"]) < cfg.images_per_id:
             failed += 1
@@ -474,6 +481,12 @@ def summary_row(name: str, r: dict) -> dict:
             "fdr": gl.get("fdr"), "garbe": gl.get("garbe"), "threshold": gl.get("threshold")}
 
 
+def _colour(recogniser: str) -> str:
+    """The same colour for a recogniser in every panel: world C0, then a-d C1-C4."""
+    names = ["world"] + [n for n, _ in SETS.values()]
+    return f"C{names.index(recogniser)}" if recogniser in names else "k"
+
+
 def plot(res: dict) -> bytes:
     import matplotlib
     matplotlib.use("Agg")
@@ -481,22 +494,23 @@ def plot(res: dict) -> bytes:
 
     rows = res["table"]
     names = cell_names()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2.2, 1]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [2.2, 1]})
     width = 0.8 / len(rows)
     for n, r in enumerate(rows):
         acc = np.array([r["accuracy_per_cell"][c] for c in names]) * 100
         ci = np.array([r["accuracy_ci95_per_cell"][c] for c in names]) * 100
         x = np.arange(len(names)) + (n - (len(rows) - 1) / 2) * width
-        ax.bar(x, acc, width, label=r["label"], yerr=[acc - ci[:, 0], ci[:, 1] - acc], capsize=2)
+        ax.bar(x, acc, width, label=r["label"], yerr=[acc - ci[:, 0], ci[:, 1] - acc], capsize=2,
+               color=_colour(r["recogniser"]))
     ax.set_xticks(np.arange(len(names)), names, fontsize=8)
     lo = min(min(r["accuracy_per_cell"].values()) for r in rows) * 100
     ax.set(ylabel="verification accuracy % (95 % CI)", ylim=(max(0, lo - 8), 100),
            title="per-cell accuracy on the balanced renderer benchmark")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, ncol=len(rows), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
     for name, t in res["training"].items():
         ax2.plot(range(1, len(t["val_accuracy_per_epoch"]) + 1), np.array(t["val_accuracy_per_epoch"]) * 100,
-                 marker="o", ms=3, label=SETS[name][0])
+                 marker="o", ms=3, label=SETS[name][0], color=_colour(SETS[name][0]))
     ax2.set(xlabel="epoch", ylabel="held-out verification %", title="training (each set's own held-out people)")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
@@ -569,13 +583,16 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
         L += ["", f"(c)'s cells are what the world's attribute classifier says of each identity's first image (no cell "
               f"was requested); the independent audit classifier says {comp}."]
     L += ["", "## How the sets were made", "",
-          f"- (a) renderer people of world seed {cfg['world_seed']}, identities {REAL_FIRST}+ ({CELL_STRIDE:,} apart per "
+          f"- (a) renderer people of world seed {cfg['world_seed']}, identities {REAL_FIRST:,}+ ({CELL_STRIDE:,} apart "
+          "per "
           "cell), forced into the biased population's cells by exact quotas (groups 25/15/60 %, genders 35/65 %), "
           f"images 0-{cfg['images_per_id'] - 1} of each (the renderer's pose, light, expression and glasses draws).",
           f"- (b) `synthface.demo`'s pipeline: a bank of {cfg['bank_n']} generated faces labelled by the world's "
           "classifier, the demographic latent model fitted on it (confidence 0.95), then synthface's identity "
           "dataset writer with the demo's settings (labels verified at 0.99, identities distinct at the world "
-          "recogniser's FMR 1e-4 threshold on renderer calibration faces, variation strength 0.5, consistency at the "
+          "recogniser's FMR 1e-4 threshold on renderer calibration faces, variation strength "
+          f"{cfg['variation_strength']}, "
+          "consistency at the "
           f"same threshold): {cfg['ids_per_cell']} identities per cell.",
           "- (c) prior seeds of the same generator (z ~ N(0, I), psi 1), kept greedily when below the same separation "
           "threshold to every identity kept before, varied by the same function as (b) with the same nuisance "
