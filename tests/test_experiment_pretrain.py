@@ -115,3 +115,8 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     lo_hi = diffs["world"]["accuracy_mean"]
     assert lo_hi[1] <= lo_hi[0] <= lo_hi[2] and lo_hi[0] == pytest.approx(acc["world"] - acc["a_real"], abs=1e-9)
     assert res["summary"]["accuracy_mean"]["world"] == round(acc["world"], 4)
+    # a second run into the same folder reuses every stage, says so, and scores the same
+    again = P.run(tmp_path, overrides=over, log=lambda m: None)
+    assert {"data/benchmark", "data/real", "runs/a_real", "runs/d_mixed"} <= set(again["info"]["reused"])
+    assert [r["accuracy_mean"] for r in again["table"]] == [r["accuracy_mean"] for r in saved["table"]]
+    assert "reused from an earlier run" in (tmp_path / "report.md").read_text()

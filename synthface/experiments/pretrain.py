@@ -536,7 +536,9 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
     L = ["# Pretraining on synthetic faces (issue 14, item 6)", "",
          f"Command: `{res['command']}`  ", f"Machine: {info['machine']}  ",
          f"Time: {info['seconds']:.0f} s in all (data {info['data_seconds']:.0f} s, training "
-         f"{info['train_seconds']:.0f} s, evaluation {info['eval_seconds']:.0f} s)", "",
+         f"{info['train_seconds']:.0f} s, evaluation {info['eval_seconds']:.0f} s)"
+         + (f"; reused from an earlier run into this folder, so not in these times: {', '.join(info['reused'])}"
+            if info.get("reused") else ""), "",
          f"Every training set has {n_ids} identities x {cfg['images_per_id']} images "
          f"({n_ids * cfg['images_per_id']} images; {100 * cfg['held_out']:.0f} % of the identities held out for "
          f"per-epoch verification). Same backbone ({cfg['backbone']}, {cfg['embedding_dim']}-d), {cfg['loss']} loss "
@@ -571,6 +573,9 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
             f"{_pct(r['accuracy_ci95_per_cell'][c][1], 1)}]" for c in names) + " |")
     if png:
         L += ["", f"![per-cell accuracy and training curves]({png})"]
+    L += ["", "Each recogniser's ROC per cell, score distributions and hardest pairs: "
+          "`evaluation/report.html`; each training run's card and curves: "
+          "`runs/<set>/README.md`."]
     L += ["", "## Training sets", "",
           "| set | identities | images | composition (share of identities per cell, " + ", ".join(names) +
           ") | held-out verification % (last epoch) | training time s |", "|---|---|---|---|---|---|"]
@@ -632,7 +637,7 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     out = Path(out)
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     bench = build_benchmark(cfg, data / "benchmark", log)
     build_real(cfg, data / "real", log)
     if {"b", "c", "d"} & set(cfg.sets):
@@ -668,7 +673,11 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
         row["data"] = (f"{training[k]['identities']} ids x {cfg.images_per_id}" if k else
                        "2,500 renderer people x 12 (world identities 100000+)")
         table.append(row)
-    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data, "train_seconds": t_train,
+    # stages finished by an earlier invocation into the same folder: their time is not in this one's
+    stages = [data / "benchmark", data / "real", data / "balanced", data / "prior"] + list(runs.values())
+    reused = [str(p.relative_to(out)) for p in stages
+              if (p / ".done.json").is_file() and (p / ".done.json").stat().st_mtime < started]
+    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data, "train_seconds": t_train, "reused": reused,
             "eval_seconds": t_eval, "pairs": rep["pairs"],
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (load average at the end "
                        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} threads"}
