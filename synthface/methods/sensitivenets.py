@@ -337,6 +337,8 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
             total = total + torch.stack(terms).mean(0)
         return total
 
+    # long: warm-up, then epochs that alternate projection steps with detector-pool retraining and
+    # log both; the pieces share the batch sampler, optimisers and pool, so they read best in one place.
     def fit(self, X, identity, sensitive: Mapping[str, Sequence], log: Optional[Callable[[str], None]] = None):
         """Train the projection. X: (n, d) embeddings; identity: (n,) labels; sensitive: {name: (n,) labels}.
 

@@ -164,6 +164,7 @@ def _backbone(cfg: RecognitionConfig, factory):
     return build_backbone(cfg.backbone, cfg.embedding_dim)
 
 
+# long: configuration to artefacts in order (data, split, backbone, head, Trainer, ONNX, card), one step each.
 def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
                       backbone_factory: Optional[Callable[[int], nn.Module]] = None,
                       stop_after: Optional[int] = None, progress: Optional[bool] = None) -> dict:
