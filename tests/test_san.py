@@ -1,0 +1,169 @@
+"""Semi-Adversarial Networks (synthface.methods.san): architecture, prototypes, loss schedule, training,
+persistence and bad input. Tiny images and auxiliary nets keep it fast."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from synthface.errors import SynthfaceError
+from synthface.methods.san import (SANAutoencoder, SANObjective, SemiAdversarialNet, gender_codes,
+                                   gender_prototypes)
+from synthface.methods.san_aux import GenderClassifier, Matcher, _Input, gender_columns, load_gender_classifier, \
+    load_matcher
+
+S = 16
+
+
+def _faces(n=32, seed=0):
+    """Women bright, men dark, with noise: a gender a tiny classifier can read."""
+    rng = np.random.default_rng(seed)
+    g = np.arange(n) % 2
+    base = np.where(g == 0, 170, 80)[:, None, None, None]
+    x = base + rng.normal(0, 25, (n, S, S, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), g
+
+
+def _aux(seed=0):
+    torch.manual_seed(seed)
+    inp = _Input("arcface", "none", S, 127.5, 127.5)
+    clf = GenderClassifier(nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                         nn.Flatten(), nn.Linear(4, 2)), [0, 1], inp, "tiny-clf")
+    mat = Matcher(nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten()),
+                  inp, "tiny-matcher")
+    for m in (clf, mat):
+        m.eval().requires_grad_(False)
+    return clf, mat
+
+
+def _small(**kw):
+    cfg = dict(size=S, dec_channels=(8, 8), pretrain_epochs=0, epochs=3, matcher_start=1, batch_size=8, lr=2e-3,
+               gender_classifier=None, matcher=None, device="cpu")
+    cfg.update(kw)
+    return SemiAdversarialNet(**cfg)
+
+
+def test_official_configuration_has_324248_parameters_and_output_shapes():
+    net = SANAutoencoder()
+    assert sum(p.numel() for p in net.parameters()) == 324_248
+    sizes = [p.numel() for p in net.parameters()]
+    assert sizes == [288, 8, 864, 12, 27_648, 256, 294_912, 128, 131, 1]
+    x, same, opp, neu = torch.rand(2, 1, 224, 224), torch.rand(2, 3, 224, 224), torch.rand(2, 3, 224, 224), \
+        torch.rand(2, 3, 224, 224)
+    outs = net(x, same, [opp, neu])
+    assert [tuple(o.shape) for o in outs] == [(2, 1, 224, 224)] * 3
+    assert all(float(o.min()) >= 0 and float(o.max()) <= 1 for o in (o.detach() for o in outs))
+    rgb = SANAutoencoder(rgb=True)
+    assert tuple(rgb(torch.rand(1, 3, 112, 112), torch.rand(1, 3, 112, 112))[0].shape) == (1, 3, 112, 112)
+    # widened first conv (6 -> 8) and a combiner to 3 channels: 324,248 + 2*8*9 + 2*131 + 2
+    assert sum(p.numel() for p in rgb.parameters()) == 324_248 + 144 + 264
+
+
+def test_prototypes_are_per_gender_means_and_the_neutral_one_their_weighted_mean():
+    imgs = np.zeros((5, 4, 4, 3), np.uint8)
+    imgs[:2] = 200          # two women
+    imgs[2:] = 50           # three men
+    imgs[2, 0, 0] = 110
+    codes = gender_codes(["female", "Female", "male", "male", "male"])
+    protos, counts = gender_prototypes(imgs, codes)
+    assert counts == {"female": 2, "male": 3}
+    assert protos.shape == (3, 3, 4, 4)
+    assert np.allclose(protos[0], 200 / 255)
+    assert np.isclose(protos[1, 0, 0, 0], (110 + 50 + 50) / 3 / 255) and np.isclose(protos[1, 1, 1, 1], 50 / 255)
+    assert np.allclose(protos[2], (2 * protos[0] + 3 * protos[1]) / 5)
+    assert gender_codes(np.array([0, 1])).tolist() == [0, 1]
+
+
+def test_matcher_term_is_off_for_the_first_five_epochs():
+    calls = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            return torch.nn.functional.normalize(x.mean((2, 3)) + torch.arange(x.shape[1]).float(), dim=1)
+
+    clf, _ = _aux()
+    mat = Counting()
+    mat.dummy = nn.Parameter(torch.zeros(1), requires_grad=False)
+    obj = SANObjective(SANAutoencoder(dec_channels=(8, 8)), torch.rand(2, 3, S, S), clf, mat)
+    assert [obj.matcher_on(e) for e in range(7)] == [False] * 5 + [True] * 2
+    x, g = _faces(4)
+    batch = {"image": torch.from_numpy(x).permute(0, 3, 1, 2).float()[:, :1] / 255, "gender": torch.from_numpy(g)}
+    _, m4 = obj({**batch, "epoch": torch.full((4,), 4)})
+    assert calls == [] and float(m4["match"]) == 0 and m4["matcher_on"] == 0
+    _, m5 = obj({**batch, "epoch": torch.full((4,), 5)})
+    assert calls == [4, 4, 4] and m5["matcher_on"] == 1
+    assert SANObjective(obj.net, obj.prototypes, clf, mat, matcher_weight=0).matcher_on(9) is False
+
+
+def test_tiny_training_run_lowers_the_loss_and_follows_the_schedule(tmp_path):
+    x, g = _faces(32)
+    clf, mat = _aux()
+    san = _small(epochs=6, matcher_start=2, pretrain_epochs=1).fit(x, g, classifier=clf, matcher=mat)
+    hist = [h for h in san.history_ if h["stage"] == "san"]
+    assert [h["matcher_on"] for h in hist] == [0, 0, 1, 1, 1, 1]
+    assert [h["stage"] for h in san.history_].count("pretrain") == 1
+    gender = [h["gender_same"] + h["gender_opposite"] for h in hist]
+    assert gender[-1] < gender[0]
+    assert hist[-1]["loss"] < hist[2]["loss"]  # same objective (matcher on from epoch 2)
+    assert hist[1]["loss"] < hist[0]["loss"]
+    out = san.transform(x, "opposite", gender=g)
+    assert out.shape == x.shape and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all()  # the grey model's output, replicated to RGB
+
+
+def test_save_load_round_trip_gives_the_same_outputs_and_params(tmp_path):
+    x, g = _faces(16)
+    clf, mat = _aux()
+    san = _small(epochs=1, rgb=True).fit(x, g, classifier=clf, matcher=mat)
+    path = san.save(tmp_path / "m.san")
+    back = SemiAdversarialNet.load(path)
+    assert back.get_params() == {**san.get_params(), "enc_channels": [8, 12], "dec_channels": [8, 8]}
+    a, b = san.outputs(x, g), back.outputs(x, g)
+    for p in ("same", "opposite", "neutral"):
+        assert np.array_equal(a[p], b[p])
+    assert np.array_equal(back.prototypes_, san.prototypes_) and back.counts_ == {"female": 8, "male": 8}
+    assert back.history_ == san.history_
+    assert not np.array_equal(a["same"], a["opposite"])
+
+
+def test_bad_input_messages(tmp_path):
+    x, g = _faces(16)
+    clf, mat = _aux()
+    with pytest.raises(SynthfaceError, match="works at 16x16"):
+        _small().fit(np.zeros((16, 32, 32, 3), np.uint8), g, classifier=clf, matcher=mat)
+    with pytest.raises(SynthfaceError, match=r"\[N, S, S, 3\]"):
+        _small().fit(x[..., :1], g, classifier=clf, matcher=mat)
+    with pytest.raises(SynthfaceError, match="no male faces"):
+        _small().fit(x, np.zeros(16, int), classifier=clf, matcher=mat)
+    with pytest.raises(SynthfaceError, match="female or male"):
+        gender_codes(["woman", "man"])
+    with pytest.raises(SynthfaceError, match="exactly the two classes female and male"):
+        gender_columns(["group1", "group2", "group3"], [0, 3], "world group head")
+    for spec in ("world", "onnx:/x/model.onnx", "insightface:/pack"):
+        with pytest.raises(SynthfaceError, match="cannot pass gradients.*world-recognizer"):
+            load_matcher(spec)
+    with pytest.raises(SynthfaceError, match="cannot pass gradients.*world-attributes"):
+        load_gender_classifier("genderage:/pack")
+    with pytest.raises(SynthfaceError, match="not fitted"):
+        _small().transform(x)
+    san = _small(epochs=1).fit(x, g, classifier=clf, matcher=mat)
+    with pytest.raises(SynthfaceError, match="pass gender="):
+        san.transform(x, "opposite")
+    assert san.transform(x, "neutral").shape == x.shape
+    with pytest.raises(SynthfaceError, match="prototype must be one of"):
+        san.transform(x, "other", gender=g)
+    with pytest.raises(SynthfaceError, match="not a SemiAdversarialNet model"):
+        (tmp_path / "bad.san").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+        SemiAdversarialNet.load(tmp_path / "bad.san")
+
+
+def test_world_auxiliary_networks_load_with_gender_columns():
+    clf = load_gender_classifier("world-genderage")
+    assert clf.columns == [0, 1]
+    assert load_gender_classifier("world-audit-attributes").columns == [3, 4]
+    m = load_matcher("torch:world-recognizer")
+    x = torch.rand(2, 1, 112, 112, requires_grad=True)
+    m(x).sum().backward()  # gradients reach the image
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    assert tuple(clf(torch.rand(2, 3, 112, 112)).shape) == (2, 2)
