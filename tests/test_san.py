@@ -167,3 +167,33 @@ def test_world_auxiliary_networks_load_with_gender_columns():
     m(x).sum().backward()  # gradients reach the image
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
     assert tuple(clf(torch.rand(2, 3, 112, 112)).shape) == (2, 2)
+
+
+def test_ensemble_releases_the_most_confounding_member_and_round_trips(tmp_path):
+    from synthface.methods.san_ensemble import SANEnsemble, load_san
+
+    x, g = _faces(16)
+    clfs = [_aux(0)[0], _aux(1)[0]]
+    mat = _aux()[1]
+    base = dict(size=S, dec_channels=(8, 8), pretrain_epochs=0, epochs=1, matcher_start=0, batch_size=8,
+                device="cpu", matcher=None)
+    ens = SANEnsemble(n_members=2, base=base).fit(x, g, classifiers=clfs, matcher=mat)
+    assert [m.seed for m in ens.members_] == [0, 1]
+    out, info = ens.choose(x, g, classifiers=clfs)
+    cands = info["candidates"]
+    assert cands.shape == (2,) + x.shape
+    p_true, _ = ens._scores(cands, x, g, clfs, None, 64)
+    assert np.array_equal(info["member"], p_true.argmin(0))
+    assert np.array_equal(out, cands[info["member"], np.arange(len(x))])
+    ens.set_params(min_similarity=2.0)  # unreachable floor: the most similar member is released
+    _, info2 = ens.choose(x, g, classifiers=clfs, matcher=mat)
+    _, sims = ens._scores(cands, x, g, clfs, mat, 64)
+    assert np.array_equal(info2["member"], sims.argmax(0))
+    ens.set_params(rule="random", min_similarity=None)
+    r1, r2 = ens.choose(x, g)[1]["member"], ens.choose(x, g)[1]["member"]
+    assert np.array_equal(r1, r2) and set(r1.tolist()) <= {0, 1}
+    back = load_san(ens.save(tmp_path / "e.san"))
+    assert isinstance(back, SANEnsemble) and back.rule == "random"
+    assert np.array_equal(back.candidates(x, g), cands)
+    with pytest.raises(SynthfaceError, match="rule must be one of"):
+        SANEnsemble(rule="best").fit(x, g)

@@ -2,3 +2,5 @@
 
 from .sensitivenets import SensitiveNets
 from .cid import CIDWeights, oracle_identity_weights
+from .san import SemiAdversarialNet
+from .san_ensemble import SANEnsemble
