@@ -280,6 +280,8 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--ray", "ray_shards", type=click.IntRange(min=1), default=None,
               help="run this many shards on Ray actors (one GPU each if any; needs ray[data]), then merge")
 @click.option("--audit", "audit_spec", default=None, help="recogniser that judges the merged set (" + EMBEDDER_HELP + ")")
+@click.option("--rec-encoding", type=click.Choice(["jpeg444", "jpeg420", "png"]), default="jpeg444", show_default=True,
+              help="images in rec/train.rec: JPEG q95 without (444) or with (420) chroma subsampling, or lossless PNG")
 @click.option("--audit-fmr", type=float, default=1e-3, show_default=True,
               help="the audit's threshold: its false-match rate on the reference faces")
 @click.option("--audit-quantile", type=float, default=None,
@@ -290,7 +292,7 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
              separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
              reference_images, leakage_gallery, leakage_threshold, strength, mix_from, accept_confidence, truncation,
              identity_budget, capacity_candidates, variation_budget, full_res, seed, shard_index, num_shards,
-             no_merge, ray_shards, audit_spec, audit_fmr, audit_quantile, batch_size, device):
+             no_merge, ray_shards, audit_spec, rec_encoding, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
     from .dataset import DatasetConfig, run_generate
 
@@ -304,7 +306,8 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,
                shard_index=shard_index, num_shards=num_shards, merge_after=not no_merge, ray_shards=ray_shards,
                audit=audit_spec, audit_quantile=audit_quantile, audit_fmr=audit_fmr, leakage_gallery=leakage_gallery,
-               device=device, capacity_candidates=capacity_candidates, log=lambda m: click.echo(m, err=True))
+               device=device, capacity_candidates=capacity_candidates, rec_encoding=rec_encoding,
+               log=lambda m: click.echo(m, err=True))
     if "ray" in res:
         click.echo(f"ray: {len(res['ray'])} shards finished", err=True)
     else:
@@ -334,14 +337,17 @@ def _reference(embeddings, images):
 @click.option("--reference-embeddings", type=click.Path(dir_okay=False), default=None)
 @click.option("--reference-images", type=click.Path(file_okay=False), default=None)
 @click.option("--network", default=None, help="generator, for --audit-quantile")
+@click.option("--rec-encoding", type=click.Choice(["jpeg444", "jpeg420", "png"]), default="jpeg444", show_default=True,
+              help="images in rec/train.rec: JPEG q95 without (444) or with (420) chroma subsampling, or lossless PNG")
 @click.option("--device", default="auto", show_default=True)
 def merge_cmd(out, audit_spec, audit_threshold, audit_fmr, audit_quantile, reference_embeddings, reference_images,
-              network, device):
+              network, rec_encoding, device):
     """Validate a (sharded) dataset; write manifest, RecordIO, HF metadata, pairs, metrics and card."""
     from .dataset import run_merge
 
     _print_summary(_run(run_merge, out, audit_spec, audit_threshold, audit_quantile, network, device, audit_fmr,
-                        _reference(reference_embeddings, reference_images), log=lambda m: click.echo(m, err=True)),
+                        _reference(reference_embeddings, reference_images), rec_encoding=rec_encoding,
+                        log=lambda m: click.echo(m, err=True)),
                    out)
 
 
@@ -481,6 +487,8 @@ from .cli_capacity import capacity as _capacity  # noqa: E402
 main.add_command(_capacity)
 from .cli_methods import register as _register_methods  # noqa: E402  (leakage; train sensitivenets)
 _register_methods(main)
+from .cli_san import register as _register_san  # noqa: E402  (train san, perturb, privacy)
+_register_san(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -197,3 +197,60 @@ def test_ensemble_releases_the_most_confounding_member_and_round_trips(tmp_path)
     assert np.array_equal(back.candidates(x, g), cands)
     with pytest.raises(SynthfaceError, match="rule must be one of"):
         SANEnsemble(rule="best").fit(x, g)
+
+
+def _renderer_dataset(path, ids_per_cell=2, images=3):
+    """A synthface-layout dataset (manifest.jsonl, imagefolder/ of 112px ArcFace crops) of renderer faces."""
+    import json
+
+    from synthface.experiments.pretrain_data import CELLS, cell_names, render_people
+    from synthface.fileio import save_image_atomic
+    from synthface.world import BALANCED, World
+
+    rows, names = [], cell_names()
+    for c, i, crops in render_people(World(seed=0, distribution=BALANCED), 7_000_000, [ids_per_cell] * len(CELLS),
+                                     images, 64):
+        for k, im in enumerate(crops):
+            rel = f"imagefolder/{i}/{k:03d}.png"
+            save_image_atomic(im, path / rel)
+            rows.append({"path": rel, "identity": i, "cell": names[c]})
+    (path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_cli_train_perturb_privacy(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from synthface.cli import main
+
+    data = _renderer_dataset(tmp_path / "d")
+    run = CliRunner()
+    r = run.invoke(main, ["train", "san", "--dataset", str(data), "--out", str(tmp_path / "m.san"), "--size", "32",
+                          "--dec-channels", "8,8", "--epochs", "2", "--matcher-start", "1", "--pretrain-epochs", "0",
+                          "--device", "cpu", "--rgb"])
+    assert r.exit_code == 0, r.output
+    r = run.invoke(main, ["perturb", "--model", str(tmp_path / "m.san"), "--dataset", str(data), "--out",
+                          str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    man = [json.loads(line) for line in (tmp_path / "p" / "manifest.jsonl").read_text().splitlines()]
+    assert len(man) == 36 and man[0]["san_prototype"] == "opposite"
+    from PIL import Image
+    assert Image.open(tmp_path / "p" / man[0]["path"]).size == (112, 112)
+    assert (tmp_path / "p" / "contact_sheet.png").is_file()
+    r = run.invoke(main, ["privacy", "--original", str(data), "--perturbed", str(tmp_path / "p"),
+                          "--gender-classifier", "world-audit", "--gender-classifier", "sklearn:world-audit",
+                          "--recognizer", "world-audit", "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert res["faces"] == 36
+    assert res["classifiers"]["world-audit"]["error_original"] < 0.2  # the audit classifier reads the crops
+    assert set(res["classifiers"]["world-audit"]["cells"]) == {"group1/female", "group1/male", "group2/female",
+                                                                "group2/male", "group3/female", "group3/male"}
+    m = res["matchers"]["world-audit"]
+    assert m["identities"] == 12 and m["probes"] == 24 and m["original"]["tmr@0.01"] is not None
+    assert (tmp_path / "rep" / "report.html").is_file()
+    r = run.invoke(main, ["train", "san", "--dataset", str(data), "--out", str(tmp_path / "x.san"), "--matcher",
+                          "world", "--epochs", "7"])
+    assert r.exit_code != 0 and "cannot pass gradients" in r.output

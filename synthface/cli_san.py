@@ -1,0 +1,156 @@
+"""CLI of Semi-Adversarial Networks: `synthface train san`, `synthface perturb`, `synthface privacy`.
+
+Registered by synthface.cli through register(main): perturb and privacy at the top level, san in the
+`train` group."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .errors import SynthfaceError
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _widths(value: str) -> list[int]:
+    try:
+        return [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated widths, e.g. 256,128") from None
+
+
+def _threads(n: int) -> None:
+    if n:
+        import torch
+        torch.set_num_threads(n)
+
+
+@click.command("san")
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False),
+              help="synthface dataset (manifest.jsonl with gender labels or cells naming female / male)")
+@click.option("--gender-classifier", "classifiers", multiple=True, default=("world-attributes",), show_default=True,
+              help="differentiable auxiliary gender classifier: world-attributes, world-audit-attributes, "
+                   "world-genderage or a `synthface train attribute` run directory (repeat: one per ensemble member)")
+@click.option("--matcher", default="world-recognizer", show_default=True,
+              help="differentiable auxiliary matcher: world-recognizer, torch:PATH.safetensors, arcface:PATH.pt")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. M.san")
+@click.option("--size", type=int, default=None, help="side the SAN works at [default: the dataset's image side]")
+@click.option("--rgb", is_flag=True, help="RGB in and out (first conv widened) instead of the official grey model")
+@click.option("--layout", type=click.Choice(["arcface", "ffhq"]), default="arcface", show_default=True,
+              help="how the dataset's faces are framed: ArcFace crops (synthface datasets) or full FFHQ-aligned")
+@click.option("--enc-channels", default="8,12", show_default=True)
+@click.option("--dec-channels", default="256,128", show_default=True)
+@click.option("--pretrain-epochs", default=1, show_default=True, help="reconstruction-only epochs first")
+@click.option("--epochs", default=20, show_default=True)
+@click.option("--matcher-start", default=5, show_default=True, help="SAN epochs without the matcher term")
+@click.option("--gender-weight", default=1.0, show_default=True)
+@click.option("--rec-weight", default=1.0, show_default=True)
+@click.option("--matcher-weight", default=8.0, show_default=True)
+@click.option("--lr", default=2e-4, show_default=True)
+@click.option("--batch", default=8, show_default=True)
+@click.option("--no-augment", is_flag=True, help="no horizontal flips")
+@click.option("--members", default=1, show_default=True, help="ensemble size (>1 writes a SANEnsemble)")
+@click.option("--rule", type=click.Choice(["confound", "random"]), default="confound", show_default=True,
+              help="ensemble release rule (see synthface.methods.san_ensemble)")
+@click.option("--work-dir", default=None, type=click.Path(file_okay=False),
+              help="keep the Trainer's checkpoints and logs here [default: a temporary folder]")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", default=0, show_default=True, help="torch CPU threads (0: torch's default)")
+def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channels, dec_channels, pretrain_epochs,
+              epochs, matcher_start, gender_weight, rec_weight, matcher_weight, lr, batch, no_augment, members, rule,
+              work_dir, seed, device, threads):
+    """Train a Semi-Adversarial Network (or an ensemble) that hides gender and keeps faces matchable."""
+    from .methods.san import SemiAdversarialNet
+    from .methods.san_ensemble import SANEnsemble
+    from .methods.san_privacy import face_table, read_images
+
+    _threads(threads)
+    try:
+        t = face_table(dataset)
+        images = read_images(t["root"], t["paths"], size)
+        params = dict(size=size or int(images.shape[1]), rgb=rgb, layout=layout, enc_channels=_widths(enc_channels),
+                      dec_channels=_widths(dec_channels), gender_classifier=classifiers[0], matcher=matcher,
+                      pretrain_epochs=pretrain_epochs, epochs=epochs, matcher_start=matcher_start,
+                      gender_weight=gender_weight, rec_weight=rec_weight, matcher_weight=matcher_weight, lr=lr,
+                      batch_size=batch, augment=not no_augment, seed=seed, device=device, work_dir=work_dir)
+        _log(f"{len(images)} faces of {len(set(t['identity'].tolist()))} identities, {images.shape[1]}px; "
+             f"{int((t['gender'] == 0).sum())} female, {int((t['gender'] == 1).sum())} male")
+        if members > 1:
+            model = SANEnsemble(members, base=params, classifiers=list(classifiers), rule=rule, seed=0)
+            model.fit(images, t["gender"], log=_log)
+            hist = model.members_[-1].history_
+        else:
+            model = SemiAdversarialNet(**params).fit(images, t["gender"], log=_log)
+            hist = model.history_
+        model.save(out)
+    except SynthfaceError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps({"out": str(out), "members": members, "last_epoch": hist[-1] if hist else None}, indent=2))
+
+
+@click.command("perturb")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="a SAN (or SAN ensemble) from `synthface train san`")
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="the perturbed dataset (same layout)")
+@click.option("--prototype", type=click.Choice(["opposite", "same", "neutral"]), default="opposite",
+              show_default=True, help="prototype of the released faces (an ensemble always releases by its rule)")
+@click.option("--threads", default=0, show_default=True)
+def perturb(model_path, dataset, out, prototype, threads):
+    """Perturb every face of a dataset with a SAN; writes a dataset every synthface command reads, and
+    contact_sheet.png (original / same / opposite / neutral)."""
+    from .methods.san_ensemble import load_san
+    from .methods.san_privacy import perturb_dataset
+
+    _threads(threads)
+    try:
+        res = perturb_dataset(load_san(model_path), dataset, out, prototype, log=_log)
+    except SynthfaceError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(res, indent=2))
+
+
+@click.command("privacy")
+@click.option("--original", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--perturbed", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--gender-classifier", "classifiers", multiple=True, required=True,
+              help="unseen gender classifier (repeatable): world-audit, world, genderage:PACK, onnx:PATH, a train "
+                   "attribute run directory, world-audit-attributes, or sklearn:RECOGNISER (fresh logistic "
+                   "regression on that recogniser's embeddings)")
+@click.option("--recognizer", "recognizers", multiple=True, required=True,
+              help="unseen matcher (repeatable): world-audit, world, onnx:PATH, insightface:PACK, torch:PATH, ...")
+@click.option("--layout", type=click.Choice(["arcface", "ffhq"]), default="arcface", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def privacy(original, perturbed, classifiers, recognizers, layout, out, seed, device):
+    """Gender-classifier error and AUC on original vs perturbed faces, and matcher TMR at FMR 1e-3 / 1e-2 of
+    perturbed probes against original galleries, per cell: report.md, report.html, results.json."""
+    from .methods.san_privacy import evaluate_privacy, privacy_markdown, write_privacy_report
+
+    try:
+        res = evaluate_privacy(original, perturbed, classifiers, recognizers, layout, device, seed, log=_log)
+        path = write_privacy_report(res, out)
+    except SynthfaceError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(privacy_markdown(res))
+    _log(f"wrote {path}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(perturb)
+    main.add_command(privacy)
+    train = main.commands.get("train")
+    if train is None:
+        print("synthface: no train group; `train san` is unavailable", file=sys.stderr)
+        return
+    train.add_command(train_san)
+
+
+__all__ = ["register", "train_san", "perturb", "privacy"]
