@@ -1,0 +1,94 @@
+"""The SensitiveNets experiment (issue 15 item 5): its plumbing at toy size, with renderer people standing in
+for the generator-made training set so the run stays well under a minute; and its configuration errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synthface.errors import SynthfaceError
+from synthface.experiments import EXPERIMENTS, get
+from synthface.experiments import sensitivenets as S
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_registered_and_config_errors():
+    assert "sensitivenets" in EXPERIMENTS and get("sensitivenets") is S.run
+    with pytest.raises(SynthfaceError, match="no setting 'lamda'"):
+        S.make_config(overrides={"lamda": 1})
+    with pytest.raises(SynthfaceError, match="must be one of lams"):
+        S.make_config(overrides={"lam": 2.0})
+    with pytest.raises(SynthfaceError, match="SensitiveNets has no setting epoch"):
+        S.make_config(overrides={"method": {"epoch": 3}})
+    with pytest.raises(SynthfaceError, match="at least 2"):
+        S.make_config(overrides={"bench_images": 1})
+    with pytest.raises(SynthfaceError, match="20\\+ genuine pairs"):
+        S.make_config(overrides={"bench_ids_per_cell": 5, "bench_images": 3})
+    quick = S.make_config(quick=True, overrides={"method": {"lr": 0.01}})
+    assert quick.ids_per_cell < S.SensitiveNetsExperimentConfig().ids_per_cell
+    assert quick.method == {**S.QUICK["method"], "lr": 0.01}
+    assert S.SensitiveNetsExperimentConfig().ids_per_cell >= 50 and S.SensitiveNetsExperimentConfig().images_per_id >= 8
+
+
+def test_attributes_of_both_cell_spellings():
+    a = S.attributes_of(["group=group2,gender=male", "group3/female"])
+    assert a["group"].tolist() == ["group2", "group3"] and a["gender"].tolist() == ["male", "female"]
+
+
+def _stand_in_data(cfg, data, log):
+    """Renderer people in place of the generator-made training set (identities apart from the test's)."""
+    from synthface.experiments.pretrain_data import _save_png, build_benchmark, cell_names, render_people
+    from synthface.world import BALANCED, World
+
+    bench = build_benchmark(S._pretrain_config(cfg), data / "benchmark", log)
+    train = data / "train"
+    if not (train / "manifest.jsonl").is_file():
+        rows, names = [], cell_names()
+        for c, i, crops in render_people(World(seed=0, distribution=BALANCED), 5_000_000,
+                                         [cfg.ids_per_cell] * 6, cfg.images_per_id, 64):
+            g, s = names[c].split("/")
+            for k, im in enumerate(crops):
+                _save_png(im, train / f"{i}/{k}.png")
+                rows.append({"path": f"{i}/{k}.png", "identity": i, "cell": f"group={g},gender={s}"})
+        (train / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return train, bench
+
+
+def test_plumbing_toy_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "build_data", _stand_in_data)
+    over = {"ids_per_cell": 6, "images_per_id": 3, "bench_ids_per_cell": 6, "bench_images": 4, "lams": [0, 1],
+            "n_boot": 20, "folds": 3, "classifiers": ["logreg", "rf"],
+            "method": {"epochs": 3, "detector_steps": 20, "batch_size": 24}}
+    res = S.run(tmp_path, overrides=over, log=lambda m: None)
+    for f in ("report.md", "report.html", "results.json", "tradeoff.png", "models/lam_1.sensitivenets"):
+        assert (tmp_path / f).is_file(), f
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["runs"]) == {"0", "1"} and saved["info"]["test_identities"] == 36
+    raw = saved["raw"]
+    # the world recogniser's raw embeddings carry gender (renderer people, identity-disjoint probes)
+    assert raw["leakage"]["attributes"]["gender"]["classifiers"]["logreg"]["accuracy"] > 0.7
+    assert raw["verification"]["accuracy_mean"] > 0.8
+    crit = saved["criteria"]
+    assert crit["lam0_change_at_most_0.5_points"] == pytest.approx(
+        saved["runs"]["0"]["verification"]["accuracy_mean"] - raw["verification"]["accuracy_mean"])
+    assert crit["gender_leakage_at_most_60"] == max(
+        c["accuracy"] for c in saved["runs"]["1"]["leakage"]["attributes"]["gender"]["classifiers"].values())
+    assert set(crit["met"]) == {"raw_leakage_above_90", "gender_leakage_at_most_60", "group_leakage_at_most_43.3",
+                                "verification_drop_at_most_3_points", "lam0_change_at_most_0.5_points"}
+    md = (tmp_path / "report.md").read_text()
+    assert "Done-when checks" in md and "| gender | rf |" in md
+    # a second run into the same folder reuses the fitted models and scores the same
+    again = S.run(tmp_path, overrides=over, log=lambda m: None)
+    assert set(again["info"]["reused"]) == {"models/lam_0.sensitivenets", "models/lam_1.sensitivenets"}
+    for k in ("accuracy_mean", "tar_at_fmr_1e-3_pooled", "accuracy_per_cell"):
+        assert again["runs"]["1"]["verification"][k] == saved["runs"]["1"]["verification"][k]
+    assert np.isclose(again["criteria"]["gender_leakage_at_most_60"], crit["gender_leakage_at_most_60"])
