@@ -221,7 +221,7 @@ def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
     model.save(tmp / "model.synthface")
     log(f"(b) latent model fitted on {cfg.bank_n} labelled latents in {time.perf_counter() - t0:.0f}s")
     dcfg = DatasetConfig(ids_per_cell=cfg.ids_per_cell, images_per_id=cfg.images_per_id, seed=cfg.seed,
-                         variation_budget=cfg.variation_budget, **_identity_settings(cfg))
+                         **{**_identity_settings(cfg), "variation_budget": cfg.variation_budget})
     summary = generate_dataset(model, G, verifier, embedder, tmp / "dataset", dcfg, progress=progress, log=log)
     rows = []
     for rec in sorted((tmp / "dataset" / "records").glob("*.json")):
