@@ -254,3 +254,24 @@ def test_cli_train_perturb_privacy(tmp_path):
     r = run.invoke(main, ["train", "san", "--dataset", str(data), "--out", str(tmp_path / "x.san"), "--matcher",
                           "world", "--epochs", "7"])
     assert r.exit_code != 0 and "cannot pass gradients" in r.output
+
+
+def test_experiment_config_and_verdict():
+    from synthface.experiments import EXPERIMENTS
+    from synthface.experiments.san import make_config, verdict
+
+    assert "san" in EXPERIMENTS
+    q = make_config(quick=True, overrides={"members": 2})
+    assert q.size == 64 and q.members == 2 and make_config().dec_channels == [256, 128]
+    with pytest.raises(SynthfaceError, match="unknown setting"):
+        make_config(overrides={"epoch": 3})
+
+    def cond(inc_unseen, tmr_o, tmr_p):
+        clf = {"world-audit": {"error_increase": inc_unseen}, "runs/aux0": {"error_increase": 0.0}}
+        return {"classifiers": clf, "matchers": {"world-audit": {"original": {"tmr@0.001": tmr_o},
+                                                                 "perturbed": {"tmr@0.001": tmr_p}}}}
+    aux = [{"spec": "runs/aux0"}]
+    ok = verdict({"single_opposite": cond(0.25, 0.95, 0.90)}, aux)
+    assert ok["met"] and ok["error_increase"] == {"world-audit": 0.25}  # the seen classifier is left out
+    bad = verdict({"single_opposite": cond(0.25, 0.95, 0.80)}, aux)
+    assert bad["privacy_met"] and not bad["utility_met"] and not bad["met"]

@@ -19,6 +19,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                    "dominating the positives (issue 16)"),
     "pretrain": ("pretrain", "recognisers trained on biased real, balanced synthetic, prior synthetic and mixed faces, "
                              "scored on a balanced renderer benchmark (issue 14)"),
+    "san": ("san", "Semi-Adversarial Networks trained on balanced synthetic identities, judged by unseen gender "
+                   "classifiers and matcher on renderer faces (issue 17)"),
     "sensitivenets": ("sensitivenets", "SensitiveNets trained on balanced synthetic identities, leakage of gender and "
                                        "group and verification before/after on renderer people (issue 15)"),
 }

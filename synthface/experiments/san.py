@@ -1,0 +1,422 @@
+"""The SAN experiment (issue 17, item 4): do Semi-Adversarial Networks trained on synthface's balanced
+synthetic identities hide gender from classifiers they never saw, on faces they never saw, while an unseen
+matcher still matches them?
+
+Data (demo world, seed 0):
+    train  a synthface balanced identity dataset from the demo generator (the demo's pipeline:
+           experiments.pretrain_data.build_balanced), written as a dataset with gender labels
+    test   balanced renderer people (TEST_FIRST+, a range no model, generator or other experiment uses),
+           never used in training
+Auxiliary (seen) networks: small gender CNNs trained here on the train set with `synthface train
+attribute`'s trainer, differing as the ensemble paper's do (seed; augmentation; over-sampling of one group),
+and the world recogniser as the matcher. Judges never seen in training: the audit attribute classifier
+(world-audit), the world attribute classifier (ONNX), insightface's genderage model of the demo pack (the same
+network as the world attribute classifier, run through the genderage labeller), a fresh logistic regression
+on the audit recogniser's embeddings (sklearn:world-audit); the audit recogniser as the unseen matcher (the
+world recogniser, seen in training, is reported as an optimistic reference).
+
+Conditions: the single SAN with the same prototype (a control: reconstruction alone), with the opposite
+prototype (the privacy output), and the ensemble's released output (synthface.methods.san_ensemble's rule).
+Done when (spec §6): every unseen classifier's error on the opposite-prototype output is >= 20 points above its
+error on the originals, while the unseen matcher's TMR at FMR 1e-3 drops by <= 10 points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import SynthfaceError
+from ..fileio import atomic_write, write_json_atomic
+
+TEST_FIRST = 5_000_000
+
+
+@dataclass
+class SANExperimentConfig:
+    world_seed: int = 0
+    render_size: int = 64
+    ids_per_cell: int = 50            # training identities per cell (synthface balanced dataset)
+    images_per_id: int = 8
+    bank_n: int = 8000
+    variation_budget: int = 60
+    variation_strength: float = 0.5
+    test_ids_per_cell: int = 50       # renderer people per cell for judging
+    test_images: int = 5
+    size: int = 112                   # the SAN's side (synthface crops are 112)
+    rgb: bool = True                  # RGB model: the judges see colour faces (a grey output alone confuses them)
+    enc_channels: list = field(default_factory=lambda: [8, 12])
+    dec_channels: list = field(default_factory=lambda: [256, 128])
+    pretrain_epochs: int = 1
+    epochs: int = 20
+    matcher_start: int = 5
+    gender_weight: float = 1.0
+    rec_weight: float = 1.0
+    matcher_weight: float = 8.0
+    lr: float = 2e-4
+    batch: int = 8
+    matcher: str = "world-recognizer"
+    members: int = 3                  # ensemble size; member 0 is the single SAN
+    rule: str = "confound"
+    aux_epochs: int = 8
+    aux_size: int = 64
+    oversample_group: str = "group1"  # the third auxiliary classifier sees this group's faces 3 times
+    seed: int = 0
+    threads: int = 1
+
+
+QUICK = {"ids_per_cell": 10, "images_per_id": 5, "bank_n": 2000, "test_ids_per_cell": 20, "test_images": 4,
+         "size": 64, "dec_channels": [64, 32], "epochs": 6, "matcher_start": 2, "lr": 1e-3, "aux_epochs": 5}
+
+
+def make_config(quick: bool = False, overrides: Optional[dict] = None) -> SANExperimentConfig:
+    known = {f.name for f in fields(SANExperimentConfig)}
+    values = {**(QUICK if quick else {}), **(overrides or {})}
+    bad = sorted(set(values) - known)
+    if bad:
+        raise SynthfaceError(f"unknown setting(s) {', '.join(bad)}; the SAN experiment has {', '.join(sorted(known))}")
+    return SANExperimentConfig(**values)
+
+
+def _pretrain_cfg(cfg: SANExperimentConfig):
+    from .pretrain_data import PretrainConfig
+    return PretrainConfig(world_seed=cfg.world_seed, render_size=cfg.render_size, ids_per_cell=cfg.ids_per_cell,
+                          images_per_id=cfg.images_per_id, bank_n=cfg.bank_n, variation_budget=cfg.variation_budget,
+                          variation_strength=cfg.variation_strength, seed=cfg.seed)
+
+
+def _write_dataset(rows: list[dict], path: Path) -> Path:
+    atomic_write(path / "manifest.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    return path
+
+
+def build_train(cfg: SANExperimentConfig, balanced: Path, path: Path, log: Callable) -> Path:
+    """The balanced set as a dataset folder: imagefolder/<identity>/<k>.png, manifest with cell and gender."""
+    from .pretrain_data import _done, _finish, _fresh
+    key = {"stage": "san-train", **json.loads((balanced / ".done.json").read_text())}
+    if _done(path, key):
+        return path
+    tmp = _fresh(path)
+    rows = []
+    for r in json.loads((balanced / "rows.json").read_text()):
+        rel = f"imagefolder/{r['identity']}/{Path(r['path']).name}"
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(balanced / r["path"], tmp / rel)
+        rows.append({"path": rel, "identity": r["identity"], "cell": r["cell"], "group": r["cell"].split("/")[0],
+                     "gender": r["cell"].split("/")[1]})
+    _write_dataset(rows, tmp)
+    log(f"train set: {len(rows)} images of {len({r['identity'] for r in rows})} synthface identities")
+    return _finish(tmp, path, key)
+
+
+def build_test(cfg: SANExperimentConfig, path: Path, log: Callable) -> Path:
+    """Balanced renderer people from TEST_FIRST, as ArcFace crops in a dataset folder."""
+    from ..fileio import save_image_atomic
+    from ..world import BALANCED, World
+    from .pretrain_data import CELLS, _done, _finish, _fresh, cell_names, render_people
+    key = {"stage": "san-test", "first": TEST_FIRST, **{k: getattr(cfg, k) for k in (
+        "world_seed", "render_size", "test_ids_per_cell", "test_images")}}
+    if _done(path, key):
+        return path
+    tmp = _fresh(path)
+    names, rows = cell_names(), []
+    for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BALANCED), TEST_FIRST,
+                                     [cfg.test_ids_per_cell] * len(CELLS), cfg.test_images, cfg.render_size):
+        for k, im in enumerate(crops):
+            rel = f"imagefolder/{i}/{k:03d}.png"
+            save_image_atomic(im, tmp / rel)
+            rows.append({"path": rel, "identity": i, "cell": names[c], "gender": names[c].split("/")[1]})
+    _write_dataset(rows, tmp)
+    log(f"test set: {len(rows)} images of {len(CELLS) * cfg.test_ids_per_cell} renderer people")
+    return _finish(tmp, path, key)
+
+
+class _Oversampled:
+    """A training view with one group's items repeated (the ensemble paper's over-sampling)."""
+
+    def __init__(self, view, items):
+        self.view, self.items = view, list(items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def set_epoch(self, epoch):
+        self.view.set_epoch(epoch)
+
+    def __getitem__(self, i):
+        return self.view[self.items[i]]
+
+
+def _oversampler(group: str) -> Callable:
+    def weigh(view):
+        grp = [str(r.get("group")) for r in view.base.rows_]
+        items = [i for i, g in enumerate(grp) for _ in range(3 if g == group else 1)]
+        return _Oversampled(view, items), {"scheme": f"oversample {group} x3"}
+    return weigh
+
+
+def train_aux(cfg: SANExperimentConfig, train: Path, runs: Path, log: Callable) -> list[dict]:
+    """Auxiliary gender classifiers: k=0 seed 0 with augmentation, k=1 seed 1 without, k=2 seed 2 with
+    `oversample_group` three times; cycled when there are more members."""
+    from ..train.attribute import AttributeConfig, train_attribute
+    out = []
+    for k in range(max(1, min(cfg.members, 3))):
+        run = runs / f"aux{k}"
+        variant = ["seed 0, flips", "seed 1, no augmentation", f"seed 2, {cfg.oversample_group} x3"][k]
+        if not (run / "results.json").is_file():
+            shutil.rmtree(run, ignore_errors=True)
+            weigh = _oversampler(cfg.oversample_group) if k == 2 else None
+            acfg = AttributeConfig(data=str(train), out=str(run), task="gender", backbone="small", size=cfg.aux_size,
+                                   epochs=cfg.aux_epochs, batch=32, held_out=0.1, augment=k != 1, seed=cfg.seed + k,
+                                   device="cpu")
+            train_attribute(acfg, weigh=weigh, log=lambda m: None)
+        res = json.loads((run / "results.json").read_text())
+        log(f"auxiliary gender classifier {k} ({variant}): held-out accuracy {res['val_accuracy']:.3f}")
+        out.append({"spec": str(run), "variant": variant, "val_accuracy": res["val_accuracy"]})
+    return out
+
+
+def _san_params(cfg: SANExperimentConfig, seed: int, aux_spec: str) -> dict:
+    return dict(size=cfg.size, rgb=cfg.rgb, layout="arcface", enc_channels=list(cfg.enc_channels),
+                dec_channels=list(cfg.dec_channels), gender_classifier=aux_spec, matcher=cfg.matcher,
+                pretrain_epochs=cfg.pretrain_epochs, epochs=cfg.epochs, matcher_start=cfg.matcher_start,
+                gender_weight=cfg.gender_weight, rec_weight=cfg.rec_weight, matcher_weight=cfg.matcher_weight,
+                lr=cfg.lr, batch_size=cfg.batch, augment=True, seed=seed, device="cpu")
+
+
+def train_sans(cfg: SANExperimentConfig, train: Path, aux: list[dict], runs: Path, log: Callable):
+    """(single SAN, ensemble): member i trains against aux[i % len(aux)] with seed + i; member 0 is the single
+    SAN. Each member is kept as runs/member{i}.san with its settings, and reused when they match."""
+    from ..methods.san import SemiAdversarialNet
+    from ..methods.san_ensemble import SANEnsemble
+    from ..methods.san_privacy import face_table, read_images
+    t = face_table(train)
+    images = read_images(t["root"], t["paths"], cfg.size)
+    members, seconds = [], []
+    for i in range(cfg.members):
+        params = _san_params(cfg, cfg.seed + i, aux[i % len(aux)]["spec"])
+        path, side = runs / f"member{i}.san", runs / f"member{i}.json"
+        if path.is_file() and side.is_file() and json.loads(side.read_text()) == params:
+            m = SemiAdversarialNet.load(path)
+        else:
+            log(f"training SAN member {i} against auxiliary classifier {i % len(aux)} ({len(images)} faces, "
+                f"{cfg.size}px)")
+            m = SemiAdversarialNet(**params).fit(images, t["gender"], log=lambda s: None)
+            m.save(path)
+            write_json_atomic(side, params)
+        last = [h for h in m.history_ if h["stage"] == "san"][-1]
+        log(f"member {i}: {m.fit_seconds_:.0f}s; last epoch gender CE same {last['gender_same']:.3f} opposite "
+            f"{last['gender_opposite']:.3f}, L1 {last['rec']:.4f}, match {last['match']:.4f}")
+        members.append(m)
+        seconds.append(m.fit_seconds_)
+    ens = SANEnsemble(cfg.members, base=_san_params(cfg, cfg.seed, aux[0]["spec"]),
+                      classifiers=[a["spec"] for a in aux], rule=cfg.rule, seed=cfg.seed)
+    ens.members_ = members
+    ens.save(runs / "ensemble.san")
+    members[0].save(runs / "single.san")
+    return members[0], ens, seconds
+
+
+def judges() -> tuple[list[str], list[str]]:
+    from ..assets import asset
+    return (["world-audit", "world", f"genderage:{asset('pack')}", "sklearn:world-audit"], ["world-audit", "world"])
+
+
+def evaluate_conditions(cfg: SANExperimentConfig, test: Path, single, ens, aux: list[dict], out: Path,
+                        log: Callable) -> dict:
+    """Perturb the test set under each condition and judge it (synthface.methods.san_privacy)."""
+    from ..methods.san_privacy import evaluate_privacy, perturb_dataset, write_privacy_report
+    classifiers, recognisers = judges()
+    seen = [a["spec"] for a in aux]
+    conditions = {"single_same": (single, "same"), "single_opposite": (single, "opposite"),
+                  "ensemble": (ens, "opposite")}
+    res = {}
+    for name, (model, proto) in conditions.items():
+        t0 = time.perf_counter()
+        pert = out / "perturbed" / name
+        shutil.rmtree(pert, ignore_errors=True)
+        perturb_dataset(model, test, pert, proto)
+        r = evaluate_privacy(test, pert, classifiers + seen, recognisers, seed=cfg.seed)
+        write_privacy_report(r, out / "privacy" / name)
+        r["seconds"] = time.perf_counter() - t0
+        res[name] = r
+        log(f"{name}: " + "; ".join(f"{_short(k, aux)} error {100 * v['error_original']:.1f} -> "
+                                    f"{100 * v['error_perturbed']:.1f} %" for k, v in r["classifiers"].items())
+            + "; " + "; ".join(f"{k} TMR@1e-3 {_pct(v['original']['tmr@0.001'])} -> "
+                               f"{_pct(v['perturbed']['tmr@0.001'])} %" for k, v in r["matchers"].items()))
+    return res
+
+
+def _short(spec: str, aux: list[dict]) -> str:
+    for k, a in enumerate(aux):
+        if spec == a["spec"]:
+            return f"aux{k} (seen)"
+    return "genderage (pack)" if spec.startswith("genderage:") else spec
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def verdict(res: dict, aux: list[dict], condition: str = "single_opposite") -> dict:
+    """The done-when check on one condition: unseen classifiers' error increase >= 20 points, unseen matcher
+    (world-audit) TMR@1e-3 drop <= 10 points."""
+    seen = {a["spec"] for a in aux}
+    r = res[condition]
+    inc = {k: v["error_increase"] for k, v in r["classifiers"].items() if k not in seen}
+    m = r["matchers"]["world-audit"]
+    o, p = m["original"]["tmr@0.001"], m["perturbed"]["tmr@0.001"]
+    drop = None if o is None or p is None else o - p
+    return {"condition": condition, "error_increase": inc, "min_error_increase": min(inc.values()),
+            "tmr_drop": drop, "privacy_met": min(inc.values()) >= 0.20,
+            "utility_met": drop is not None and drop <= 0.10,
+            "met": min(inc.values()) >= 0.20 and drop is not None and drop <= 0.10}
+
+
+def plot(res: dict, aux: list[dict]) -> bytes:
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    conds = list(res)
+    specs = list(res[conds[0]]["classifiers"])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1.4]})
+    w = 0.8 / len(conds)
+    for j, c in enumerate(conds):
+        a1.bar(np.arange(len(specs)) + j * w, [100 * res[c]["classifiers"][s]["error_perturbed"] for s in specs], w,
+               label=c)
+    a1.plot(np.arange(len(specs)) + 0.4 - w / 2, [100 * res[conds[0]]["classifiers"][s]["error_original"]
+                                                  for s in specs], "k_", ms=28, mew=2, label="originals")
+    a1.set_xticks(np.arange(len(specs)) + 0.4 - w / 2, [_short(s, aux).replace("sklearn:", "logreg on\n")
+                                                        for s in specs], fontsize=8)
+    a1.axhline(50, color="grey", ls=":", lw=1)
+    a1.set_ylabel("gender classification error (%)")
+    a1.legend(fontsize=8)
+    mats = list(res[conds[0]]["matchers"])
+    for j, c in enumerate(conds):
+        a2.bar(np.arange(len(mats)) + j * w, [100 * (res[c]["matchers"][m]["perturbed"]["tmr@0.001"] or 0)
+                                              for m in mats], w, label=c)
+    a2.plot(np.arange(len(mats)) + 0.4 - w / 2, [100 * (res[conds[0]]["matchers"][m]["original"]["tmr@0.001"] or 0)
+                                                 for m in mats], "k_", ms=28, mew=2)
+    a2.set_xticks(np.arange(len(mats)) + 0.4 - w / 2, [m + (" (seen)" if m == "world" else "") for m in mats])
+    a2.set_ylabel("TMR at FMR 1e-3 (%), original gallery")
+    a2.set_ylim(0, 105)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def report_markdown(res: dict) -> str:
+    cfg, info, aux = res["config"], res["info"], res["aux"]
+    v = res["verdict"]
+    md = ["# SAN experiment: gender privacy on unseen classifiers\n",
+          f"Command: `{res['command']}`; {info['seconds']:.0f} s on {info['machine']}.\n",
+          f"Train: {info['train_images']} images of a synthface balanced identity dataset ({cfg['ids_per_cell']} "
+          f"identities x {cfg['images_per_id']} per group x gender cell, demo generator). Test: {info['test_images']} "
+          f"images of {6 * cfg['test_ids_per_cell']} balanced renderer people never used in training.\n",
+          f"SAN: {cfg['size']}px, {'RGB' if cfg['rgb'] else 'grey'}, encoder {cfg['enc_channels']}, decoder "
+          f"{cfg['dec_channels']} ({info['san_parameters']:,} parameters); {cfg['pretrain_epochs']} reconstruction "
+          f"epoch(s), then {cfg['epochs']} epochs of the official objective with the matcher term (weight "
+          f"{cfg['matcher_weight']:g}) from epoch {cfg['matcher_start'] + 1}; Adam lr {cfg['lr']:g}, batch "
+          f"{cfg['batch']}; matcher {cfg['matcher']}. Training time per member: "
+          + ", ".join(f"{s:.0f} s" for s in info["member_seconds"]) + ".\n",
+          "Auxiliary (seen) gender classifiers: "
+          + "; ".join(f"aux{k}: small CNN, {a['variant']}, held-out accuracy {100 * a['val_accuracy']:.1f} %"
+                      for k, a in enumerate(aux)) + f". Ensemble: {cfg['members']} members, release rule "
+          f"`{cfg['rule']}` (synthface.methods.san_ensemble).\n",
+          "## Done-when check (single SAN, opposite prototype)\n",
+          f"Smallest error increase of an unseen gender classifier: **{100 * v['min_error_increase']:+.1f} points** "
+          f"(target >= +20: {'met' if v['privacy_met'] else 'NOT met'}); unseen matcher (world-audit) TMR at FMR "
+          f"1e-3 drop: **{_pct(v['tmr_drop'])} points** (target <= 10: {'met' if v['utility_met'] else 'NOT met'})."
+          f" Ensemble: {100 * res['verdict_ensemble']['min_error_increase']:+.1f} points, TMR drop "
+          f"{_pct(res['verdict_ensemble']['tmr_drop'])} points.\n",
+          "![gender error and matching per condition](san.png)\n",
+          "## Gender classifiers (error %, originals -> perturbed; AUC of P(male))\n",
+          "| classifier | " + " | ".join(res["conditions"]) + " |", "|---|" + "---|" * len(res["conditions"])]
+    first = res["conditions"][res["conditions_order"][0]]
+    for spec in first["classifiers"]:
+        cells = []
+        for c in res["conditions_order"]:
+            b = res["conditions"][c]["classifiers"][spec]
+            cells.append(f"{_pct(b['error_original'])} -> {_pct(b['error_perturbed'])} (AUC "
+                         f"{b['auc_original']:.2f} -> {b['auc_perturbed']:.2f})")
+        md.append(f"| {_short(spec, aux)} | " + " | ".join(cells) + " |")
+    md += ["", "## Matchers (TMR %, probes against the original gallery)\n",
+           "| matcher | FMR | " + " | ".join(res["conditions_order"]) + " |",
+           "|---|---|" + "---|" * len(res["conditions_order"])]
+    for m in first["matchers"]:
+        for t in ("0.001", "0.01"):
+            md.append(f"| {m}{' (seen)' if m == 'world' else ''} | {t} | " + " | ".join(
+                f"{_pct(res['conditions'][c]['matchers'][m]['original'][f'tmr@{t}'])} -> "
+                f"{_pct(res['conditions'][c]['matchers'][m]['perturbed'][f'tmr@{t}'])}"
+                for c in res["conditions_order"]) + " |")
+    md += ["", "Per-cell figures: `privacy/<condition>/report.md` (and `results.json`).\n",
+           "## Examples\n", "Single SAN: rows original / same / opposite / neutral prototype.\n",
+           "![single SAN examples](examples_single.png)\n",
+           "Ensemble: rows original / each member's opposite output / the released one.\n",
+           "![ensemble examples](examples_ensemble.png)\n"]
+    return "\n".join(md)
+
+
+# long: the experiment's stages in order (data, auxiliary classifiers, SANs, perturbation and judging, report),
+# each reused when a previous run into the same folder finished it with the same settings.
+def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callable = print) -> dict:
+    import torch
+
+    from ..methods.san import SANAutoencoder
+    from .pretrain_data import build_balanced
+    cfg = make_config(quick, overrides)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    out = Path(out)
+    data, runs = out / "data", out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    from ..assets import generator_path
+    from ..generator import load_generator
+    build_balanced(_pretrain_cfg(cfg), load_generator(generator_path(), device="cpu"), data / "balanced", log)
+    train = build_train(cfg, data / "balanced", data / "train", log)
+    test = build_test(cfg, data / "test", log)
+    t_data = time.perf_counter() - t0
+    aux = train_aux(cfg, train, runs, log)
+    single, ens, member_seconds = train_sans(cfg, train, aux, runs, log)
+    t_train = time.perf_counter() - t0 - t_data
+    conds = evaluate_conditions(cfg, test, single, ens, aux, out, log)
+    from ..methods.san_privacy import contact_sheet, face_table, read_images
+    t = face_table(test)
+    first = read_images(t["root"], t["paths"][:200])
+    contact_sheet(single, first, t["gender"][:200], out / "examples_single.png")
+    contact_sheet(ens, first, t["gender"][:200], out / "examples_ensemble.png")
+    net = SANAutoencoder(cfg.rgb, cfg.enc_channels, cfg.dec_channels)
+    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data, "train_seconds": t_train,
+            "member_seconds": member_seconds, "train_images": sum(1 for _ in open(train / "manifest.jsonl")),
+            "test_images": len(t["paths"]), "san_parameters": sum(p.numel() for p in net.parameters()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (load average at the end "
+                       f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} thread(s)"}
+    command = "synthface experiment san --out " + str(out) + (" --quick" if quick else "") + "".join(
+        f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
+    res = {"experiment": "san", "command": command, "config": asdict(cfg), "info": info, "aux": aux,
+           "conditions": conds, "conditions_order": list(conds), "verdict": verdict(conds, aux),
+           "verdict_ensemble": verdict(conds, aux, "ensemble")}
+    atomic_write(out / "san.png", lambda f: f.write(plot(conds, aux)))
+    md = report_markdown(res)
+    from ..evaluation.report import to_html
+    page = to_html(md, out).replace("<title>synthface evaluation</title>", "<title>SAN experiment</title>")
+    atomic_write(out / "report.md", lambda f: f.write(md.encode()))
+    atomic_write(out / "report.html", lambda f: f.write(page.encode()))
+    write_json_atomic(out / "results.json", res)
+    res["summary"] = {"out": str(out), "seconds": round(info["seconds"], 1), "verdict": res["verdict"],
+                      "verdict_ensemble": res["verdict_ensemble"]}
+    log(f"wrote {out}/report.md, report.html and results.json in {info['seconds']:.0f}s")
+    return res
