@@ -152,6 +152,8 @@ def test_load_rejects_other_files(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("length", "one label per embedding"),
+    ("identity_length", "identity must hold one label per embedding"),
+    ("not_mapping", "non-empty mapping"),
     ("one_class", "single class"),
     ("singleton", "single embedding"),
     ("nan", "NaN"),
@@ -164,6 +166,10 @@ def test_bad_fit_input_gives_one_clear_error(case, message):
     kw, est = {}, SensitiveNets(epochs=1)
     if case == "length":
         sens = {**sens, "gender": sens["gender"][:-1]}
+    elif case == "identity_length":
+        ident = ident[:-2]
+    elif case == "not_mapping":
+        sens = sens["gender"]
     elif case == "one_class":
         sens = {**sens, "gender": np.full(len(X), "female")}
     elif case == "singleton":
