@@ -9,7 +9,13 @@ from pathlib import Path
 
 import click
 
+from .cli_errors import SynthfaceGroup, check_environment
+from .cli_types import (CELLS, DEVICE, FINITE, FMR, FRACTION, NONNEG_INT, NONNEGATIVE, POSITIVE_INT, SEEDS,
+                        CommaList, FiniteFloat)
 from .errors import SynthfaceError
+
+SIMILARITY = FiniteFloat(-1.0, 1.0)  # cosine similarities
+SEED = click.IntRange(0, 2 ** 32 - 1)
 
 
 def _run(fn, *args, **kwargs):
@@ -19,31 +25,32 @@ def _run(fn, *args, **kwargs):
         raise click.ClickException(str(e)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SynthfaceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="synthface")
 def main():
     """synthface: demographically balanced synthetic faces from a pretrained StyleGAN2."""
+    check_environment()
 
 
 @main.command()
 @click.option("--network", "network", required=True, type=click.Path(dir_okay=False),
               help="Generator file: NVIDIA .pkl, TensorFlow .pkl or synthface .safetensors.")
-@click.option("--seeds", required=True, help="Seeds, e.g. 0-7,12.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--seeds", required=True, type=SEEDS, help="Seeds, e.g. 0-7,12.")
+@click.option("--trunc", "truncation_psi", type=FINITE, default=1.0, show_default=True, help="Truncation psi.")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=click.IntRange(min=0), default=None,
               help="Truncate only the first N ws (default: all).")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
-@click.option("--class-idx", type=int, default=None, help="Class label (conditional networks only).")
+@click.option("--class-idx", type=NONNEG_INT, default=None, help="Class label (conditional networks only).")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to save seedNNNN.png.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 def images(network, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, device, batch_size):
     """Generate images for a list of seeds (z = RandomState(seed).randn(1, z_dim))."""
     from .fileio import save_image_atomic
-    from .generator.synthesis import generate_images, parse_seeds
+    from .generator.synthesis import generate_images
     from .generator import load_generator, resolve_device
 
-    seed_list = _run(parse_seeds, seeds)
+    seed_list = seeds
     dev = _run(resolve_device, device)
     G = _run(load_generator, network, device=dev)
     if truncation_cutoff is not None and truncation_cutoff > G.num_ws:
@@ -117,12 +124,12 @@ SCHEMA_HELP = ("Rename attributes / map label sets: a preset (fairface6, fairfac
 @click.option("--schema", default=None, help=SCHEMA_HELP)
 @click.option("--n", type=click.IntRange(min=1), default=100000, show_default=True, help="latents in the bank")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="bank directory (resumable)")
-@click.option("--seed", default=0, show_default=True, help="sample i uses seed + i")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="sample i uses seed + i")
+@click.option("--trunc", "truncation_psi", type=FINITE, default=1.0, show_default=True)
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--chunk", "chunk_size", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, batch_size, chunk_size, device):
     """Label a bank of generated faces: z -> w -> image -> attribute probabilities."""
     from .labelling import load_labeller
@@ -138,9 +145,9 @@ def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, 
 
 @main.command()
 @click.option("--bank", required=True, type=click.Path(file_okay=False))
-@click.option("--attributes", default=None, help="comma-separated, e.g. gender,ethnicity (default: all)")
+@click.option("--attributes", type=CommaList(item="attribute"), default=None, help="comma-separated, e.g. gender,ethnicity (default: all)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. model.synthface")
-@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+@click.option("--confidence", type=FiniteFloat(0, 1, min_open=True), default=0.9, show_default=True,
               help="keep latents whose every label has at least this probability")
 @click.option("--projection", type=click.Choice(["lda", "svm", "pca-lda"]), default="lda", show_default=True)
 @click.option("--components", "n_components", type=click.IntRange(min=1), default=None,
@@ -150,7 +157,7 @@ def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, 
 @click.option("--shrinkage", default="auto", show_default=True, help="covariance shrinkage: auto (Ledoit-Wolf) or 0..1")
 @click.option("--min-count", type=click.IntRange(min=2), default=30, show_default=True,
               help="cells with fewer confident latents are not fitted")
-@click.option("--seed", "random_state", default=0, show_default=True)
+@click.option("--seed", "random_state", type=SEED, default=0, show_default=True)
 def fit(bank, attributes, out, confidence, projection, n_components, density, gmm_components, shrinkage, min_count,
         random_state):
     """Fit the demographic latent model (projection of W + one density per cell) on a bank."""
@@ -163,7 +170,9 @@ def fit(bank, attributes, out, confidence, projection, n_components, density, gm
             shrinkage = float(shrinkage)
         except ValueError:
             raise click.BadParameter("use auto or a number in [0, 1]", param_hint="--shrinkage") from None
-    attrs = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
+        if not 0.0 <= shrinkage <= 1.0:  # also refuses nan
+            raise click.BadParameter(f"{shrinkage}: use auto or a number in [0, 1]", param_hint="--shrinkage")
+    attrs = list(attributes) if attributes else None
     b = _run(LatentBank, bank)
     model = DemographicLatentModel(attributes=attrs, confidence=confidence, projection=projection,
                                    n_components=n_components, density=density, gmm_components=gmm_components,
@@ -186,7 +195,7 @@ def fit(bank, attributes, out, confidence, projection, n_components, density, gm
 @main.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--network", required=True, help="the generator the bank was labelled with ('world' for the demo's)")
-@click.option("--cells", required=True, help="'all', or cells separated by ';', e.g. 'gender=female,ethnicity=hispanic'")
+@click.option("--cells", required=True, type=CELLS, help="'all', or cells separated by ';', e.g. 'gender=female,ethnicity=hispanic'")
 @click.option("--n", type=click.IntRange(min=1), default=100, show_default=True, help="faces per cell")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False))
 @click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True,
@@ -195,18 +204,18 @@ def fit(bank, attributes, out, confidence, projection, n_components, density, gm
 @click.option("--no-verify", is_flag=True, help="skip verification (latents only, no re-labelling)")
 @click.option("--audit", "audits", multiple=True, default=(), help="independent labeller(s) that only judge the result")
 @click.option("--audit-schema", default=None, help="--schema for the audit labeller")
-@click.option("--accept-confidence", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None,
               help="verifier probability needed to accept (default: the model's fitting threshold)")
-@click.option("--trunc", "truncation", type=float, default=1.0, show_default=True,
+@click.option("--trunc", "truncation", type=FINITE, default=1.0, show_default=True,
               help="truncation toward the cell mean in the projection (1 = none)")
-@click.option("--budget", type=click.FloatRange(min=1), default=4.0, show_default=True,
+@click.option("--budget", type=FiniteFloat(min=1), default=4.0, show_default=True,
               help="generate at most budget x n faces per cell")
 @click.option("--baseline", "baseline_n", type=click.IntRange(min=0), default=1000, show_default=True,
               help="prior samples for the uniform / rejection-sampling baselines")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--save-images/--no-save-images", default=True, show_default=True)
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, audits, audit_schema,
            accept_confidence, truncation, budget, baseline_n, seed, save_images, batch_size, device):
     """Sample demographic cells with the latent model, verify, compare with the prior, report."""
@@ -235,7 +244,7 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @main.command()
 @click.option("--network", required=True, help="the generator the latent model was fitted for ('world': the demo's)")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--cells", default="all", show_default=True, help="'all' or cells separated by ';'")
+@click.option("--cells", type=CELLS, default="all", show_default=True, help="'all' or cells separated by ';'")
 @click.option("--ids-per-cell", type=click.IntRange(min=1), required=True)
 @click.option("--images-per-id", type=click.IntRange(min=1), required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
@@ -244,16 +253,16 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--recognizer", "--recogniser", "recognizer", default="world", show_default=True, help=EMBEDDER_HELP)
 @click.option("--align", type=click.Choice(["fixed", "detect"]), default="fixed", show_default=True,
               help="fixed FFHQ->ArcFace transform, or the pack's detector + 5-point norm_crop")
-@click.option("--separation", type=float, default=None,
+@click.option("--separation", type=SIMILARITY, default=None,
               help="max cosine similarity between identities (default: the recogniser's threshold at "
                    "--separation-fmr on reference faces)")
-@click.option("--separation-fmr", type=float, default=1e-4, show_default=True,
+@click.option("--separation-fmr", type=FMR, default=1e-4, show_default=True,
               help="false-match rate of the separation threshold, measured on --reference-* faces")
-@click.option("--separation-quantile", type=float, default=None,
+@click.option("--separation-quantile", type=FRACTION, default=None,
               help="fallback without reference faces: this quantile of impostor similarities of generated faces")
-@click.option("--consistency", type=float, default=None,
+@click.option("--consistency", type=SIMILARITY, default=None,
               help="min cosine similarity of a variation to its identity (default: the separation threshold)")
-@click.option("--consistency-fmr", type=float, default=None,
+@click.option("--consistency-fmr", type=FMR, default=None,
               help="set the consistency threshold at this false-match rate on the reference faces instead")
 @click.option("--reference-embeddings", type=click.Path(dir_okay=False), default=None,
               help=".npy of real-face embeddings (one per person, same recogniser) for thresholds at an FMR")
@@ -262,32 +271,32 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
                    "(default with --network world: the demo world's renderer faces)")
 @click.option("--leakage-gallery", type=click.Path(dir_okay=False), default=None,
               help=".npy of embeddings (same recogniser) that identities must not match, e.g. the training set")
-@click.option("--leakage-threshold", type=float, default=None)
-@click.option("--strength", type=float, default=0.5, show_default=True, help="variation strength along nuisance directions")
-@click.option("--mix-from", type=int, default=None, help="style-mix layers from this w index on (default: 60%% of them)")
-@click.option("--accept-confidence", type=click.FloatRange(0, 1, min_open=True), default=None)
-@click.option("--trunc", "truncation", type=float, default=1.0, show_default=True)
-@click.option("--identity-budget", type=float, default=50.0, show_default=True, help="candidates per wanted identity")
+@click.option("--leakage-threshold", type=SIMILARITY, default=None)
+@click.option("--strength", type=NONNEGATIVE, default=0.5, show_default=True, help="variation strength along nuisance directions")
+@click.option("--mix-from", type=NONNEG_INT, default=None, help="style-mix layers from this w index on (default: 60%% of them)")
+@click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
+@click.option("--trunc", "truncation", type=FINITE, default=1.0, show_default=True)
+@click.option("--identity-budget", type=FiniteFloat(min=1.0), default=50.0, show_default=True, help="candidates per wanted identity")
 @click.option("--capacity-candidates", type=click.IntRange(min=0), default=200, show_default=True,
               help="from 50 identities per cell on, estimate the capacity from this many candidates per cell first "
                    "and refuse a request clearly out of reach (0: skip)")
-@click.option("--variation-budget", type=int, default=20, show_default=True, help="attempts per wanted image")
+@click.option("--variation-budget", type=POSITIVE_INT, default=20, show_default=True, help="attempts per wanted image")
 @click.option("--full-res", is_flag=True, help="also write the full-resolution images")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--shard-index", type=int, default=None, help="default: RANK or SLURM_ARRAY_TASK_ID, else 0")
-@click.option("--num-shards", type=int, default=None, help="default: WORLD_SIZE or SLURM_ARRAY_TASK_COUNT, else 1")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--shard-index", type=NONNEG_INT, default=None, help="default: RANK or SLURM_ARRAY_TASK_ID, else 0")
+@click.option("--num-shards", type=POSITIVE_INT, default=None, help="default: WORLD_SIZE or SLURM_ARRAY_TASK_COUNT, else 1")
 @click.option("--no-merge", is_flag=True, help="do not merge even when this is the only shard")
 @click.option("--ray", "ray_shards", type=click.IntRange(min=1), default=None,
               help="run this many shards on Ray actors (one GPU each if any; needs ray[data]), then merge")
 @click.option("--audit", "audit_spec", default=None, help="recogniser that judges the merged set (" + EMBEDDER_HELP + ")")
 @click.option("--rec-encoding", type=click.Choice(["jpeg444", "jpeg420", "png"]), default="jpeg444", show_default=True,
               help="images in rec/train.rec: JPEG q95 without (444) or with (420) chroma subsampling, or lossless PNG")
-@click.option("--audit-fmr", type=float, default=1e-3, show_default=True,
+@click.option("--audit-fmr", type=FMR, default=1e-3, show_default=True,
               help="the audit's threshold: its false-match rate on the reference faces")
-@click.option("--audit-quantile", type=float, default=None,
+@click.option("--audit-quantile", type=FRACTION, default=None,
               help="fallback: the audit's impostor quantile on random generated faces instead")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
              separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
              reference_images, leakage_gallery, leakage_threshold, strength, mix_from, accept_confidence, truncation,
@@ -329,17 +338,17 @@ def _reference(embeddings, images):
 @main.command("merge")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--audit", "audit_spec", default=None, help="recogniser that judges the set (" + EMBEDDER_HELP + ")")
-@click.option("--audit-threshold", type=float, default=None, help="its threshold, given (default: at --audit-fmr)")
-@click.option("--audit-fmr", type=float, default=1e-3, show_default=True,
+@click.option("--audit-threshold", type=SIMILARITY, default=None, help="its threshold, given (default: at --audit-fmr)")
+@click.option("--audit-fmr", type=FMR, default=1e-3, show_default=True,
               help="the audit's threshold: its false-match rate on the dataset's reference faces (or --reference-*)")
-@click.option("--audit-quantile", type=float, default=None,
+@click.option("--audit-quantile", type=FRACTION, default=None,
               help="fallback: its impostor quantile on random generated faces (needs --network)")
 @click.option("--reference-embeddings", type=click.Path(dir_okay=False), default=None)
 @click.option("--reference-images", type=click.Path(file_okay=False), default=None)
 @click.option("--network", default=None, help="generator, for --audit-quantile")
 @click.option("--rec-encoding", type=click.Choice(["jpeg444", "jpeg420", "png"]), default="jpeg444", show_default=True,
               help="images in rec/train.rec: JPEG q95 without (444) or with (420) chroma subsampling, or lossless PNG")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def merge_cmd(out, audit_spec, audit_threshold, audit_fmr, audit_quantile, reference_embeddings, reference_images,
               network, rec_encoding, device):
     """Validate a (sharded) dataset; write manifest, RecordIO, HF metadata, pairs, metrics and card."""
@@ -369,18 +378,18 @@ def _print_summary(metrics: dict, out) -> None:
 @click.option("--recognizer", "--recogniser", "recognizers", multiple=True, required=True,
               help="repeatable; compared side by side. " + EMBEDDER_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--groups", "groups_csv", default=None, type=click.Path(dir_okay=False),
+@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False),
               help="CSV with columns identity,group (identity = folder name) for a plain ImageFolder")
-@click.option("--pairs", "pairs_path", default=None, type=click.Path(dir_okay=False),
+@click.option("--pairs", "pairs_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="reuse a pair list (pairs.csv of an earlier report)")
-@click.option("--genuine", default=3000, show_default=True, help="genuine pairs per group (at most)")
-@click.option("--impostor", default=3000, show_default=True, help="impostor pairs per group (at most)")
-@click.option("--folds", default=10, show_default=True)
-@click.option("--target-fmr", default=1e-3, show_default=True, help="FMR that sets the global threshold")
+@click.option("--genuine", type=POSITIVE_INT, default=3000, show_default=True, help="genuine pairs per group (at most)")
+@click.option("--impostor", type=POSITIVE_INT, default=3000, show_default=True, help="impostor pairs per group (at most)")
+@click.option("--folds", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--target-fmr", type=FMR, default=1e-3, show_default=True, help="FMR that sets the global threshold")
 @click.option("--cross-group", is_flag=True, help="draw impostors from every group, not only the same one")
-@click.option("--bootstrap", "n_boot", default=200, show_default=True, help="resamples for the accuracy CIs")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--bootstrap", "n_boot", type=POSITIVE_INT, default=200, show_default=True, help="resamples for the accuracy CIs")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--method", "methods", multiple=True, type=click.Path(dir_okay=False),
               help="repeatable: a fitted method (e.g. M.sensitivenets) applied to each recogniser's embeddings, "
                    "scored beside the raw ones")
@@ -422,12 +431,12 @@ def world():
 
 @world.command("render")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="image folder to create")
-@click.option("--identities", default=1000, show_default=True)
-@click.option("--images", "images_per_identity", default=6, show_default=True, help="images per identity")
-@click.option("--size", default=64, show_default=True)
+@click.option("--identities", type=POSITIVE_INT, default=1000, show_default=True)
+@click.option("--images", "images_per_identity", type=POSITIVE_INT, default=6, show_default=True, help="images per identity")
+@click.option("--size", type=click.IntRange(8, 4096), default=64, show_default=True)
 @click.option("--distribution", type=click.Choice(["biased", "balanced"]), default="biased", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="world seed")
-@click.option("--first-identity", default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="world seed")
+@click.option("--first-identity", type=NONNEG_INT, default=0, show_default=True)
 @click.option("--image-labels", is_flag=True, help="also record each image's smile, smile_score and glasses")
 def world_render(outdir, identities, images_per_identity, size, distribution, seed, first_identity, image_labels):
     """Render a population as <identity>/<image>.png plus labels.jsonl (e.g. to train a GAN on)."""
@@ -442,14 +451,13 @@ def world_render(outdir, identities, images_per_identity, size, distribution, se
 
 @world.command("assess")
 @click.option("--network", default="world", show_default=True, help="Generator file, or 'world' for the shipped one.")
-@click.option("--seeds", default="0-1999", show_default=True, help="Seeds, e.g. 0-1999 or 50000-51999.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@click.option("--seeds", type=SEEDS, default="0-1999", show_default=True, help="Seeds, e.g. 0-1999 or 50000-51999.")
+@click.option("--trunc", "truncation_psi", type=FINITE, default=1.0, show_default=True)
 @click.option("--outdir", required=True, type=click.Path(file_okay=False),
               help="gets assessment.json, seed_grid.png and cells/<group>_<gender>.png contact sheets")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def world_assess(network, seeds, truncation_psi, outdir, device):
     """Score a demo-world generator: confident labels, cell frequencies against the biased training mix."""
-    from .generator.synthesis import parse_seeds
     from .labelling import OnnxClassifier
     from .world import BIASED
     from .world.assess import assess_generator
@@ -457,18 +465,18 @@ def world_assess(network, seeds, truncation_psi, outdir, device):
 
     G, _ = _network(network, device)
     clf = _run(OnnxClassifier, _run(attribute_classifier_path))
-    res = _run(assess_generator, G, clf, outdir, seeds=_run(parse_seeds, seeds), distribution=BIASED,
+    res = _run(assess_generator, G, clf, outdir, seeds=seeds, distribution=BIASED,
                truncation_psi=truncation_psi)
     click.echo(json.dumps({k: v for k, v in res.items() if k != "contact_sheets"}, indent=2))
 
 
 @main.command()
 @click.option("--outdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--n", default=512, show_default=True, help="random faces to generate and label")
-@click.option("--bank-n", default=8000, show_default=True, help="latents labelled to fit the latent model")
-@click.option("--per-cell", default=100, show_default=True, help="faces per cell in the balanced set (0: skip)")
-@click.option("--ids-per-cell", default=10, show_default=True, help="identities per cell in the dataset (0: skip)")
-@click.option("--images-per-id", default=5, show_default=True)
+@click.option("--n", type=POSITIVE_INT, default=512, show_default=True, help="random faces to generate and label")
+@click.option("--bank-n", type=POSITIVE_INT, default=8000, show_default=True, help="latents labelled to fit the latent model")
+@click.option("--per-cell", type=NONNEG_INT, default=100, show_default=True, help="faces per cell in the balanced set (0: skip)")
+@click.option("--ids-per-cell", type=NONNEG_INT, default=10, show_default=True, help="identities per cell in the dataset (0: skip)")
+@click.option("--images-per-id", type=POSITIVE_INT, default=5, show_default=True)
 def demo(outdir, n, bank_n, per_cell, ids_per_cell, images_per_id):
     """Run the main job on the built-in demo world."""
     from .demo import run_demo
