@@ -10,12 +10,9 @@ from pathlib import Path
 import click
 
 from .cli_errors import SynthfaceGroup, check_environment
-from .cli_types import (CELLS, DEVICE, FINITE, FMR, FRACTION, NONNEG_INT, NONNEGATIVE, POSITIVE_INT, SEEDS,
-                        CommaList, FiniteFloat)
+from .cli_types import (CELLS, DEVICE, FINITE, FMR, FRACTION, NONNEG_INT, NONNEGATIVE, POSITIVE_INT, SEED, SEEDS,
+                        SIMILARITY, CommaList, FiniteFloat)
 from .errors import SynthfaceError
-
-SIMILARITY = FiniteFloat(-1.0, 1.0)  # cosine similarities
-SEED = click.IntRange(0, 2 ** 32 - 1)
 
 
 def _run(fn, *args, **kwargs):

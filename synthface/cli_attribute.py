@@ -7,6 +7,7 @@ import json
 
 import click
 
+from .cli_types import DEVICE
 from .errors import SynthfaceError
 
 
@@ -21,7 +22,7 @@ from .errors import SynthfaceError
 @click.option("--min-images", type=click.IntRange(min=1), default=2, show_default=True,
               help="identities with fewer images are left out of the per-identity figures")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="write metrics.json here")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True)
 def evaluate_attribute(model, dataset, task, groups, min_images, out, device):
     """Accuracy overall, per identity (mean, std, worst 5 % / 10 %) and per group of an attribute model."""
     from .evaluation.attribute import run_evaluate_attribute, summary

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from .cli_types import CELLS, DEVICE, FINITE, FMR, FRACTION, SEED, SIMILARITY, FiniteFloat
 from .errors import SynthfaceError
 
 LABELLER_HELP = "verifying labeller, as for generate (repeatable): world, world-audit, onnx:PATH, ..."
@@ -16,11 +17,11 @@ LABELLER_HELP = "verifying labeller, as for generate (repeatable): world, world-
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--recognizer", "--recogniser", "recognizer", default="world", show_default=True,
               help="recogniser, as for generate: world, world-audit, onnx:PATH, insightface:PACK_DIR, arcface:PATH, ...")
-@click.option("--cells", default="all", show_default=True, help="'all' or cells separated by ';'")
-@click.option("--separation", type=float, default=None, help="max cosine similarity between identities")
-@click.option("--separation-fmr", type=float, default=1e-4, show_default=True,
+@click.option("--cells", type=CELLS, default="all", show_default=True, help="'all' or cells separated by ';'")
+@click.option("--separation", type=SIMILARITY, default=None, help="max cosine similarity between identities")
+@click.option("--separation-fmr", type=FMR, default=1e-4, show_default=True,
               help="the recogniser's threshold at this false-match rate on --reference-* faces (as generate)")
-@click.option("--separation-quantile", type=float, default=None,
+@click.option("--separation-quantile", type=FRACTION, default=None,
               help="fallback: this quantile of impostor similarities of generated faces")
 @click.option("--reference-embeddings", type=click.Path(dir_okay=False), default=None)
 @click.option("--reference-images", type=click.Path(file_okay=False), default=None,
@@ -29,16 +30,16 @@ LABELLER_HELP = "verifying labeller, as for generate (repeatable): world, world-
               help="candidates drawn per cell (selection's first ones)")
 @click.option("--ids-per-cell", type=click.IntRange(min=1), default=None,
               help="identities per cell you intend to ask generate for: adds the verdict")
-@click.option("--identity-budget", type=float, default=50.0, show_default=True,
+@click.option("--identity-budget", type=FiniteFloat(min=1.0), default=50.0, show_default=True,
               help="generate's candidates per wanted identity, for the verdict")
 @click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True, help=LABELLER_HELP)
 @click.option("--schema", default=None, help="as for generate")
 @click.option("--align", type=click.Choice(["fixed", "detect"]), default="fixed", show_default=True)
-@click.option("--accept-confidence", type=click.FloatRange(0, 1, min_open=True), default=None)
-@click.option("--trunc", "truncation", type=float, default=1.0, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="generate's --seed (the same candidates)")
+@click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
+@click.option("--trunc", "truncation", type=FINITE, default=1.0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="generate's --seed (the same candidates)")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def capacity(network, model_path, recognizer, cells, separation, separation_fmr, separation_quantile,
              reference_embeddings, reference_images, n_candidates, ids_per_cell, identity_budget, labellers, schema,

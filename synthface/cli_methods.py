@@ -13,6 +13,9 @@ from typing import Callable, Optional
 import click
 import numpy as np
 
+from .cli_types import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, CommaList
+
+CLASSIFIERS = ("svm", "mlp", "rf", "logreg")
 from .errors import SynthfaceError
 
 
@@ -58,7 +61,7 @@ def dataset_embeddings(dataset, recognizer: str, device: str = "cpu", cache_dir=
 def _pick(attrs: dict, sensitive: Optional[str]) -> dict:
     if not sensitive:
         return attrs
-    names = [s.strip() for s in sensitive.split(",") if s.strip()]
+    names = [s.strip() for s in (sensitive.split(",") if isinstance(sensitive, str) else sensitive) if s.strip()]
     unknown = [n for n in names if n not in attrs]
     if unknown:
         raise SynthfaceError(f"unknown sensitive attribute(s) {', '.join(unknown)}; the dataset has "
@@ -75,13 +78,13 @@ def _fail(e: SynthfaceError):
 @click.option("--recognizer", required=True, help="world, world-audit, onnx:PATH, insightface:PACK_DIR, ...")
 @click.option("--method", "method_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a fitted method (M.sensitivenets): also audit its projected embeddings")
-@click.option("--sensitive", default=None, help="attributes to audit, e.g. group,gender [default: all of the cells']")
-@click.option("--groups", "groups_csv", default=None, help="identity,group CSV for an ImageFolder dataset")
-@click.option("--classifiers", default="svm,mlp,rf", show_default=True, help="svm, mlp, rf, logreg")
-@click.option("--folds", default=5, show_default=True, help="identity-disjoint folds")
-@click.option("--bootstrap", "n_boot", default=1000, show_default=True, help="identity resamples for the CIs")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--sensitive", type=CommaList(item="attribute"), default=None, help="attributes to audit, e.g. group,gender [default: all of the cells']")
+@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False), help="identity,group CSV for an ImageFolder dataset")
+@click.option("--classifiers", type=CommaList(CLASSIFIERS, item="classifier"), default="svm,mlp,rf", show_default=True, help="svm, mlp, rf, logreg")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="identity-disjoint folds")
+@click.option("--bootstrap", "n_boot", type=POSITIVE_INT, default=1000, show_default=True, help="identity resamples for the CIs")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classifiers, folds, n_boot, seed, device,
                 out):
@@ -90,7 +93,7 @@ def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classif
     from .fileio import atomic_write, write_json_atomic
 
     out = Path(out)
-    clfs = tuple(c.strip() for c in classifiers.split(",") if c.strip())
+    clfs = tuple(classifiers)
     try:
         runs = [("raw", None)] + ([("projected", method_path)] if method_path else [])
         report = {"dataset": str(dataset), "recognizer": recognizer, "method": method_path, "results": {}}
@@ -114,25 +117,25 @@ def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classif
 @click.command("sensitivenets")
 @click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--recognizer", required=True, help="world, world-audit, onnx:PATH, insightface:PACK_DIR, ...")
-@click.option("--sensitive", default="group,gender", show_default=True, help="attributes to remove")
-@click.option("--groups", "groups_csv", default=None, help="identity,group CSV for an ImageFolder dataset")
+@click.option("--sensitive", type=CommaList(item="attribute"), default="group,gender", show_default=True, help="attributes to remove")
+@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False), help="identity,group CSV for an ImageFolder dataset")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. M.sensitivenets")
 @click.option("--cache", default=None, type=click.Path(file_okay=False),
               help="embedding cache folder [default: beside --out]")
-@click.option("--hidden", type=int, default=None, help="hidden width of the residual MLP [default: embedding size]")
-@click.option("--margin", default=0.2, show_default=True)
-@click.option("--lam", default=1.0, show_default=True, help="weight of the removal term")
+@click.option("--hidden", type=POSITIVE_INT, default=None, help="hidden width of the residual MLP [default: embedding size]")
+@click.option("--margin", type=NONNEGATIVE, default=0.2, show_default=True)
+@click.option("--lam", type=NONNEGATIVE, default=1.0, show_default=True, help="weight of the removal term")
 @click.option("--target", type=click.Choice(["true_class", "fixed_class"]), default="true_class", show_default=True)
-@click.option("--target-prob", type=float, default=None, help="tau [default: 1/#classes]")
+@click.option("--target-prob", type=PROBABILITY, default=None, help="tau [default: 1/#classes]")
 @click.option("--detectors", type=click.Choice(["pool", "fixed", "online"]), default="pool", show_default=True)
-@click.option("--pool-size", default=5, show_default=True)
-@click.option("--detector-steps", default=300, show_default=True, help="Adam steps per detector training")
-@click.option("--warmup-epochs", default=1, show_default=True)
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--pool-size", type=POSITIVE_INT, default=5, show_default=True)
+@click.option("--detector-steps", type=POSITIVE_INT, default=300, show_default=True, help="Adam steps per detector training")
+@click.option("--warmup-epochs", type=NONNEG_INT, default=1, show_default=True)
+@click.option("--epochs", type=POSITIVE_INT, default=20, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)
+@click.option("--lr", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True)
 def sensitivenets_cmd(dataset, recognizer, sensitive, groups_csv, out, cache, hidden, margin, lam, target,
                       target_prob, detectors, pool_size, detector_steps, warmup_epochs, epochs, batch_size, lr, seed, device):
     """Fit SensitiveNets on a dataset's embeddings: keep identity, remove the sensitive attributes."""

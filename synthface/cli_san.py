@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from .cli_types import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED
 from .errors import SynthfaceError
 
 
@@ -39,29 +40,29 @@ def _threads(n: int) -> None:
 @click.option("--matcher", default="world-recognizer", show_default=True,
               help="differentiable auxiliary matcher: world-recognizer, torch:PATH.safetensors, arcface:PATH.pt")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. M.san")
-@click.option("--size", type=int, default=None, help="side the SAN works at [default: the dataset's image side]")
+@click.option("--size", type=click.IntRange(8, 4096), default=None, help="side the SAN works at [default: the dataset's image side]")
 @click.option("--rgb", is_flag=True, help="RGB in and out (first conv widened) instead of the official grey model")
 @click.option("--layout", type=click.Choice(["arcface", "ffhq"]), default="arcface", show_default=True,
               help="how the dataset's faces are framed: ArcFace crops (synthface datasets) or full FFHQ-aligned")
 @click.option("--enc-channels", default="8,12", show_default=True)
 @click.option("--dec-channels", default="256,128", show_default=True)
-@click.option("--pretrain-epochs", default=1, show_default=True, help="reconstruction-only epochs first")
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--matcher-start", default=5, show_default=True, help="SAN epochs without the matcher term")
-@click.option("--gender-weight", default=1.0, show_default=True)
-@click.option("--rec-weight", default=1.0, show_default=True)
-@click.option("--matcher-weight", default=8.0, show_default=True)
-@click.option("--lr", default=2e-4, show_default=True)
-@click.option("--batch", default=8, show_default=True)
+@click.option("--pretrain-epochs", type=NONNEG_INT, default=1, show_default=True, help="reconstruction-only epochs first")
+@click.option("--epochs", type=NONNEG_INT, default=20, show_default=True)
+@click.option("--matcher-start", type=NONNEG_INT, default=5, show_default=True, help="SAN epochs without the matcher term")
+@click.option("--gender-weight", type=NONNEGATIVE, default=1.0, show_default=True)
+@click.option("--rec-weight", type=NONNEGATIVE, default=1.0, show_default=True)
+@click.option("--matcher-weight", type=NONNEGATIVE, default=8.0, show_default=True)
+@click.option("--lr", type=POSITIVE, default=2e-4, show_default=True)
+@click.option("--batch", type=POSITIVE_INT, default=8, show_default=True)
 @click.option("--no-augment", is_flag=True, help="no horizontal flips")
-@click.option("--members", default=1, show_default=True, help="ensemble size (>1 writes a SANEnsemble)")
+@click.option("--members", type=POSITIVE_INT, default=1, show_default=True, help="ensemble size (>1 writes a SANEnsemble)")
 @click.option("--rule", type=click.Choice(["confound", "random"]), default="confound", show_default=True,
               help="ensemble release rule (see synthface.methods.san_ensemble)")
 @click.option("--work-dir", default=None, type=click.Path(file_okay=False),
               help="keep the Trainer's checkpoints and logs here [default: a temporary folder]")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", default=0, show_default=True, help="torch CPU threads (0: torch's default)")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--threads", type=NONNEG_INT, default=0, show_default=True, help="torch CPU threads (0: torch's default)")
 def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channels, dec_channels, pretrain_epochs,
               epochs, matcher_start, gender_weight, rec_weight, matcher_weight, lr, batch, no_augment, members, rule,
               work_dir, seed, device, threads):
@@ -101,7 +102,7 @@ def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channel
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="the perturbed dataset (same layout)")
 @click.option("--prototype", type=click.Choice(["opposite", "same", "neutral"]), default="opposite",
               show_default=True, help="prototype of the released faces (an ensemble always releases by its rule)")
-@click.option("--threads", default=0, show_default=True)
+@click.option("--threads", type=NONNEG_INT, default=0, show_default=True)
 def perturb(model_path, dataset, out, prototype, threads):
     """Perturb every face of a dataset with a SAN; writes a dataset every synthface command reads, and
     contact_sheet.png (original / same / opposite / neutral)."""
@@ -127,8 +128,8 @@ def perturb(model_path, dataset, out, prototype, threads):
               help="unseen matcher (repeatable): world-audit, world, onnx:PATH, insightface:PACK, torch:PATH, ...")
 @click.option("--layout", type=click.Choice(["arcface", "ffhq"]), default="arcface", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True)
 def privacy(original, perturbed, classifiers, recognizers, layout, out, seed, device):
     """Gender-classifier error and AUC on original vs perturbed faces, and matcher TMR at FMR 1e-3 / 1e-2 of
     perturbed probes against original galleries, per cell: report.md, report.html, results.json."""

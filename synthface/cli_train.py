@@ -7,6 +7,7 @@ import json
 
 import click
 
+from .cli_types import DEVICE, NONNEGATIVE, POSITIVE, SEED, FiniteFloat
 from .errors import SynthfaceError
 
 
@@ -24,23 +25,23 @@ def train():
 @click.option("--loss", type=click.Choice(["arcface", "cosface", "combined"]), default="arcface", show_default=True)
 @click.option("--margin", default=None,
               help="m for arcface/cosface, m1,m2,m3 for combined [default: 0.5, 0.4, 1,0.5,0 as arcface_torch]")
-@click.option("--scale", type=float, default=64.0, show_default=True)
+@click.option("--scale", type=POSITIVE, default=64.0, show_default=True)
 @click.option("--embedding-dim", type=click.IntRange(min=2), default=512, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True,
               help="global batch (split over torchrun's processes)")
-@click.option("--lr", type=float, default=0.1, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
-@click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+@click.option("--lr", type=POSITIVE, default=0.1, show_default=True)
+@click.option("--weight-decay", type=NONNEGATIVE, default=5e-4, show_default=True)
+@click.option("--warmup-epochs", type=NONNEGATIVE, default=1.0, show_default=True)
+@click.option("--held-out", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="fraction of identities kept for verification after each epoch")
 @click.option("--crop", type=click.Choice(["none", "arcface"]), default="none", show_default=True,
               help="arcface: warp FFHQ-aligned full faces (synthface world render) to the 112x112 ArcFace crop")
 @click.option("--no-augment", is_flag=True, help="no flip / colour jitter on training images")
 @click.option("--drop-small", is_flag=True, help="drop identities with a single image instead of stopping")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda")
 @click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default="auto", show_default=True,
               help="mixed precision on CUDA (auto: bf16); CPU runs in fp32")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers")
@@ -73,7 +74,7 @@ def _bandwidth(value):
         h = float(value)
     except ValueError:
         raise click.BadParameter(f"{value!r}: give a positive number or 'default'") from None
-    if not h > 0:
+    if not 0 < h < float("inf"):  # also refuses nan
         raise click.BadParameter(f"{value!r}: the bandwidth must be positive")
     return h
 
@@ -82,9 +83,14 @@ def _region(value):
     if not value:
         return None
     try:
-        return tuple(float(v) for v in value.split(","))
+        r = tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give four fractions top,bottom,left,right") from None
+        r = ()
+    # four fractions of the face, each side after the one it faces (nan fails every comparison)
+    if len(r) != 4 or not all(0.0 <= v <= 1.0 for v in r) or not (r[0] < r[1] and r[2] < r[3]):
+        raise click.BadParameter(f"{value!r}: give four fractions top,bottom,left,right in [0, 1] with top < bottom "
+                                 "and left < right, e.g. 0.375,0.94,0.22,0.78", param_hint="--region")
+    return r
 
 
 @train.command()
@@ -102,8 +108,8 @@ def _region(value):
 @click.option("--cid-bandwidth", default=None, help="kernel bandwidth (L2 distance between unit embeddings); "
               "default: per class, the median distance to the k-th neighbour")
 @click.option("--cid-k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--cid-gamma", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("--cid-max-ratio", type=click.FloatRange(min=1), default=10.0, show_default=True)
+@click.option("--cid-gamma", type=FiniteFloat(min=0), default=1.0, show_default=True)
+@click.option("--cid-max-ratio", type=FiniteFloat(min=1), default=10.0, show_default=True)
 @click.option("--backbone", default="small", show_default=True,
               help="small (a few-layer CNN, fast on CPU), or r18, r50, mbf, world-recognizer, ...")
 @click.option("--width", type=click.IntRange(min=1), default=16, show_default=True, help="small backbone's width")
@@ -114,14 +120,14 @@ def _region(value):
               "(e.g. 0.375,0.94,0.22,0.78: eyes to chin on FFHQ-aligned renders); default: all of it")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--held-out", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+@click.option("--lr", type=POSITIVE, default=2e-3, show_default=True)
+@click.option("--weight-decay", type=NONNEGATIVE, default=1e-4, show_default=True)
+@click.option("--held-out", type=FiniteFloat(0, 1, max_open=True), default=0.1, show_default=True,
               help="fraction of identities kept out to report accuracy (0: none)")
 @click.option("--no-augment", is_flag=True)
 @click.option("--resume", is_flag=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def attribute(data, task, out, weights, weighting, recognizer, cid_bandwidth, cid_k, cid_gamma, cid_max_ratio,
               backbone, width, embedding_dim, size, crop, region, epochs, batch, lr, weight_decay, held_out,
               no_augment, resume, seed, device):

@@ -9,6 +9,7 @@ or written.
     CELLS                         a non-empty cell selection ('all' or 'a=b,c=d;...')
     DEVICE                        auto, cpu, cuda, cuda:N, mps
     SEEDS                         "0-7,12": checked (count, range) before the list is built
+    SEED, SIMILARITY              one seed below 2**32, a cosine similarity in [-1, 1]
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ POSITIVE = FiniteFloat(0.0, min_open=True)
 NONNEGATIVE = FiniteFloat(0.0)
 POSITIVE_INT = click.IntRange(min=1)
 NONNEG_INT = click.IntRange(min=0)
+SEED = click.IntRange(0, SEED_LIMIT - 1)
+SIMILARITY = FiniteFloat(-1.0, 1.0)  # cosine similarities
 
 
 class CommaList(click.ParamType):
@@ -165,4 +168,4 @@ SEEDS = SeedList()
 
 
 __all__ = ["FiniteFloat", "FINITE", "PROBABILITY", "FRACTION", "FMR", "POSITIVE", "NONNEGATIVE", "POSITIVE_INT",
-           "NONNEG_INT", "CommaList", "CELLS", "DEVICE", "SEEDS", "MAX_SEEDS"]
+           "NONNEG_INT", "SEED", "SIMILARITY", "CommaList", "CELLS", "DEVICE", "SEEDS", "MAX_SEEDS"]
