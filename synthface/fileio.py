@@ -1,18 +1,28 @@
 """File writing and image I/O. Every write is atomic: write to a temporary name in the target
 folder, then rename, so a crash never leaves a half-written file. mkstemp creates files as 0600;
 the result gets the mode a plain open() would give (0666 minus the umask), so outputs stay
-readable by the user's group."""
+readable by the user's group. Temporary names end in ".tmp" (is_temporary), so a later run can
+sweep what a killed one left (sweep_temporaries)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
+
+from .errors import SynthfaceError
+
+# mkstemp/mkdtemp names: ".NAME." + 8 random characters + suffix; older versions ended image temporaries in ".png"
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)*\.(tmp|png)$")
 
 
 def umask_mode() -> int:
@@ -25,6 +35,7 @@ def atomic_write(path, write: Callable, suffix: str = ".tmp") -> Path:
     """Call write(file object) on a temporary file beside `path`, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix.endswith(".tmp") else suffix + ".tmp"  # recognisable by sweep_temporaries
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -37,6 +48,59 @@ def atomic_write(path, write: Callable, suffix: str = ".tmp") -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def is_temporary(name: str) -> bool:
+    """A temporary name of atomic_write / temp_path, or a fixed "*.tmp" name of older versions."""
+    return bool(_TEMP_NAME.match(name)) or name.endswith(".tmp")
+
+
+def temp_path(path, directory: bool = False) -> Path:
+    """A fresh temporary file (or folder) beside `path`, unique to this writer, named as
+    is_temporary recognises. The caller renames it into place or removes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def sweep_temporaries(root, skip: Iterable[str] = (".synthface-lock",)) -> list[Path]:
+    """Remove the temporary files and folders (is_temporary) under `root` that killed or failed
+    writers left. Only call it while holding root's writer lock with no other writer alive."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        for d in [d for d in dirnames if is_temporary(d)]:
+            shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)
+            dirnames.remove(d)
+            removed.append(Path(dirpath, d))
+        for f in filenames:
+            if is_temporary(f):
+                try:
+                    os.unlink(os.path.join(dirpath, f))
+                    removed.append(Path(dirpath, f))
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+class DiskFull(SynthfaceError):
+    """No space (or quota) left while writing an output."""
+
+
+@contextmanager
+def disk_full_message(target, rerun: str = "run the same command again; finished parts are kept"):
+    """Turn 'no space left on device' (or quota exceeded) while writing `target` into one clear message."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" (writing {e.filename})" if e.filename else ""
+        raise DiskFull(f"no space left on the device of {target}{where}; free some space, then {rerun}") from None
 
 
 def file_digest(path) -> str:

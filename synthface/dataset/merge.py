@@ -11,7 +11,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SynthfaceError
-from ..fileio import atomic_write, image_grid, read_image_rgb, save_image_atomic, write_json_atomic
+from ..fileio import (atomic_write, disk_full_message, image_grid, read_image_rgb, save_image_atomic,
+                      write_json_atomic)
+from ..locks import DirectoryLock
 from ..utils import cell_file_name, log_stderr
 from .recordio import write_rec
 
@@ -152,28 +154,42 @@ def resolve_audit(out, audit: Optional[str], threshold: Optional[float] = None, 
 
 def run_merge(out, audit: Optional[str] = None, audit_threshold: Optional[float] = None,
               audit_quantile: Optional[float] = None, network=None, device="auto", audit_fmr: float = 1e-3,
-              reference: Optional[str] = None, log: Callable[[str], None] = log_stderr) -> dict:
+              reference: Optional[str] = None, rec_encoding: str = "jpeg444",
+              log: Callable[[str], None] = log_stderr) -> dict:
     """`synthface merge`: the audit recogniser resolved from specs, then merge."""
     return merge(out, audit=resolve_audit(out, audit, audit_threshold, audit_quantile, network, device, audit_fmr,
-                                          reference), log=log)
+                                          reference), rec_encoding=rec_encoding, log=log)
 
 
 def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int = 1000, jpeg_quality: int = 95,
-          log: Callable[[str], None] = log_stderr) -> dict:
+          rec_encoding: str = "jpeg444", log: Callable[[str], None] = log_stderr) -> dict:
     """Validate a complete dataset and write its manifest, Hugging Face metadata, RecordIO, pairs,
-    contact sheets, metrics (with `audit` = (embedder, threshold)) and card."""
+    contact sheets, metrics (with `audit` = (embedder, threshold)) and card. Holds the dataset's
+    writer lock (a running `generate` shard refuses it)."""
     out = Path(out)
+    check_rec_encoding(rec_encoding)
+    if not (out / "dataset.json").is_file():
+        load_records(out)  # its message; no lock folder in a folder that is not a dataset
+    from .writer import sweep_dataset
+
+    with disk_full_message(out, "run `synthface merge` again"), DirectoryLock(out, "merge", log=log,
+                                                                               sweep=sweep_dataset):
+        return _merge(out, audit, reference, pairs_per_cell, jpeg_quality, rec_encoding, log)
+
+
+def _merge(out: Path, audit, reference, pairs_per_cell: int, jpeg_quality: int, rec_encoding: str, log) -> dict:
     meta, records = load_records(out)
     ids_meta = json.loads((out / "identities.json").read_text())
     cells = ids_meta["cells"]
     k = meta["config"]["images_per_id"]
     log(f"{out}: {len(records)} identities x {k} images, complete")
     write_manifest(out, meta, records)
-    write_recordio(out, records, k, jpeg_quality)
+    write_recordio(out, records, k, jpeg_quality, rec_encoding)
     by_cell = {c: [r for r in records if r["cell"] == c] for c in cells}
-    write_pairs(out, by_cell, k, pairs_per_cell, np.random.default_rng(meta["config"]["seed"]))
+    pairs = write_pairs(out, by_cell, k, pairs_per_cell, np.random.default_rng(meta["config"]["seed"]))
     sheets = write_sheets(out, by_cell, k)
-    metrics = {"thresholds": ids_meta["thresholds"], "identity_selection": ids_meta["stats"]}
+    metrics = {"thresholds": ids_meta["thresholds"], "identity_selection": ids_meta["stats"],
+               "rec_encoding": rec_encoding, "pairs": pairs}
     if audit is not None:
         emb, thr, src = audit if len(audit) == 3 else (*audit, {"kind": "given", "threshold": audit[1]})
         log("dataset metrics with the audit recogniser")
@@ -203,40 +219,89 @@ def write_manifest(out: Path, meta: dict, records: list[dict]) -> None:
     atomic_write(out / "imagefolder" / "metadata.jsonl", lambda f: f.write(("\n".join(hf) + "\n").encode()))
 
 
-def write_recordio(out: Path, records: list[dict], k: int, jpeg_quality: int = 95) -> None:
+REC_ENCODINGS = {"jpeg444": "JPEG quality 95 without chroma subsampling (4:4:4)",
+                 "jpeg420": "JPEG quality 95 with 4:2:0 chroma subsampling (smaller, colour edges blur)",
+                 "png": "lossless PNG (exactly the crops' pixels; larger)"}
+
+
+def check_rec_encoding(encoding: str) -> None:
+    if encoding not in REC_ENCODINGS:
+        raise SynthfaceError(f"--rec-encoding must be one of {', '.join(REC_ENCODINGS)}, got {encoding!r}")
+
+
+def encode_record_image(path: Path, encoding: str = "jpeg444", jpeg_quality: int = 95) -> bytes:
+    """One crop as the bytes of a .rec record. arcface_torch decodes records with mx.image.imdecode
+    (OpenCV), which reads JPEG and PNG alike."""
+    buf = io.BytesIO()
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    if encoding == "png":
+        rgb.save(buf, format="PNG")
+    else:
+        rgb.save(buf, format="JPEG", quality=jpeg_quality, subsampling=0 if encoding == "jpeg444" else 2)
+    return buf.getvalue()
+
+
+def write_recordio(out: Path, records: list[dict], k: int, jpeg_quality: int = 95, encoding: str = "jpeg444") -> None:
     """arcface_torch RecordIO: images in identity order, labels 0..I-1 (= sorted folder order)."""
+    check_rec_encoding(encoding)
     (out / "rec").mkdir(exist_ok=True)
     ranges, key = [], 1
 
     def encoded():
         for r in records:
             for im in r["images"]:
-                buf = io.BytesIO()
-                Image.open(out / im["file"]).convert("RGB").save(buf, format="JPEG", quality=jpeg_quality)
-                yield r["identity"], buf.getvalue()
+                yield r["identity"], encode_record_image(out / im["file"], encoding, jpeg_quality)
     for r in records:
         ranges.append((key, key + k))
         key += k
     write_rec(out / "rec" / "train.rec", out / "rec" / "train.idx", encoded(), len(records) * k, ranges)
     write_json_atomic(out / "rec" / "property.json", {"num_classes": len(records), "num_image": len(records) * k,
-                                                      "image_size": [112, 112]})
+                                                      "image_size": [112, 112], "encoding": encoding})
 
 
-def write_pairs(out: Path, by_cell: dict, k: int, pairs_per_cell: int, rng: np.random.Generator) -> None:
-    """Verification pairs per cell: genuine (same identity) and impostor (same cell), balanced, seeded."""
+def _unordered_pair(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index-th pair (i < j) of range(n) in itertools.combinations order, without listing them."""
+    i_all = np.arange(n, dtype=np.int64)
+    first = i_all * (2 * n - i_all - 1) // 2  # index of (i, i + 1)
+    i = np.searchsorted(first, index, side="right") - 1
+    return i, index - first[i] + i + 1
+
+
+def distinct_pairs(rng: np.random.Generator, n_ids: int, k: int, want: int, genuine: bool) -> list[tuple]:
+    """Up to `want` distinct unordered image pairs, drawn without replacement: genuine pairs are two
+    images of one identity (n_ids x C(k, 2) exist), impostor pairs one image each of two identities
+    (C(n_ids, 2) x k^2 exist). Returns (identity a, image a, identity b, image b) rows."""
+    per = k * (k - 1) // 2 if genuine else k * k
+    groups = n_ids if genuine else n_ids * (n_ids - 1) // 2
+    total = groups * per
+    if total == 0 or want <= 0:
+        return []
+    pick = rng.choice(total, size=min(want, total), replace=False).astype(np.int64)
+    g, w = np.divmod(pick, per)
+    if genuine:
+        a, b = _unordered_pair(w, k)
+        return list(zip(g.tolist(), a.tolist(), g.tolist(), b.tolist()))
+    i, j = _unordered_pair(g, n_ids)
+    a, b = np.divmod(w, k)
+    return list(zip(i.tolist(), a.tolist(), j.tolist(), b.tolist()))
+
+
+def write_pairs(out: Path, by_cell: dict, k: int, pairs_per_cell: int, rng: np.random.Generator) -> dict:
+    """Verification pairs per cell: genuine (same identity) and impostor (same cell), half each,
+    seeded, every pair distinct (drawn without replacement; fewer when fewer exist).
+    Returns the counts per cell."""
+    counts = {}
     for c, rs in by_cell.items():
         rows = []
-        if k > 1:
-            for _ in range(pairs_per_cell // 2):
-                r = rs[rng.integers(len(rs))]
-                a, b = rng.choice(k, 2, replace=False)
-                rows.append(f"{r['images'][a]['file']}\t{r['images'][b]['file']}\t1")
-        if len(rs) > 1:
-            for _ in range(pairs_per_cell // 2):
-                i, j = rng.choice(len(rs), 2, replace=False)
-                rows.append(f"{rs[i]['images'][rng.integers(k)]['file']}\t{rs[j]['images'][rng.integers(k)]['file']}\t0")
+        for genuine in (True, False):
+            for i, a, j, b in distinct_pairs(rng, len(rs), k, pairs_per_cell // 2, genuine):
+                rows.append(f"{rs[i]['images'][a]['file']}\t{rs[j]['images'][b]['file']}\t{int(genuine)}")
+        n_gen = sum(r.endswith("\t1") for r in rows)
+        counts[c] = {"genuine": n_gen, "impostor": len(rows) - n_gen}
         atomic_write(out / "pairs" / f"{cell_file_name(c)}.txt",
                      lambda f, rows=rows: f.write(("\n".join(rows) + "\n").encode()))
+    return {"requested_per_cell": pairs_per_cell, "per_cell": counts}
 
 
 def write_sheets(out: Path, by_cell: dict, k: int) -> dict:
@@ -266,6 +331,17 @@ def threshold_origin(src) -> str:
     if src.get("kind") == "separation":
         return "(the separation threshold)"
     return "(given)"
+
+
+def pairs_text(pairs) -> str:
+    """How many distinct verification pairs each cell got, in words, for the card."""
+    if not pairs:
+        return "none"
+    counts = list(pairs["per_cell"].values())
+    gen, imp = {c["genuine"] for c in counts}, {c["impostor"] for c in counts}
+    fmt = lambda v: str(v.pop()) if len(v) == 1 else f"{min(v)}-{max(v)}"  # noqa: E731
+    return (f"{fmt(gen)} genuine and {fmt(imp)} impostor pairs per cell, all distinct, drawn without replacement; "
+            f"{pairs['requested_per_cell'] // 2} of each were asked for, fewer where fewer exist")
 
 
 def card(meta, ids_meta, records, metrics, sheets) -> str:
@@ -300,7 +376,8 @@ def card(meta, ids_meta, records, metrics, sheets) -> str:
 {len(records)} identities x {k} images ({len(records) * k} images), {len(ids_meta['cells'])} cells, generator
 `{meta['generator_hash']}`, seed {cfg['seed']}. Aligned 112x112 crops in `imagefolder/<identity>/` (arcface_torch
 ImageFolder; Hugging Face `imagefolder` via `imagefolder/metadata.jsonl`), RecordIO in `rec/`, one manifest line
-per image in `manifest.jsonl`, verification pairs per cell in `pairs/`.
+per image in `manifest.jsonl`, verification pairs per cell in `pairs/` ({pairs_text(metrics.get('pairs'))}).
+RecordIO images: {REC_ENCODINGS.get(metrics.get('rec_encoding', 'jpeg420'), '')}.
 
 ## Thresholds
 

@@ -10,9 +10,12 @@ N+1..N+identities hold each identity's [first, last + 1) image range. `train.idx
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import Iterable
+
+from ..fileio import temp_path, umask_mode
 
 MAGIC = 0xCED7230A
 
@@ -32,22 +35,30 @@ def header(label, id_: int = 0, id2: int = 0) -> bytes:
 
 def write_rec(path_rec, path_idx, images: Iterable[tuple[int, bytes]], n_images: int, identity_ranges) -> None:
     """images: (identity label, encoded image bytes) in identity order; identity_ranges: per
-    identity (first, end) record keys. Writes to temporary names, then renames both."""
+    identity (first, end) record keys. Writes to temporary names of this writer's own, then renames
+    both; a failure removes them."""
     path_rec, path_idx = Path(path_rec), Path(path_idx)
-    tmp_rec, tmp_idx = path_rec.with_name(path_rec.name + ".tmp"), path_idx.with_name(path_idx.name + ".tmp")
+    tmp_rec, tmp_idx = temp_path(path_rec), temp_path(path_idx)
     n_ids = len(identity_ranges)
-    with open(tmp_rec, "wb") as rec, open(tmp_idx, "w") as idx:
-        def put(key, payload):
-            idx.write(f"{key}\t{rec.tell()}\n")
-            rec.write(pack_record(payload))
-        put(0, header([float(n_images + 1), float(n_images + 1 + n_ids)]))
-        key = 1
-        for label, data in images:
-            put(key, header(float(label), key) + data)
-            key += 1
-        if key != n_images + 1:
-            raise ValueError(f"expected {n_images} images, got {key - 1}")
-        for i, (a, b) in enumerate(identity_ranges):
-            put(n_images + 1 + i, header([float(a), float(b)], n_images + 1 + i))
-    tmp_rec.replace(path_rec)
-    tmp_idx.replace(path_idx)
+    try:
+        with open(tmp_rec, "wb") as rec, open(tmp_idx, "w") as idx:
+            def put(key, payload):
+                idx.write(f"{key}\t{rec.tell()}\n")
+                rec.write(pack_record(payload))
+            put(0, header([float(n_images + 1), float(n_images + 1 + n_ids)]))
+            key = 1
+            for label, data in images:
+                put(key, header(float(label), key) + data)
+                key += 1
+            if key != n_images + 1:
+                raise ValueError(f"expected {n_images} images, got {key - 1}")
+            for i, (a, b) in enumerate(identity_ranges):
+                put(n_images + 1 + i, header([float(a), float(b)], n_images + 1 + i))
+        for tmp in (tmp_rec, tmp_idx):
+            os.chmod(tmp, umask_mode())
+        tmp_rec.replace(path_rec)
+        tmp_idx.replace(path_idx)
+    finally:
+        for tmp in (tmp_rec, tmp_idx):
+            if tmp.exists():
+                tmp.unlink()

@@ -19,6 +19,7 @@ its record is written, so after a crash or kill a rerun redoes exactly the unfin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,12 +33,13 @@ import numpy as np
 
 from ..align import arcface_crop
 from ..errors import SynthfaceError
-from ..fileio import atomic_write, save_image_atomic, write_json_atomic
+from ..fileio import atomic_write, disk_full_message, save_image_atomic, sweep_temporaries, write_json_atomic
 from ..generator.synthesis import generator_hash
 from ..identity.identities import IdentitySet, make_variations, nuisance_basis, select_identities
 from ..identity.thresholds import impostor_threshold, load_reference, reference_threshold
 from ..latent.cells import parse_cells, spec_name
 from ..latent.sampling import check_generator, check_labeller
+from ..locks import DirectoryLock, job_identity
 from ..utils import log_stderr, progress_bar
 
 DATASET_VERSION = 1
@@ -110,17 +112,35 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
     check_generator(model, G)
     check_labeller(model, verifier, "verifying labeller")
     specs = parse_cells(cfg.cells, model.schema_, model.attributes_)
-    _check_or_write_meta(out, _identity_meta(model, G, verifier, embedder, cfg, _leakage_info(leakage)))
-    t0 = time.perf_counter()
-    idset, thr, stage1_ran = _stage1(out, model, G, verifier, embedder, cfg, specs, leakage, progress, log,
-                                     capacity_candidates)
-    t1 = time.perf_counter()
-    done, mine, finished = _stage2(out, idset, thr, {spec_name(s): s for s in specs}, model, G, verifier, embedder,
-                                   cfg, shard_index, num_shards, progress, log, stop_after)
-    t2 = time.perf_counter()
+    meta = _identity_meta(model, G, verifier, embedder, cfg, _leakage_info(leakage))
+    # Shards of one job (same settings and shard count) share `out`; any other writer is refused.
+    with disk_full_message(out, "run the same `synthface generate` command again: finished identities are kept"), \
+            generate_lock(out, shard_index, num_shards, job_identity(meta, num_shards), log):
+        _check_or_write_meta(out, meta)
+        t0 = time.perf_counter()
+        idset, thr, stage1_ran = _stage1(out, model, G, verifier, embedder, cfg, specs, leakage, progress, log,
+                                         capacity_candidates)
+        t1 = time.perf_counter()
+        done, mine, finished = _stage2(out, idset, thr, {spec_name(s): s for s in specs}, model, G, verifier,
+                                       embedder, cfg, shard_index, num_shards, progress, log, stop_after)
+        t2 = time.perf_counter()
     return {"identities": len(idset.cell), "this_shard": len(mine), "written_now": done, "finished": finished,
             "thresholds": thr, "stage1_s": (t1 - t0) if stage1_ran else None, "stage2_s": t2 - t1,
             "candidates": sum(st["candidates"] for st in idset.stats.values())}
+
+
+def generate_lock(out: Path, shard_index: int, num_shards: int, job: Optional[str],
+                  log: Callable[[str], None] = log_stderr) -> DirectoryLock:
+    """The writer lock of one shard of a generate job; taken with no other writer alive, it sweeps
+    what dead writers left."""
+    return DirectoryLock(out, f"generate-{shard_index:05d}-of-{num_shards:05d}", job=job, shared=True, log=log,
+                         sweep=sweep_dataset)
+
+
+def sweep_dataset(out: Path) -> None:
+    """Temporaries that killed or failed writers left (call with the lock held and no other writer alive)."""
+    sweep_temporaries(out)
+    shutil.rmtree(out / ".partial", ignore_errors=True)
 
 
 def _leakage_info(leakage) -> Optional[dict]:
@@ -291,6 +311,10 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
             bar.update(1)
     finally:
         bar.close()
+    try:
+        os.rmdir(out / ".partial")  # empty unless another shard is writing an identity
+    except OSError:
+        pass
     finished = all((out / "records" / f"{id_name(i)}.json").is_file() for i in mine)
     if finished:
         write_json_atomic(out / "shards" / f"{shard_index:05d}-of-{num_shards:05d}.json",
@@ -312,17 +336,19 @@ def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, 
     # Write into a partial folder, rename into place, then the record marks the identity done.
     part = out / ".partial" / name
     shutil.rmtree(part, ignore_errors=True)
-    crops = crop112(np.stack([v["image"] for v in var]))
-    for k, c in enumerate(crops):
-        save_image_atomic(c, part / "crop" / f"{k:03d}.png")
-        if cfg.full_res:
-            save_image_atomic(var[k]["image"], part / "full" / f"{k:03d}.png")
-    for sub, dest in [("crop", out / "imagefolder" / name), ("full", out / "full" / name)]:
-        if (part / sub).is_dir():
-            shutil.rmtree(dest, ignore_errors=True)  # left by a run killed between rename and record
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(part / sub, dest)
-    shutil.rmtree(part, ignore_errors=True)
+    try:
+        crops = crop112(np.stack([v["image"] for v in var]))
+        for k, c in enumerate(crops):
+            save_image_atomic(c, part / "crop" / f"{k:03d}.png")
+            if cfg.full_res:
+                save_image_atomic(var[k]["image"], part / "full" / f"{k:03d}.png")
+        for sub, dest in [("crop", out / "imagefolder" / name), ("full", out / "full" / name)]:
+            if (part / sub).is_dir():
+                shutil.rmtree(dest, ignore_errors=True)  # left by a run killed between rename and record
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(part / sub, dest)
+    finally:  # also on failure (e.g. disk full): no partial folder stays behind
+        shutil.rmtree(part, ignore_errors=True)
     rec = {"identity": i, "folder": name, "cell": cell, "labels": specs_by_name[cell],
            "candidate": int(idset.candidate[i]), "prior_seed": int(idset.prior_seed[i]),
            "w_ref": f"identities.npz:w[{i}]", "psi": model.truncation_psi_, "noise_mode": "random",
@@ -369,7 +395,7 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
                  recognizer: str = "world", align: str = "fixed", shard_index: Optional[int] = None,
                  num_shards: Optional[int] = None, merge_after: bool = True, ray_shards: Optional[int] = None,
                  audit: Optional[str] = None, audit_quantile: Optional[float] = None, audit_fmr: float = 1e-3,
-                 leakage_gallery=None, device="auto", capacity_candidates: int = 200,
+                 leakage_gallery=None, device="auto", capacity_candidates: int = 200, rec_encoding: str = "jpeg444",
                  log: Callable[[str], None] = log_stderr) -> dict:
     """`synthface generate`: this shard's part of the dataset (or every shard on Ray), then the merge
     when this is the only shard. Shards default to torchrun's or a SLURM array's."""
@@ -379,6 +405,8 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
     if cfg.reference is None and str(network) == "world":
         cfg = replace(cfg, reference="world")  # the demo world's real faces: its renderer's
     check_threshold_config(cfg)
+    from .merge import check_rec_encoding
+    check_rec_encoding(rec_encoding)
     model, G, lab, emb = load_job(model_path, network, labellers, schema, recognizer, align, device)
     leak = None if leakage_gallery is None else load_leakage_gallery(leakage_gallery)
     result = {"shard_index": shard_index, "num_shards": num_shards, "merged": None}
@@ -388,12 +416,20 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
         from .ray_runner import run_with_ray
         result["ray"] = run_with_ray(model_path, network, out, cfg, list(labellers), schema, recognizer, align,
                                      ray_shards)
-        num_shards = 1  # every shard is written: merge below
-    else:
+        _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log)
+        return result
+    # One process writes and merges: it holds the lock from the first write to the card.
+    with disk_full_message(out, "run the same `synthface generate` command again: finished identities are kept"), \
+            (generate_lock(Path(out), 0, 1, None, log) if num_shards == 1 else contextlib.nullcontext()):
         result["generate"] = generate_dataset(model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
                                               log=log, capacity_candidates=capacity_candidates)
-    if num_shards == 1 and merge_after:
+        if num_shards == 1:
+            _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log)
+    return result
+
+
+def _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log) -> None:
+    if merge_after:
         from .merge import merge, resolve_audit
         result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device, audit_fmr),
-                                 log=log)
-    return result
+                                 rec_encoding=rec_encoding, log=log)

@@ -21,8 +21,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import SynthfaceError
-from ..fileio import atomic_write, write_json_atomic
+from ..fileio import atomic_write, disk_full_message, sweep_temporaries, write_json_atomic
 from ..generator.synthesis import generator_hash, map_seeds, synthesize
+from ..locks import DirectoryLock
 from ..utils import log_stderr, progress_bar
 
 BANK_VERSION = 1
@@ -81,13 +82,21 @@ def build_bank(G, labeller, out, n: int, seed: int = 0, truncation_psi: float = 
                batch_size: int = 64, chunk_size: int = 4096, progress: bool = True,
                log: Callable[[str], None] = log_stderr,
                stop_after_chunks: Optional[int] = None) -> LatentBank:
-    """Fill (or resume, or extend) a bank of n labelled latents in `out`."""
+    """Fill (or resume, or extend) a bank of n labelled latents in `out`. The bank is this process's
+    alone while it writes: another writer is refused with its pid; temporaries of dead ones are swept."""
     if n < 1:
         raise SynthfaceError("--n must be at least 1")
     if chunk_size < 1 or batch_size < 1:
         raise SynthfaceError("chunk and batch sizes must be at least 1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with disk_full_message(out, "run the same `synthface label` command again: finished chunks are kept"), \
+            DirectoryLock(out, "label", log=log, sweep=sweep_temporaries):
+        return _fill_bank(G, labeller, out, n, seed, truncation_psi, noise_mode, batch_size, chunk_size, progress,
+                          log, stop_after_chunks)
+
+
+def _fill_bank(G, labeller, out: Path, n: int, seed: int, truncation_psi: float, noise_mode: str, batch_size: int,
+               chunk_size: int, progress: bool, log, stop_after_chunks: Optional[int]) -> LatentBank:
     meta = {"version": BANK_VERSION, "generator_hash": generator_hash(G), "z_dim": G.z_dim, "w_dim": G.w_dim,
             "resolution": G.img_resolution, "seed": seed, "truncation_psi": truncation_psi, "noise_mode": noise_mode,
             "chunk_size": chunk_size, "labeller": labeller.describe(), "schema": labeller.schema}

@@ -9,7 +9,9 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..fileio import atomic_write, image_grid, save_image_atomic, write_json_atomic
+from ..fileio import (atomic_write, disk_full_message, image_grid, save_image_atomic, sweep_temporaries,
+                      write_json_atomic)
+from ..locks import DirectoryLock
 from ..utils import cell_file_name, log_stderr
 from .cells import label_cells, matches
 from .sampling import audit_precision, cell_frequencies, check_labeller, sample_cells, uniform_baseline
@@ -50,8 +52,15 @@ def run_sampling(model, G, specs: Sequence[Mapping[str, str]], n: int, outdir, l
                  seed: int = 0, truncation: float = 1.0, budget: float = 4.0, baseline_n: int = 1000,
                  save_images: bool = True, batch_size: int = 64, accept_confidence: Optional[float] = None,
                  log: Callable[[str], None] = log_stderr) -> dict:
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    """`synthface sample`: the report, latents, sheets and images in `outdir`, which this process
+    holds alone while it writes (another writer is refused; temporaries of dead ones swept)."""
+    with disk_full_message(outdir), DirectoryLock(outdir, "sample", log=log, sweep=sweep_temporaries):
+        return _sample_and_report(model, G, specs, n, Path(outdir), labeller, audit, seed, truncation, budget,
+                                  baseline_n, save_images, batch_size, accept_confidence, log)
+
+
+def _sample_and_report(model, G, specs, n, outdir: Path, labeller, audit, seed, truncation, budget, baseline_n,
+                       save_images, batch_size, accept_confidence, log) -> dict:
     if audit is not None:
         check_labeller(model, audit, "audit labeller")
     threshold = model.confidence if accept_confidence is None else accept_confidence

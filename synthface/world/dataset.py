@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from ..errors import SynthfaceError
+from ..fileio import atomic_write, disk_full_message, sweep_temporaries, temp_path
+from ..locks import LOCK_DIR, DirectoryLock
 from .renderer import GENDERS, GROUPS
 from .world import World, take
 
@@ -48,16 +51,38 @@ def write_image_folder(world: World, outdir, n_identities: int, images_per_ident
                        first_identity: int = 0, log: Callable = print, per_image_labels: bool = False) -> Path:
     """`outdir/<identity>/<image>.png` plus `labels.jsonl` (identity, group, gender, age per image;
     with per_image_labels also smile, smile_score and glasses, see image_labels: off by default so
-    existing folders stay byte-identical). Written to a temporary folder and renamed at the end,
-    so a crash leaves no half dataset."""
+    existing folders stay byte-identical). Rendered into a temporary folder inside `outdir`, moved
+    into place at the end and labels.jsonl written last, so a folder without labels.jsonl is
+    unfinished (a rerun redoes it). The folder is this process's alone while it writes; an existing
+    folder keeps its mode."""
     outdir = Path(outdir)
     if (outdir / "labels.jsonl").exists():
         log(f"{outdir} exists, keeping it")
         return outdir
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=outdir.parent, prefix=f".{outdir.name}."))
+    with disk_full_message(outdir, "run the same `synthface world render` command again"), \
+            DirectoryLock(outdir, "render", log=log, sweep=sweep_temporaries):
+        foreign = sorted(p.name for p in outdir.iterdir()
+                         if p.name != LOCK_DIR and not (p.is_dir() and p.name.isdigit()))
+        if foreign:
+            raise SynthfaceError(f"{outdir} already holds other files ({', '.join(foreign[:3])}); render into a new or "
+                                 "empty folder")
+        tmp = temp_path(outdir / "render", directory=True)
+        try:
+            lines = _render_into(tmp, world, range(first_identity, first_identity + n_identities),
+                                 images_per_identity, size, log, per_image_labels)
+            for d in sorted(tmp.iterdir()):
+                shutil.rmtree(outdir / d.name, ignore_errors=True)  # left by a run that failed while moving
+                os.replace(d, outdir / d.name)
+            atomic_write(outdir / "labels.jsonl", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return outdir
+
+
+def _render_into(tmp: Path, world: World, ids, images_per_identity: int, size: int, log: Callable,
+                 per_image_labels: bool) -> list[str]:
+    """Render every image into `tmp`/<identity>/<image>.png; returns the labels.jsonl lines."""
     lines = []
-    ids = range(first_identity, first_identity + n_identities)
     for n, (ident, j, im) in enumerate(render_population(world, ids, images_per_identity, size)):
         rel = f"{int(ident['index']):06d}/{j:03d}.png"
         (tmp / rel).parent.mkdir(exist_ok=True)
@@ -70,8 +95,4 @@ def write_image_folder(world: World, outdir, n_identities: int, images_per_ident
         lines.append(json.dumps(row))
         if (n + 1) % 5000 == 0:
             log(f"  {n + 1} images")
-    (tmp / "labels.jsonl").write_text("\n".join(lines) + "\n")
-    if outdir.exists():
-        os.rmdir(outdir)  # only an empty leftover folder can be here
-    os.replace(tmp, outdir)
-    return outdir
+    return lines
