@@ -37,7 +37,7 @@ class LatentBank:
         meta = self.path / "bank.json"
         if not meta.is_file():
             raise SynthfaceError(f"{self.path} is not a latent bank (no bank.json); make one with `synthface label`")
-        self.meta = json.loads(meta.read_text())
+        self.meta = read_bank_json(meta)
         if self.meta.get("version") != BANK_VERSION:
             raise SynthfaceError(f"{self.path}: bank version {self.meta.get('version')} is not supported "
                                  f"(this synthface reads version {BANK_VERSION})")
@@ -47,7 +47,11 @@ class LatentBank:
         return sorted(self.path.glob("chunk_*.npz"))
 
     def __len__(self) -> int:
-        return sum(int(np.load(p)["seeds"].shape[0]) for p in self.chunks())
+        total = 0
+        for p in self.chunks():
+            with _open_chunk(p) as z:
+                total += int(z["seeds"].shape[0])
+        return total
 
     def load(self, attributes=None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(w [N, w_dim] float32, seeds [N], {attribute: probabilities [N, classes]})."""
@@ -61,11 +65,19 @@ class LatentBank:
             raise SynthfaceError(f"{self.path} holds no chunks yet; run `synthface label` to fill it")
         ws, seeds, probs = [], [], {a: [] for a in attributes}
         for p in files:
-            with np.load(p) as z:
+            with _open_chunk(p) as z:
                 ws.append(z["w"])
                 seeds.append(z["seeds"])
                 for a in attributes:
                     probs[a].append(z[f"p.{a}"])
+                if not len(z["w"]) == len(z["seeds"]) == min(len(z[f"p.{a}"]) for a in attributes):
+                    raise SynthfaceError(f"{p}: the chunk's arrays disagree in length; delete it and rerun the same "
+                                         "`synthface label` command to regenerate it")
+        found, promised = sum(len(s) for s in seeds), int(self.meta.get("n", 0))
+        if found < promised:
+            raise SynthfaceError(f"{self.path} is incomplete: bank.json promises {promised} latents but its "
+                                 f"{len(files)} chunk(s) hold {found}; finish it by rerunning the same "
+                                 "`synthface label` command (same --n, --seed, --chunk)")
         W = np.concatenate(ws).astype(np.float32)
         P = {a: np.concatenate(v).astype(np.float32) for a, v in probs.items()}
         bad = ~np.isfinite(W).all(1)
@@ -102,13 +114,15 @@ def _fill_bank(G, labeller, out: Path, n: int, seed: int, truncation_psi: float,
             "chunk_size": chunk_size, "labeller": labeller.describe(), "schema": labeller.schema}
     mpath = out / "bank.json"
     if mpath.is_file():
-        old = json.loads(mpath.read_text())
-        keys = ("generator_hash", "seed", "truncation_psi", "noise_mode", "chunk_size", "schema")
-        diff = [k for k in keys if old.get(k) != meta[k]]
+        old = read_bank_json(mpath)
+        # every setting that changes a bank row; the labeller by its weights' digest, wherever the file now lies
+        keys = ("version", "generator_hash", "seed", "truncation_psi", "noise_mode", "chunk_size", "schema",
+                "labeller")
+        diff = [k for k in keys if _comparable(old.get(k)) != _comparable(meta[k])]
         if diff:
             raise SynthfaceError(f"{out} already holds a bank made with different {', '.join(diff)} "
-                                 f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use a new --out, or the same "
-                                 "arguments to resume")
+                                 f"({'; '.join(f'{k}: bank {_show(old.get(k))}, now {_show(meta[k])}' for k in diff)}); "
+                                 "use a new --out, or the same arguments to resume")
         meta["n"] = max(int(old.get("n", 0)), n)
     else:
         meta["n"] = n
@@ -140,6 +154,47 @@ def _fill_bank(G, labeller, out: Path, n: int, seed: int, truncation_psi: float,
     finally:
         bar.close()
     return LatentBank(out)
+
+
+def read_bank_json(path: Path) -> dict:
+    """bank.json, or a clear refusal when it is damaged (a half-written or hand-edited file)."""
+    try:
+        meta = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SynthfaceError(f"{path} is damaged ({e}); restore it, or delete the bank folder and run "
+                             "`synthface label` again") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("schema"), dict):
+        raise SynthfaceError(f"{path} is not a synthface bank description (no attribute schema); restore it, or "
+                             "delete the bank folder and run `synthface label` again")
+    return meta
+
+
+def _open_chunk(p: Path):
+    """np.load of a chunk (never unpickling), turning a damaged file into one message naming it."""
+    import zipfile
+
+    try:
+        z = np.load(p, allow_pickle=False)
+        z["seeds"], z["w"]  # noqa: B018 - read now: a truncated member fails here, not later
+        return z
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise SynthfaceError(f"{p} is a damaged bank chunk ({type(e).__name__}: {e}); delete it and rerun the "
+                             "same `synthface label` command to regenerate it") from None
+
+
+def _comparable(value):
+    """Settings as compared on resume: file paths dropped (a moved labeller file is the same labeller; its
+    sha256 says whether it is)."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if k != "path"}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def _show(value) -> str:
+    text = json.dumps(_comparable(value), sort_keys=True)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _chunk_complete(out: Path, k: int, expected: int) -> bool:
