@@ -387,7 +387,19 @@ def build_generator(config: dict, tensors: dict[str, torch.Tensor], where: str =
             if not torch.is_floating_point(t):
                 raise CheckpointError(f"{where}: tensor '{k}' has dtype {t.dtype}, expected a floating point tensor")
             v.copy_(t.to(v.dtype))
+    _require_finite(G, where)
     return G.eval().requires_grad_(False)
+
+
+def _require_finite(G, where: str) -> None:
+    """NaN or inf weights would give black images (and NaN latents) without any error: refuse them at load."""
+    bad = [(k, int((~torch.isfinite(t)).sum())) for k, t in G.state_dict().items()
+           if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]
+    if bad:
+        names = ", ".join(f"'{k}' ({n} values)" for k, n in bad[:3])
+        names += f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"{where}: tensor(s) {names} hold NaN or inf; the file is damaged or comes from a "
+                              "diverged training run; use another snapshot of the network")
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:

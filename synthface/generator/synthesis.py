@@ -64,7 +64,12 @@ def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in about [-1, 1] -> [N, H, W, C] uint8, NVIDIA's rounding."""
+    """[N, C, H, W] in about [-1, 1] -> [N, H, W, C] uint8, NVIDIA's rounding. Non-finite pixels (which the
+    cast would turn into black silently) stop the run before any image is written."""
+    if not bool(torch.isfinite(img).all()):
+        raise SynthfaceError(f"the generator produced NaN or inf pixels in {int((~torch.isfinite(img)).sum())} "
+                             "values; check --trunc and the network file (its weights may be damaged), or run on "
+                             "--device cpu to rule out a numerical problem of the GPU kernels")
     img = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     return img.cpu().numpy()
 
