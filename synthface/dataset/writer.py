@@ -311,10 +311,10 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
             bar.update(1)
     finally:
         bar.close()
-    try:
-        os.rmdir(out / ".partial")  # empty unless another shard is writing an identity
-    except OSError:
-        pass
+        try:
+            os.rmdir(out / ".partial")  # empty unless another shard is writing an identity
+        except OSError:
+            pass
     finished = all((out / "records" / f"{id_name(i)}.json").is_file() for i in mine)
     if finished:
         write_json_atomic(out / "shards" / f"{shard_index:05d}-of-{num_shards:05d}.json",
