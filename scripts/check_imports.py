@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
     # 0: no synthface imports beyond each other (errors, file writing, small helpers, asset paths)
-    ("errors", "fileio", "locks", "utils", "assets", "align"),
+    ("errors", "fileio", "locks", "utils", "assets", "align", "weights"),
     # 1: networks: the StyleGAN2 generator and face-model definitions
     ("generator", "nets"),
     # 2: what the pipeline builds on networks: latent model, labellers, recognisers, metrics

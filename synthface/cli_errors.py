@@ -17,6 +17,7 @@ import traceback
 import click
 
 from .errors import SynthfaceError
+from .weights import scrub_torch_advice
 
 OPS_MODES = ("auto", "cuda", "ref")
 
@@ -90,7 +91,10 @@ class SynthfaceGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except click.ClickException as e:
+            e.message = scrub_torch_advice(e.message)  # messages built from torch's text elsewhere, too
+            raise
+        except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:  # noqa: BLE001 - the one place every failure is put into words
             raise click.ClickException(explain(e, _command(ctx))) from None
@@ -103,7 +107,7 @@ def _command(ctx: click.Context) -> str:
 
 def explain(e: Exception, command: str = "synthface") -> str:
     if isinstance(e, SynthfaceError):
-        return str(e)
+        return scrub_torch_advice(str(e))
     if isinstance(e, OSError):
         if e.errno == errno.EPIPE:  # output piped into `head`: not an error of ours
             raise e

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import CheckpointError, SynthfaceError
 from .networks import Generator
+from ..weights import scrub_torch_advice
 from .safe_pickle import EasyDict, PersistentStub, TFNetworkStub, restricted_load
 from ..fileio import atomic_write
 
@@ -125,7 +126,8 @@ def _unpickle(path: PathLike) -> Any:
     except EOFError:
         raise CheckpointError(f"{path} ends early: the file is truncated (incomplete download or copy?)") from None
     except Exception as e:  # noqa: BLE001 - corrupt bytes surface as many exception types inside pickle/torch
-        raise CheckpointError(f"{path} is not a readable network pickle; it looks corrupt or truncated ({e})") from None
+        why = scrub_torch_advice(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:200]
+        raise CheckpointError(f"{path} is not a readable network pickle; it looks corrupt or truncated ({why})") from None
 
 
 def _read_nvidia(stub: PersistentStub, path: PathLike):

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, SynthfaceError
+from ..weights import check_declared_sizes
 
 
 class UnsafePickleError(CheckpointError):
@@ -27,9 +28,13 @@ class UnsafePickleError(CheckpointError):
 
 
 class EasyDict(dict):
-    """Stand-in for dnnlib.EasyDict: a dict with attribute access."""
+    """Stand-in for dnnlib.EasyDict: a dict with attribute access, for public names only: a pickle's
+    state never answers a lookup of a dunder or private name (pickle itself looks up __setstate__,
+    __reduce_ex__, ... on the objects it builds)."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             return self[name]
         except KeyError:
@@ -96,8 +101,18 @@ def _reconstruct_persistent_obj(meta):
 
 def _load_storage_from_bytes(b: bytes):
     # Each storage is an embedded torch.save blob; torch's weights_only loader is itself
-    # restricted, and map_location avoids "deserialize object on a CUDA device" errors.
-    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+    # restricted, and map_location avoids "deserialize object on a CUDA device" errors. The sizes it
+    # declares are checked against the blob first (the legacy format allocates before it reads).
+    try:
+        check_declared_sizes(b, "a tensor storage inside this network pickle")
+    except SynthfaceError as e:
+        raise CheckpointError(str(e)) from None
+    try:
+        return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UnsafePickleError("refusing a tensor storage inside this pickle that holds Python objects instead of "
+                                "plain data (loading it could run code from the file); network pickles written by "
+                                "NVIDIA's code hold plain storages") from None
 
 
 def _no_hooks(hooks, what: str) -> None:

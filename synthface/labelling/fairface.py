@@ -19,6 +19,7 @@ from torch import nn
 from ..align import FFHQ_FACE_BOX, to_float, warp_affine
 from ..errors import SynthfaceError
 from ..fileio import file_digest
+from ..weights import load_torch_file, state_dict_mismatch
 
 RACE7 = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
 RACE4 = ["White", "Black", "Asian", "Indian"]
@@ -81,11 +82,10 @@ def fairface_matrix(image_size: int, out_size: int = 224, padding: float = 0.25)
 
 
 def load_state_dict(path) -> dict:
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # the unpickler refuses anything but tensors and containers
-        raise SynthfaceError(f"{path} is not a plain PyTorch state dict ({type(e).__name__}: {e}); FairFace "
-                             "checkpoints are; anything that needs code to load is refused") from None
+    # torch's weights_only unpickler (no code runs), the size check and clear messages
+    sd = load_torch_file(path, "PyTorch state dict", fix=(
+        "This looks like a whole model saved with torch.save(model); save its state_dict instead, where the "
+        "model loads: torch.save(model.state_dict(), 'res34_fair_align_multi_7.pt'), and pass that file."))
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -106,10 +106,10 @@ class FairFaceLabeller:
         self.net = ResNet34(num_classes=int(sd["fc.weight"].shape[0]) if "fc.weight" in sd else 18)
         if self.net.fc.out_features < 18:
             raise SynthfaceError(f"{self.path}: the head has {self.net.fc.out_features} outputs, FairFace's has 18")
-        try:
-            self.net.load_state_dict(sd)
-        except RuntimeError as e:
-            raise SynthfaceError(f"{self.path} is not a FairFace ResNet-34 state dict: {str(e).splitlines()[0]}") from None
+        mismatch = state_dict_mismatch(self.net.state_dict(), sd, str(self.path), "FairFace's ResNet-34")
+        if mismatch:
+            raise SynthfaceError(mismatch + "; pass the res34_fair_align_multi_7 / _4 checkpoint of FairFace")
+        self.net.load_state_dict(sd)
         self.device = torch.device(device)
         self.net.eval().to(self.device)
         self.schema = {"race": RACE7 if races == 7 else RACE4, "gender": GENDER, "age": AGE}

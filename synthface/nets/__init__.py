@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import SynthfaceError
 from ..fileio import atomic_write, write_json_atomic
+from ..weights import load_torch_file
 from .iresnet import IRESNET_LAYOUTS, IResNet, iresnet
 from .mobilefacenet import MBF_LAYOUTS, MobileFaceNet, mobilefacenet
 from .world_nets import AttributeNet, AttributeOutputs, Recogniser
@@ -146,11 +147,9 @@ def _check_tensors(state: dict, net: nn.Module, where: str, arch: str):
 
 
 def _state_from_pt(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses pickled code; anything else is an unreadable file
-        raise SynthfaceError(f"cannot read {path} as a plain tensor state dict ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    # weights_only: pickled code is refused; the size check and messages are synthface.weights'
+    obj = load_torch_file(path, "tensor state dict", fix="Save the model's weights with "
+                          "torch.save(model.state_dict(), 'model.pt') where it was trained, and pass that file.")
     # arcface_torch's checkpoint_gpu_N.pt (save_all_states) holds the backbone under this key
     if isinstance(obj, dict) and "state_dict_backbone" in obj:
         obj = obj["state_dict_backbone"]
