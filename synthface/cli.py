@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_errors import SynthfaceGroup, check_environment
+from .cli_errors import SynthfaceGroup, check_environment, removed_on_failure
 from .cli_types import (CELLS, DEVICE, FINITE, FMR, FRACTION, NONNEG_INT, NONNEGATIVE, POSITIVE_INT, SEED, SEEDS,
                         SIMILARITY, CommaList, FiniteFloat)
 from .errors import SynthfaceError
@@ -142,7 +142,8 @@ def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, 
 
 @main.command()
 @click.option("--bank", required=True, type=click.Path(file_okay=False))
-@click.option("--attributes", type=CommaList(item="attribute"), default=None, help="comma-separated, e.g. gender,ethnicity (default: all)")
+@click.option("--attributes", type=CommaList(item="attribute"), default=None,
+              help="comma-separated, e.g. gender,ethnicity (default: all)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. model.synthface")
 @click.option("--confidence", type=FiniteFloat(0, 1, min_open=True), default=0.9, show_default=True,
               help="keep latents whose every label has at least this probability")
@@ -192,7 +193,8 @@ def fit(bank, attributes, out, confidence, projection, n_components, density, gm
 @main.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--network", required=True, help="the generator the bank was labelled with ('world' for the demo's)")
-@click.option("--cells", required=True, type=CELLS, help="'all', or cells separated by ';', e.g. 'gender=female,ethnicity=hispanic'")
+@click.option("--cells", required=True, type=CELLS,
+              help="'all', or cells separated by ';', e.g. 'gender=female,ethnicity=hispanic'")
 @click.option("--n", type=click.IntRange(min=1), default=100, show_default=True, help="faces per cell")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False))
 @click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True,
@@ -269,11 +271,14 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--leakage-gallery", type=click.Path(dir_okay=False), default=None,
               help=".npy of embeddings (same recogniser) that identities must not match, e.g. the training set")
 @click.option("--leakage-threshold", type=SIMILARITY, default=None)
-@click.option("--strength", type=NONNEGATIVE, default=0.5, show_default=True, help="variation strength along nuisance directions")
-@click.option("--mix-from", type=NONNEG_INT, default=None, help="style-mix layers from this w index on (default: 60%% of them)")
+@click.option("--strength", type=NONNEGATIVE, default=0.5, show_default=True,
+              help="variation strength along nuisance directions")
+@click.option("--mix-from", type=NONNEG_INT, default=None,
+              help="style-mix layers from this w index on (default: 60%% of them)")
 @click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
 @click.option("--trunc", "truncation", type=FINITE, default=1.0, show_default=True)
-@click.option("--identity-budget", type=FiniteFloat(min=1.0), default=50.0, show_default=True, help="candidates per wanted identity")
+@click.option("--identity-budget", type=FiniteFloat(min=1.0), default=50.0, show_default=True,
+              help="candidates per wanted identity")
 @click.option("--capacity-candidates", type=click.IntRange(min=0), default=200, show_default=True,
               help="from 50 identities per cell on, estimate the capacity from this many candidates per cell first "
                    "and refuse a request clearly out of reach (0: skip)")
@@ -281,11 +286,13 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--full-res", is_flag=True, help="also write the full-resolution images")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--shard-index", type=NONNEG_INT, default=None, help="default: RANK or SLURM_ARRAY_TASK_ID, else 0")
-@click.option("--num-shards", type=POSITIVE_INT, default=None, help="default: WORLD_SIZE or SLURM_ARRAY_TASK_COUNT, else 1")
+@click.option("--num-shards", type=POSITIVE_INT, default=None,
+              help="default: WORLD_SIZE or SLURM_ARRAY_TASK_COUNT, else 1")
 @click.option("--no-merge", is_flag=True, help="do not merge even when this is the only shard")
 @click.option("--ray", "ray_shards", type=click.IntRange(min=1), default=None,
               help="run this many shards on Ray actors (one GPU each if any; needs ray[data]), then merge")
-@click.option("--audit", "audit_spec", default=None, help="recogniser that judges the merged set (" + EMBEDDER_HELP + ")")
+@click.option("--audit", "audit_spec", default=None,
+              help="recogniser that judges the merged set (" + EMBEDDER_HELP + ")")
 @click.option("--rec-encoding", type=click.Choice(["jpeg444", "jpeg420", "png"]), default="jpeg444", show_default=True,
               help="images in rec/train.rec: JPEG q95 without (444) or with (420) chroma subsampling, or lossless PNG")
 @click.option("--audit-fmr", type=FMR, default=1e-3, show_default=True,
@@ -380,11 +387,13 @@ def _print_summary(metrics: dict, out) -> None:
 @click.option("--pairs", "pairs_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="reuse a pair list (pairs.csv of an earlier report)")
 @click.option("--genuine", type=POSITIVE_INT, default=3000, show_default=True, help="genuine pairs per group (at most)")
-@click.option("--impostor", type=POSITIVE_INT, default=3000, show_default=True, help="impostor pairs per group (at most)")
+@click.option("--impostor", type=POSITIVE_INT, default=3000, show_default=True,
+              help="impostor pairs per group (at most)")
 @click.option("--folds", type=click.IntRange(min=2), default=10, show_default=True)
 @click.option("--target-fmr", type=FMR, default=1e-3, show_default=True, help="FMR that sets the global threshold")
 @click.option("--cross-group", is_flag=True, help="draw impostors from every group, not only the same one")
-@click.option("--bootstrap", "n_boot", type=POSITIVE_INT, default=200, show_default=True, help="resamples for the accuracy CIs")
+@click.option("--bootstrap", "n_boot", type=POSITIVE_INT, default=200, show_default=True,
+              help="resamples for the accuracy CIs")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--method", "methods", multiple=True, type=click.Path(dir_okay=False),
@@ -400,9 +409,10 @@ def evaluate(dataset, recognizers, out, groups_csv, pairs_path, genuine, imposto
     recs = [(r, _run(load_embedder, r, device)) for r in recognizers]
     fitted = [(m, _run(load_method, m)) for m in methods]
     recs += [(f"{r}+{Path(m).name}", ProjectedEmbedder(e, f, m)) for r, e in list(recs) for m, f in fitted]
-    _run(run_evaluation, dataset, recs, out, groups_csv=groups_csv, pairs_path=pairs_path, genuine=genuine,
-         impostor=impostor, folds=folds, seed=seed, target_fmr=target_fmr, cross_group=cross_group, n_boot=n_boot,
-         log=lambda m: click.echo(m, err=True))
+    with removed_on_failure(out):
+        _run(run_evaluation, dataset, recs, out, groups_csv=groups_csv, pairs_path=pairs_path, genuine=genuine,
+             impostor=impostor, folds=folds, seed=seed, target_fmr=target_fmr, cross_group=cross_group,
+             n_boot=n_boot, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {Path(out) / 'report.html'}", err=True)
 
 
@@ -429,7 +439,8 @@ def world():
 @world.command("render")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="image folder to create")
 @click.option("--identities", type=POSITIVE_INT, default=1000, show_default=True)
-@click.option("--images", "images_per_identity", type=POSITIVE_INT, default=6, show_default=True, help="images per identity")
+@click.option("--images", "images_per_identity", type=POSITIVE_INT, default=6, show_default=True,
+              help="images per identity")
 @click.option("--size", type=click.IntRange(8, 4096), default=64, show_default=True)
 @click.option("--distribution", type=click.Choice(["biased", "balanced"]), default="biased", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="world seed")
@@ -462,17 +473,21 @@ def world_assess(network, seeds, truncation_psi, outdir, device):
 
     G, _ = _network(network, device)
     clf = _run(OnnxClassifier, _run(attribute_classifier_path))
-    res = _run(assess_generator, G, clf, outdir, seeds=seeds, distribution=BIASED,
-               truncation_psi=truncation_psi)
+    with removed_on_failure(outdir):
+        res = _run(assess_generator, G, clf, outdir, seeds=seeds, distribution=BIASED,
+                   truncation_psi=truncation_psi)
     click.echo(json.dumps({k: v for k, v in res.items() if k != "contact_sheets"}, indent=2))
 
 
 @main.command()
 @click.option("--outdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--n", type=POSITIVE_INT, default=512, show_default=True, help="random faces to generate and label")
-@click.option("--bank-n", type=POSITIVE_INT, default=8000, show_default=True, help="latents labelled to fit the latent model")
-@click.option("--per-cell", type=NONNEG_INT, default=100, show_default=True, help="faces per cell in the balanced set (0: skip)")
-@click.option("--ids-per-cell", type=NONNEG_INT, default=10, show_default=True, help="identities per cell in the dataset (0: skip)")
+@click.option("--bank-n", type=POSITIVE_INT, default=8000, show_default=True,
+              help="latents labelled to fit the latent model")
+@click.option("--per-cell", type=NONNEG_INT, default=100, show_default=True,
+              help="faces per cell in the balanced set (0: skip)")
+@click.option("--ids-per-cell", type=NONNEG_INT, default=10, show_default=True,
+              help="identities per cell in the dataset (0: skip)")
 @click.option("--images-per-id", type=POSITIVE_INT, default=5, show_default=True)
 def demo(outdir, n, bank_n, per_cell, ids_per_cell, images_per_id):
     """Run the main job on the built-in demo world."""

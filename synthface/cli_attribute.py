@@ -7,6 +7,7 @@ import json
 
 import click
 
+from .cli_errors import removed_on_failure
 from .cli_types import DEVICE
 from .errors import SynthfaceError
 
@@ -28,8 +29,9 @@ def evaluate_attribute(model, dataset, task, groups, min_images, out, device):
     from .evaluation.attribute import run_evaluate_attribute, summary
 
     try:
-        res = run_evaluate_attribute(model, dataset, out=out, task=task, groups=groups, min_images=min_images,
-                                     device=device, log=lambda m: click.echo(m, err=True))
+        with removed_on_failure(out):
+            res = run_evaluate_attribute(model, dataset, out=out, task=task, groups=groups, min_images=min_images,
+                                         device=device, log=lambda m: click.echo(m, err=True))
     except SynthfaceError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary(res), indent=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from .cli_errors import removed_on_failure
 from .cli_types import CELLS, DEVICE, FINITE, FMR, FRACTION, SEED, SIMILARITY, FiniteFloat
 from .errors import SynthfaceError
 
@@ -55,9 +56,10 @@ def capacity(network, model_path, recognizer, cells, separation, separation_fmr,
                         separation_quantile=separation_quantile, reference=reference_embeddings or reference_images,
                         seed=seed)
     try:
-        est = run_capacity(network, model_path, out, cfg, cells, labellers, schema, recognizer, align, n_candidates,
-                           ids_per_cell, identity_budget, accept_confidence, truncation, seed, batch_size, device,
-                           log=lambda m: click.echo(m, err=True))
+        with removed_on_failure(out):
+            est = run_capacity(network, model_path, out, cfg, cells, labellers, schema, recognizer, align,
+                               n_candidates, ids_per_cell, identity_budget, accept_confidence, truncation, seed,
+                               batch_size, device, log=lambda m: click.echo(m, err=True))
     except SynthfaceError as e:
         raise click.ClickException(str(e)) from None
     budgets = list(est["expected_identities"])

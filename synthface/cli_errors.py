@@ -9,10 +9,13 @@ the temporary folder, named in the message, unless SYNTHFACE_DEBUG=1 asks for it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import tempfile
 import traceback
+from pathlib import Path
 
 import click
 
@@ -77,6 +80,20 @@ def internal_error_message(e: BaseException, command: str) -> str:
             f"please report it{where}")
 
 
+@contextlib.contextmanager
+def removed_on_failure(path):
+    """For a command that writes one report folder and has nothing to resume: when it fails, the folder
+    it created is removed again, so a failure leaves nothing behind (a folder that existed is kept)."""
+    path = Path(path) if path else None
+    existed = path is None or path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def check_environment() -> None:
     """Settings read from the environment are checked before any command runs (they are inputs too)."""
     ops = os.environ.get("SYNTHFACE_OPS")
@@ -108,6 +125,8 @@ def _command(ctx: click.Context) -> str:
 def explain(e: Exception, command: str = "synthface") -> str:
     if isinstance(e, SynthfaceError):
         return scrub_torch_advice(str(e))
+    if type(e).__name__ == "UnidentifiedImageError":  # PIL: a file named like an image that is not one
+        return f"{e}: the file is damaged or not an image; replace or remove it"
     if isinstance(e, OSError):
         if e.errno == errno.EPIPE:  # output piped into `head`: not an error of ours
             raise e

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import click
 import numpy as np
 
+from .cli_errors import removed_on_failure
 from .cli_types import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, CommaList
 
 CLASSIFIERS = ("svm", "mlp", "rf", "logreg")
@@ -78,11 +79,15 @@ def _fail(e: SynthfaceError):
 @click.option("--recognizer", required=True, help="world, world-audit, onnx:PATH, insightface:PACK_DIR, ...")
 @click.option("--method", "method_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a fitted method (M.sensitivenets): also audit its projected embeddings")
-@click.option("--sensitive", type=CommaList(item="attribute"), default=None, help="attributes to audit, e.g. group,gender [default: all of the cells']")
-@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False), help="identity,group CSV for an ImageFolder dataset")
-@click.option("--classifiers", type=CommaList(CLASSIFIERS, item="classifier"), default="svm,mlp,rf", show_default=True, help="svm, mlp, rf, logreg")
+@click.option("--sensitive", type=CommaList(item="attribute"), default=None,
+              help="attributes to audit, e.g. group,gender [default: all of the cells']")
+@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="identity,group CSV for an ImageFolder dataset")
+@click.option("--classifiers", type=CommaList(CLASSIFIERS, item="classifier"), default="svm,mlp,rf",
+              show_default=True, help="svm, mlp, rf, logreg")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="identity-disjoint folds")
-@click.option("--bootstrap", "n_boot", type=POSITIVE_INT, default=1000, show_default=True, help="identity resamples for the CIs")
+@click.option("--bootstrap", "n_boot", type=POSITIVE_INT, default=1000, show_default=True,
+              help="identity resamples for the CIs")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
@@ -94,22 +99,24 @@ def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classif
 
     out = Path(out)
     clfs = tuple(classifiers)
-    try:
-        runs = [("raw", None)] + ([("projected", method_path)] if method_path else [])
-        report = {"dataset": str(dataset), "recognizer": recognizer, "method": method_path, "results": {}}
-        md = [f"# Attribute leakage\n\nDataset `{dataset}`, recogniser `{recognizer}`"
-              + (f", method `{method_path}`" if method_path else "") + ".\n"]
-        for name, mp in runs:
-            X, ident, attrs = dataset_embeddings(dataset, recognizer, device, out / "cache", groups_csv, mp)
-            _log(f"{name}: {len(X)} embeddings of {len(np.unique(ident))} identities; probing {', '.join(clfs)}")
-            res = leakage(X, _pick(attrs, sensitive), groups=ident, classifiers=clfs, folds=folds, seed=seed,
-                          n_boot=n_boot)
-            report["results"][name] = res
-            md.append(leakage_markdown(res, "raw embeddings" if name == "raw" else "after the method"))
-        write_json_atomic(out / "report.json", report)
-        atomic_write(out / "report.md", lambda f: f.write("\n".join(md).encode()))
-    except SynthfaceError as e:
-        _fail(e)
+    with removed_on_failure(out):
+        try:
+            runs = [("raw", None)] + ([("projected", method_path)] if method_path else [])
+            report = {"dataset": str(dataset), "recognizer": recognizer, "method": method_path, "results": {}}
+            md = [f"# Attribute leakage\n\nDataset `{dataset}`, recogniser `{recognizer}`"
+                  + (f", method `{method_path}`" if method_path else "") + ".\n"]
+            for name, mp in runs:
+                X, ident, attrs = dataset_embeddings(dataset, recognizer, device, out / "cache", groups_csv, mp)
+                _log(f"{name}: {len(X)} embeddings of {len(np.unique(ident))} identities; probing "
+                     f"{', '.join(clfs)}")
+                res = leakage(X, _pick(attrs, sensitive), groups=ident, classifiers=clfs, folds=folds, seed=seed,
+                              n_boot=n_boot)
+                report["results"][name] = res
+                md.append(leakage_markdown(res, "raw embeddings" if name == "raw" else "after the method"))
+            write_json_atomic(out / "report.json", report)
+            atomic_write(out / "report.md", lambda f: f.write("\n".join(md).encode()))
+        except SynthfaceError as e:
+            _fail(e)
     click.echo("\n".join(md))
     _log(f"wrote {out / 'report.md'}")
 
@@ -117,19 +124,23 @@ def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classif
 @click.command("sensitivenets")
 @click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--recognizer", required=True, help="world, world-audit, onnx:PATH, insightface:PACK_DIR, ...")
-@click.option("--sensitive", type=CommaList(item="attribute"), default="group,gender", show_default=True, help="attributes to remove")
-@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False), help="identity,group CSV for an ImageFolder dataset")
+@click.option("--sensitive", type=CommaList(item="attribute"), default="group,gender", show_default=True,
+              help="attributes to remove")
+@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="identity,group CSV for an ImageFolder dataset")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. M.sensitivenets")
 @click.option("--cache", default=None, type=click.Path(file_okay=False),
               help="embedding cache folder [default: beside --out]")
-@click.option("--hidden", type=POSITIVE_INT, default=None, help="hidden width of the residual MLP [default: embedding size]")
+@click.option("--hidden", type=POSITIVE_INT, default=None,
+              help="hidden width of the residual MLP [default: embedding size]")
 @click.option("--margin", type=NONNEGATIVE, default=0.2, show_default=True)
 @click.option("--lam", type=NONNEGATIVE, default=1.0, show_default=True, help="weight of the removal term")
 @click.option("--target", type=click.Choice(["true_class", "fixed_class"]), default="true_class", show_default=True)
 @click.option("--target-prob", type=PROBABILITY, default=None, help="tau [default: 1/#classes]")
 @click.option("--detectors", type=click.Choice(["pool", "fixed", "online"]), default="pool", show_default=True)
 @click.option("--pool-size", type=POSITIVE_INT, default=5, show_default=True)
-@click.option("--detector-steps", type=POSITIVE_INT, default=300, show_default=True, help="Adam steps per detector training")
+@click.option("--detector-steps", type=POSITIVE_INT, default=300, show_default=True,
+              help="Adam steps per detector training")
 @click.option("--warmup-epochs", type=NONNEG_INT, default=1, show_default=True)
 @click.option("--epochs", type=POSITIVE_INT, default=20, show_default=True)
 @click.option("--batch-size", type=POSITIVE_INT, default=256, show_default=True)

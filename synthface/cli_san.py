@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from .cli_errors import removed_on_failure
 from .cli_types import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED
 from .errors import SynthfaceError
 
@@ -40,22 +41,26 @@ def _threads(n: int) -> None:
 @click.option("--matcher", default="world-recognizer", show_default=True,
               help="differentiable auxiliary matcher: world-recognizer, torch:PATH.safetensors, arcface:PATH.pt")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="model file, e.g. M.san")
-@click.option("--size", type=click.IntRange(8, 4096), default=None, help="side the SAN works at [default: the dataset's image side]")
+@click.option("--size", type=click.IntRange(8, 4096), default=None,
+              help="side the SAN works at [default: the dataset's image side]")
 @click.option("--rgb", is_flag=True, help="RGB in and out (first conv widened) instead of the official grey model")
 @click.option("--layout", type=click.Choice(["arcface", "ffhq"]), default="arcface", show_default=True,
               help="how the dataset's faces are framed: ArcFace crops (synthface datasets) or full FFHQ-aligned")
 @click.option("--enc-channels", default="8,12", show_default=True)
 @click.option("--dec-channels", default="256,128", show_default=True)
-@click.option("--pretrain-epochs", type=NONNEG_INT, default=1, show_default=True, help="reconstruction-only epochs first")
+@click.option("--pretrain-epochs", type=NONNEG_INT, default=1, show_default=True,
+              help="reconstruction-only epochs first")
 @click.option("--epochs", type=NONNEG_INT, default=20, show_default=True)
-@click.option("--matcher-start", type=NONNEG_INT, default=5, show_default=True, help="SAN epochs without the matcher term")
+@click.option("--matcher-start", type=NONNEG_INT, default=5, show_default=True,
+              help="SAN epochs without the matcher term")
 @click.option("--gender-weight", type=NONNEGATIVE, default=1.0, show_default=True)
 @click.option("--rec-weight", type=NONNEGATIVE, default=1.0, show_default=True)
 @click.option("--matcher-weight", type=NONNEGATIVE, default=8.0, show_default=True)
 @click.option("--lr", type=POSITIVE, default=2e-4, show_default=True)
 @click.option("--batch", type=POSITIVE_INT, default=8, show_default=True)
 @click.option("--no-augment", is_flag=True, help="no horizontal flips")
-@click.option("--members", type=POSITIVE_INT, default=1, show_default=True, help="ensemble size (>1 writes a SANEnsemble)")
+@click.option("--members", type=POSITIVE_INT, default=1, show_default=True,
+              help="ensemble size (>1 writes a SANEnsemble)")
 @click.option("--rule", type=click.Choice(["confound", "random"]), default="confound", show_default=True,
               help="ensemble release rule (see synthface.methods.san_ensemble)")
 @click.option("--work-dir", default=None, type=click.Path(file_okay=False),
@@ -136,8 +141,9 @@ def privacy(original, perturbed, classifiers, recognizers, layout, out, seed, de
     from .methods.san_privacy import evaluate_privacy, privacy_markdown, write_privacy_report
 
     try:
-        res = evaluate_privacy(original, perturbed, classifiers, recognizers, layout, device, seed, log=_log)
-        path = write_privacy_report(res, out)
+        with removed_on_failure(out):
+            res = evaluate_privacy(original, perturbed, classifiers, recognizers, layout, device, seed, log=_log)
+            path = write_privacy_report(res, out)
     except SynthfaceError as e:
         raise click.ClickException(str(e)) from None
     click.echo(privacy_markdown(res))

@@ -152,16 +152,17 @@ def state_dict_mismatch(expected: dict, found: dict, where: str, arch: str) -> s
     return f"{where} does not fit {arch}: " + "; ".join(parts)
 
 
-_ADVICE = re.compile(r"[^.;\n]*weights_only[^.;\n]*[.;]?", re.IGNORECASE)
+_ADVICE_WORDS = ("weights_only", "safe_globals", "arbitrary code", "trusted source", "trust the source")
 
 
 def scrub_torch_advice(text: str) -> str:
-    """Remove every sentence that mentions weights_only (torch's advice to turn the safe loader off)."""
-    if "weights_only" not in text.lower() and "add_safe_globals" not in text:
+    """Drop every sentence of torch's advice to turn the safe loader off (weights_only=False, allow-listing
+    globals): synthface's users must never follow it."""
+    if not any(w in text.lower() for w in _ADVICE_WORDS):
         return text
-    kept = [line for line in text.splitlines() if "add_safe_globals" not in line and "safe_globals" not in line]
-    cleaned = _ADVICE.sub("", "\n".join(kept)).strip()
-    return re.sub(r"\s{2,}", " ", cleaned) or "the file cannot be read safely"
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
+    kept = [t for t in sentences if t.strip() and not any(w in t.lower() for w in _ADVICE_WORDS)]
+    return " ".join(kept).strip() or "the file cannot be read safely"
 
 
 __all__ = ["load_torch_file", "check_declared_sizes", "declared_storage_bytes", "state_dict_mismatch",

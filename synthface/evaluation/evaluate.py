@@ -27,6 +27,14 @@ def dataset_hash(items: Items) -> str:
     return h.hexdigest()[:16]
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((112, 112)))
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for damaged or foreign files
+        raise SynthfaceError(f"{path} is not a readable image ({e}); replace or remove it") from None
+
+
 def embeddings(embedder, items: Items, paths: Sequence[str], cache_dir: Optional[Path], batch: int = 256,
                log: Callable[[str], None] = log_stderr) -> dict[str, np.ndarray]:
     """Embeddings of the images the pairs use, cached per (model hash, dataset hash)."""
@@ -45,8 +53,7 @@ def embeddings(embedder, items: Items, paths: Sequence[str], cache_dir: Optional
     log(f"embedding {len(paths)} images")
     out = []
     for s in range(0, len(paths), batch):
-        imgs = np.stack([np.asarray(Image.open(items.root / p).convert("RGB").resize((112, 112)))
-                         for p in paths[s:s + batch]])
+        imgs = np.stack([_read_rgb(items.root / p) for p in paths[s:s + batch]])
         out.append(embedder.embed_aligned(imgs))
     E = np.concatenate(out)
     if not np.isfinite(E).all():
