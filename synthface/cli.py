@@ -482,8 +482,8 @@ def world_assess(network, seeds, truncation_psi, outdir, device):
 @main.command()
 @click.option("--outdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--n", type=POSITIVE_INT, default=512, show_default=True, help="random faces to generate and label")
-@click.option("--bank-n", type=POSITIVE_INT, default=8000, show_default=True,
-              help="latents labelled to fit the latent model")
+@click.option("--bank-n", type=click.IntRange(min=1000), default=8000, show_default=True,
+              help="latents labelled to fit the latent model (from 1000: it needs 30 confident faces per cell)")
 @click.option("--per-cell", type=NONNEG_INT, default=100, show_default=True,
               help="faces per cell in the balanced set (0: skip)")
 @click.option("--ids-per-cell", type=NONNEG_INT, default=10, show_default=True,

@@ -181,6 +181,7 @@ USAGE = [
     ("world-assess-trunc-nan", ["world", "assess", "--trunc", "nan", "--outdir", "{out}"], "--trunc"),
     ("demo-n-0", ["demo", "--n", "0", "--outdir", "{out}"], "--n"),
     ("demo-images-per-id-0", ["demo", "--images-per-id", "0", "--outdir", "{out}"], "--images-per-id"),
+    ("demo-bank-too-small", ["demo", "--bank-n", "10", "--outdir", "{out}"], "--bank-n"),
     ("train-recognition-held-out-1", ["train", "recognition", "--data", "{rend}", "--out", "{out}", "--held-out", "1"],
      "--held-out"),
     ("train-recognition-lr-nan", ["train", "recognition", "--data", "{rend}", "--out", "{out}", "--lr", "nan"], "--lr"),
@@ -312,6 +313,33 @@ def test_fit_refuses_an_incomplete_or_damaged_bank(inputs, tmp_path, damage, nee
         (bank / "bank.json").write_text('{"version": 1, "schema": ')
     r, out = _run(["fit", "--bank", str(bank), "--out", "{out}"], inputs, tmp_path)
     _assert_clean_failure(r, 1, needle, out)
+
+
+@pytest.fixture(scope="module")
+def dataset(inputs, tmp_path_factory):
+    """One cell, 2 identities x 2 images, explicit thresholds (no reference faces): a few seconds."""
+    d = tmp_path_factory.mktemp("dataset") / "ds"
+    r = CliRunner().invoke(main, ["generate", "--network", "world", "--model", inputs["model"], "--cells",
+                                  "group=group1,gender=male", "--ids-per-cell", "2", "--images-per-id", "2",
+                                  "--out", str(d), "--device", "cpu", "--capacity-candidates", "0",
+                                  "--separation", "0.6", "--consistency", "0.3", "--batch", "16"])
+    assert r.exit_code == 0, r.output
+    return d
+
+
+@pytest.mark.parametrize("command", ["merge", "evaluate"])
+def test_a_png_that_is_not_an_image_is_named(inputs, dataset, tmp_path, command):
+    ds = tmp_path / "ds"
+    shutil.copytree(dataset, ds)
+    bad = ds / "imagefolder" / "000001" / "001.png"
+    shutil.copy(inputs["notimg"], bad)
+    before = _snapshot(ds)
+    if command == "merge":
+        r, out = _run(["merge", "--out", str(ds)], inputs, tmp_path)
+    else:
+        r, out = _run(["evaluate", "--dataset", str(ds), "--recognizer", "world", "--out", "{out}"], inputs, tmp_path)
+    _assert_clean_failure(r, 1, "000001/001.png", out)
+    assert set(_snapshot(ds)) == set(before)  # no temporary or partial file left in the dataset
 
 
 def test_evaluate_names_a_png_that_is_not_an_image(inputs, tmp_path):
