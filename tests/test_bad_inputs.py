@@ -440,3 +440,15 @@ def test_the_handler_works_in_a_real_process(inputs, tmp_path):
                         "0", "--outdir", str(out)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "NaN or inf" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert not out.exists()
+
+
+def test_a_latent_model_with_nan_is_never_written(inputs, tmp_path):
+    from synthface.errors import SynthfaceError
+    from synthface.latent import DemographicLatentModel
+
+    m = DemographicLatentModel.load(inputs["model"])
+    m.covs_ = m.covs_.copy()
+    m.covs_[0, 0, 0, 0] = float("nan")
+    with pytest.raises(SynthfaceError, match="NaN or inf in covs"):
+        m.save(tmp_path / "m.synthface")
+    assert not any(tmp_path.iterdir())

@@ -338,6 +338,10 @@ class DemographicLatentModel:
                 "attributes": self.attributes_, "schema": self.schema_, "cells": [list(c) for c in self.cells_],
                 "generator_hash": self.generator_hash_, "truncation_psi": self.truncation_psi_,
                 "noise_mode": self.noise_mode_, "source": self.source_, "report": self.report_}
+        bad = [k for k, v in tensors.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:  # a fit on degenerate input: refuse before the file exists rather than sample garbage later
+            raise SynthfaceError(f"the fitted latent model holds NaN or inf in {', '.join(bad)}; nothing was written "
+                                 f"to {path}; check the bank (synthface fit reads it) and the --shrinkage setting")
         data = save_bytes({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                           metadata={"synthface": json.dumps(meta)})
         path = Path(path)
