@@ -64,6 +64,9 @@ def inputs(tmp_path_factory):
     with torch.no_grad():
         Gn.synthesis.b4.conv1.weight[0, 0, 0, 0] = float("nan")
     (d / "nan.pkl").write_bytes(cf.nvidia_pickle_bytes(Gn))
+    Gf = make_generator()  # a forged config asking for a network of 2^20 channels
+    Gf.init_kwargs = dict(Gf.init_kwargs, synthesis_kwargs=dict(Gf.init_kwargs["synthesis_kwargs"], channel_max=1 << 20))
+    (d / "forged.pkl").write_bytes(cf.nvidia_pickle_bytes(Gf))
     (d / "evil.pkl").write_bytes(b"cos\nsystem\n(S'touch /tmp/synthface_pwned'\ntR.")
     huge = _legacy_huge(d / "huge.pt")
     blob = huge.read_bytes()  # the same forged storage inside an NVIDIA-style network pickle
@@ -76,7 +79,7 @@ def inputs(tmp_path_factory):
     torch.save(sd, d / "ff_mismatch.pt")
     return {k: str(v) for k, v in {
         "bank": d / "bank", "model": d / "model.synthface", "rend": d / "rend", "groups": d / "groups.csv",
-        "notimg": d / "notimg.png", "junk": d / "junk.bin", "nanpkl": d / "nan.pkl", "evil": d / "evil.pkl",
+        "notimg": d / "notimg.png", "junk": d / "junk.bin", "nanpkl": d / "nan.pkl", "forged": d / "forged.pkl", "evil": d / "evil.pkl",
         "huge": huge, "hugepkl": d / "huge_storage.pkl", "ffwhole": d / "ff_whole.pt",
         "ffmis": d / "ff_mismatch.pt", "dir": d}.items()}
 
@@ -240,6 +243,7 @@ FAILURES = [
     ("images-hostile-pickle", ["images", "--network", "{evil}", "--seeds", "0", "--outdir", "{out}"], "os.system"),
     ("images-forged-storage-size", ["images", "--network", "{hugepkl}", "--seeds", "0", "--outdir", "{out}"],
      "declares"),
+    ("info-forged-config", ["info", "{forged}"], "channel_max = 1048576"),
     ("convert-nan-weights", ["convert", "{nanpkl}", "{out}.safetensors"], "NaN or inf"),
     ("label-fairface-whole-model", ["label", "--network", "world", "--labeller", "fairface:{ffwhole}", "--n", "4",
                                     "--out", "{out}"], "state_dict"),

@@ -356,7 +356,27 @@ def save_generator(G: Generator, path: PathLike, source: str = "synthface", extr
 # --------------------------------------------------------------------------------------- building
 
 
+# Bounds on a stored config, checked before the network is allocated: NVIDIA's largest StyleGAN2/3 use
+# 1024 px, 512 channels, 512-d latents and 8 mapping layers; a forged config must not allocate terabytes.
+CONFIG_BOUNDS = {"z_dim": (0, 4096), "w_dim": (1, 4096), "c_dim": (0, 100_000), "img_resolution": (4, 4096),
+                 "img_channels": (1, 4), "mapping_kwargs.num_layers": (0, 64), "synthesis_kwargs.channel_max": (1, 1024),
+                 "synthesis_kwargs.channel_base": (1, 1 << 17)}
+
+
+def _check_config(config: dict) -> None:
+    for key, (lo, hi) in CONFIG_BOUNDS.items():
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise CheckpointError(f"the stored config's {key} = {value!r} is outside what any StyleGAN2 uses "
+                                  f"({lo}..{hi}); the file is damaged or forged, and nothing was allocated")
+
+
 def _build(config: dict) -> Generator:
+    _check_config(config)
     try:
         return Generator(**config)
     except (TypeError, ValueError) as e:
