@@ -111,7 +111,8 @@ CELLS = CellSelection()
 
 
 class Device(click.ParamType):
-    """auto, cpu, cuda, cuda:N or mps (whether the device exists is checked when it is used)."""
+    """auto, cpu, cuda, cuda:N or mps, and present on this machine (a missing GPU is a usage error, not a
+    silent fallback to the CPU in one command and a failure in the next)."""
 
     name = "device"
     PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -120,6 +121,20 @@ class Device(click.ParamType):
         text = str(value).strip().lower()
         if not self.PATTERN.fullmatch(text):
             self.fail(f"{value!r} is not a device synthface can use; give auto, cpu, cuda or cuda:N", param, ctx)
+        if text.startswith("cuda"):
+            import torch
+
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(text.partition(":")[2] or 0)
+            if count == 0:
+                self.fail(f"{text}: no CUDA device is available on this machine; use cpu or auto", param, ctx)
+            if index >= count:
+                self.fail(f"{text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}", param, ctx)
+        if text == "mps":
+            import torch
+
+            if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+                self.fail("mps: this PyTorch has no Apple-GPU (MPS) support here; use cpu or auto", param, ctx)
         return text
 
 
