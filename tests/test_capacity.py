@@ -228,7 +228,8 @@ def test_cli_needs_a_threshold(tmp_path):
     assert r.exit_code != 0 and "--reference-embeddings" in r.output and "--separation-quantile Q" in r.output
     r = CliRunner().invoke(main, ["capacity", "--network", "ffhq.pkl", "--model", "m", "--separation-quantile", "1.5",
                                   "--out", str(tmp_path)])
-    assert r.exit_code != 0 and "in (0, 1)" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "--separation-quantile" in r.output and "0.0<x<1.0" in r.output
+    assert "Traceback" not in r.output
 
 
 def test_generate_refuses_a_request_clearly_out_of_reach_before_selecting(stub_world, tmp_path):
