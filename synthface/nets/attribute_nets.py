@@ -16,11 +16,12 @@ class SmallCNN(nn.Module):
     """`depth` stride-2 conv blocks of widths width, 2*width, ...; then global average pooling and
     a linear layer to `embedding` features (the trunk an attribute head sits on)."""
 
-    def __init__(self, width: int = 16, depth: int = 3, embedding: int = 64):
+    def __init__(self, width: int = 16, depth: int = 3, embedding: int = 64, in_channels: int = 3):
         super().__init__()
-        if width < 1 or depth < 1 or embedding < 1:
-            raise ValueError(f"SmallCNN needs positive width, depth and embedding (got {width}, {depth}, {embedding})")
-        layers, c = [], 3
+        if width < 1 or depth < 1 or embedding < 1 or in_channels < 1:
+            raise ValueError(f"SmallCNN needs positive width, depth, embedding and in_channels (got {width}, {depth}, "
+                             f"{embedding}, {in_channels})")
+        layers, c = [], in_channels
         for i in range(depth):
             w = width * 2 ** i
             layers += [nn.Conv2d(c, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]

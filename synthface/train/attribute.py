@@ -75,8 +75,10 @@ class AttributeModel(nn.Module):
     """[region crop ->] trunk -> linear head; forward(images) -> class logits [N, n_classes].
 
     region = (top, bottom, left, right) as fractions of the input side: the network looks only at
-    that part of the (aligned) face, e.g. eyes and mouth for smiling. It is part of the graph, so
-    the exported ONNX takes the whole face like any labeller."""
+    that part of the (aligned) face, e.g. eyes and mouth for smiling. Several regions (4 values
+    each, all of the same pixel size) are stacked as channels, e.g. eyes and mouth without the
+    pixels between them. It is part of the graph, so the exported ONNX takes the whole face like
+    any labeller."""
 
     def __init__(self, trunk: nn.Module, features: int, n_classes: int, region: Optional[Sequence[float]] = None):
         super().__init__()
@@ -87,9 +89,27 @@ class AttributeModel(nn.Module):
     def forward(self, x):
         if self.region is not None:
             h, w = int(x.shape[-2]), int(x.shape[-1])  # static in the exported graph too
-            t, b, l, r = self.region
-            x = x[..., int(round(t * h)):int(round(b * h)), int(round(l * w)):int(round(r * w))]
+            crops = []
+            for k in range(0, len(self.region), 4):
+                t, b, l, r = self.region[k:k + 4]
+                crops.append(x[..., int(round(t * h)):int(round(b * h)), int(round(l * w)):int(round(r * w))])
+            x = crops[0] if len(crops) == 1 else torch.cat(crops, 1)
         return self.head(self.trunk(x))
+
+
+def _check_region(region, size: int, backbone: str) -> Optional[list]:
+    if region is None:
+        return None
+    region = [float(v) for v in region]
+    quads = [region[k:k + 4] for k in range(0, len(region), 4)]
+    if not region or len(region) % 4 or not all(0 <= t < b <= 1 and 0 <= l < r <= 1 for t, b, l, r in quads):
+        raise SynthfaceError(f"region {region}: give top,bottom,left,right as fractions with top < bottom and "
+                             "left < right, e.g. 0.375,0.94,0.22,0.78 (or several such groups of 4)")
+    shapes = {(round(b * size) - round(t * size), round(r * size) - round(l * size)) for t, b, l, r in quads}
+    if len(quads) > 1 and (len(shapes) > 1 or backbone != "small"):
+        raise SynthfaceError(f"regions {quads}: stacked regions need the small backbone and the same pixel size "
+                             f"at input side {size} (got {sorted(shapes)})")
+    return region
 
 
 def build_attribute_model(backbone: str, n_classes: int, embedding_dim: int = 64, width: int = 16,
@@ -98,14 +118,10 @@ def build_attribute_model(backbone: str, n_classes: int, embedding_dim: int = 64
     architecture (its embedding is the head's input); region: see AttributeModel."""
     if n_classes < 2:
         raise SynthfaceError(f"a classifier needs at least 2 classes, got {n_classes}")
-    if region is not None:
-        region = [float(v) for v in region]
-        if len(region) != 4 or not (0 <= region[0] < region[1] <= 1 and 0 <= region[2] < region[3] <= 1):
-            raise SynthfaceError(f"region {region}: give top,bottom,left,right as fractions with top < bottom and "
-                                 "left < right, e.g. 0.375,0.94,0.22,0.78")
+    region = _check_region(region, size, backbone)
     if backbone == "small":
         from ..nets.attribute_nets import SmallCNN
-        trunk = SmallCNN(width=width, embedding=embedding_dim)
+        trunk = SmallCNN(width=width, embedding=embedding_dim, in_channels=3 * (len(region) // 4 if region else 1))
     else:
         from ..nets import build_backbone
         kw = {"in_size": size} if backbone == "world-recognizer" else {}
