@@ -14,7 +14,8 @@ from synthface.experiments.cid import CIDExperimentConfig, acceptance, build_dat
 TOY = ["--set", "n_train=48", "--set", "pool_people=30", "--set", "test_people=6", "--set", "test_images=4",
        "--set", "calib_people=4", "--set", "calib_images=2", "--set", "epochs=1", "--set", "rhos=[0.0,0.9]",
        "--set", "seeds=[0]", "--set", "width=4", "--set", "embedding_dim=8", "--set", "batch=16",
-       "--set", "methods=[\"erm\",\"cid\",\"oracle\"]"]
+       "--set", "methods=[\"erm\",\"cid\",\"oracle\"]", "--set", "labeller_people=8", "--set", "labeller_images=2",
+       "--set", "labeller_epochs=1"]
 
 
 def test_registry_and_overrides():
@@ -63,12 +64,67 @@ def test_acceptance_reads_the_aggregate():
     assert not acc["cid_beats_erm_at_rho_ge_0.5"] and acc["cid_drop_smaller_than_erm"]
 
 
+def _render_crops(first: int, n: int, images: int):
+    """Renderer faces as an identity dataset stores them (112x112 ArcFace crops)."""
+    from synthface.dataset.writer import crop112
+    from synthface.world import World
+    world = World(0)
+    people = world.identities(range(first, first + n))
+    rows = np.repeat(np.arange(n), images)
+    from synthface.world import take
+    faces = world.render(take(people, rows), np.tile(np.arange(images), n), 64)
+    return faces, crop112(faces), people, rows
+
+
+def _stand_in_identity_dataset(cfg, root, log=print):
+    """A toy identity dataset: renderer people in place of generated ones (the generator's bank and
+    latent model are too slow for a unit test); same crops, names and cells as the real one."""
+    from synthface.world import GENDERS, GROUPS
+    _, crops, people, rows = _render_crops(5_000_000, 6, 3)
+    return {"crops": crops, "identity": np.array([f"bal{i}" for i in rows]),
+            "cell": np.array([f"{GROUPS[people['group'][i]]}/{GENDERS[people['gender'][i]]}" for i in rows]),
+            "path": str(root / "identity_dataset")}
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
+    from synthface.experiments import cid_identity
     out = tmp_path_factory.mktemp("cid") / "s0"
-    r = CliRunner().invoke(main, ["experiment", "cid", "--out", str(out), "--quick", *TOY])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cid_identity, "load_identity_dataset", _stand_in_identity_dataset)
+        r = CliRunner().invoke(main, ["experiment", "cid", "--out", str(out), "--quick", *TOY])
     assert r.exit_code == 0, r.output
     return out
+
+
+def test_identity_dataset_crops_go_back_to_the_model_frame():
+    from synthface.experiments.cid import to_model_input
+    from synthface.experiments.cid_identity import to_ffhq_frame
+    faces, crops, _, _ = _render_crops(5_000_000, 3, 2)
+    back, direct = to_ffhq_frame(crops, 64), to_model_input(faces, 64)
+    region = CIDExperimentConfig().region
+    for k in range(0, len(region), 4):  # every region the models see comes back (resampled twice)
+        t, b, l, r = (round(v * 64) for v in region[k:k + 4])
+        inside = (back[..., t:b, l:r] > -1).all(1, keepdim=True).expand(-1, 3, -1, -1)  # the crop's part of it
+        assert inside.float().mean() > 0.8
+        err = (back - direct)[..., t:b, l:r][inside].abs().mean()
+        assert err < 0.08
+        assert err < (back - direct.flip(-1))[..., t:b, l:r][inside].abs().mean()
+    assert (back[..., 60:, :] == -1).all()  # below the crop: black
+
+
+def test_identity_dataset_scores_every_model(toy_run):
+    res = json.loads((toy_run / "results.json").read_text())
+    info = res["identity_dataset"]
+    assert info["images"] == 18 and info["identities"] == 6 and 0 <= info["labeller_test_accuracy"] <= 1
+    assert (toy_run / "cache" / "smile_labeller" / "weights.pt").is_file()
+    for row in res["runs"]:
+        assert (toy_run / "models" / f"{row['method']}_rho{row['rho']}_seed{row['seed']}.pt").is_file()
+        assert all(0 <= row[f"idset_{k}"] <= 1 for k in ("accuracy", "worst_10pct_identity_accuracy"))
+        assert row["idset_worst_10pct_identity_accuracy"] <= row["idset_accuracy"]
+    assert "idset_accuracy" in res["aggregate"]["erm"]["0.9"]
+    md = (toy_run / "report.md").read_text()
+    assert "## On a synthface identity dataset" in md and "6 synthetic identities x 3 images" in md
 
 
 def test_experiment_cid_cli_writes_the_report(toy_run):

@@ -4,10 +4,12 @@ Task: smiling, on the demo world's rendered faces, whose smile is drawn per imag
 the person. Training sets of a fixed size and a fixed number of positives are drawn so that a
 fraction rho of the positives come from a few over-represented people (chosen among those with
 the glasses habit) who give no negatives: at high rho, "looks like one of these people" predicts
-"smiling" in the training data. The model sees the mouth region of the face (lips, skin, jaw,
-facial hair; not the eyes or glasses): a small CNN on the whole 64x64 render stays at chance on
-smiling within this budget, the thin lips being a few pixels of it. Each set is trained with the
-same budget and seeds under
+"smiling" in the training data, and so does "wears glasses" (their smiling images are those with
+glasses on). The model sees the eyes region (where glasses are) and the mouth region (where the
+smile is) stacked as channels, and trains on each image and its mirror image: on the whole 64x64
+render, or on one crop from brows to chin, a small CNN stays near chance on smiling within this
+budget (it memorises the training images instead). Each set is trained with the same budget and
+seeds under
 
     erm          uniform weights
     cid          CID weights from the world recogniser's embeddings, bandwidth fixed once from the
@@ -22,7 +24,6 @@ each person's images smiling): accuracy, per-identity accuracy std, worst 5 % / 
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import math
@@ -45,6 +46,7 @@ from ..fileio import atomic_write, write_json_atomic
 from ..methods.cid import CIDWeights, oracle_identity_weights
 from ..methods.weighting import bias_injected_indices
 from ..train.attribute import build_attribute_model, fit_attribute, predict_logits
+from .cid_report import report_html
 
 METHODS = ("erm", "cid", "cid-default", "oracle")
 # identity index ranges of the world: pool, test and calibration people never overlap
@@ -56,11 +58,14 @@ class CIDExperimentConfig:
     world_seed: int = 0
     render_size: int = 64            # rendered FFHQ-aligned faces (what the recogniser sees)
     model_size: int = 64             # the attribute model's input side
-    # the part of the face the model looks at (top, bottom, left, right fractions): the mouth region
-    # (rows 36-60, columns 14-50 of a 64x64 render); on the whole render a small CNN does not find
-    # the thin smiling lips within this budget (measured: chance after 40 epochs)
-    region: list = field(default_factory=lambda: [0.5625, 0.9375, 0.21875, 0.78125])
+    # the parts of the face the model looks at (top, bottom, left, right fractions), stacked as channels:
+    # eyes (rows 20-44, columns 14-50 of a 64x64 render) and mouth (rows 36-60). Chosen on validation
+    # renderer people (ERM, rho 0, 2,400 images): mouth alone 0.72, one brows-to-chin crop 0.57, these
+    # two stacked 0.65, stacked with mirror images 0.79 (a single crop or the whole render overfits)
+    region: list = field(default_factory=lambda: [0.3125, 0.6875, 0.21875, 0.78125, 0.5625, 0.9375, 0.21875, 0.78125])
+    mirror: bool = True              # train on each image and its mirror image (same label and weight)
     n_dominant: int = 5              # over-represented people (all with the glasses habit)
+    dominant_glasses: bool = True    # their smiling images only where they wear glasses (80 % of the time)
     n_train: int = 2000              # training-set size at every rho (half positives)
     pool_people: int = 600           # other people in the training pool
     pool_images: int = 4             # images per other person
@@ -80,9 +85,19 @@ class CIDExperimentConfig:
     width: int = 8
     embedding_dim: int = 32
     threads: int = 1                 # torch threads (0: torch default); 1 was 9x faster than 2 on a busy 2-core box
+    # the second test set (cid_identity.py): a synthface identity dataset, scored against a smile labeller
+    identity_eval: bool = True
+    idset_ids_per_cell: int = 30     # the pretrain experiment's --quick balanced set
+    idset_images_per_id: int = 6
+    idset_bank_n: int = 3000
+    idset_seed: int = 0
+    labeller_people: int = 1000      # renderer people the smile labeller is trained on
+    labeller_images: int = 4
+    labeller_epochs: int = 25
+    cache_dir: str = ""              # identity dataset and labeller (reused across runs); "": OUT/cache
 
 
-QUICK = {"n_train": 1200, "pool_people": 350, "test_people": 100, "calib_people": 40, "rhos": [0.0, 0.9],
+QUICK = {"n_train": 2400, "pool_images": 8, "pool_people": 350, "test_people": 100, "calib_people": 40, "rhos": [0.0, 0.9],
          "methods": ["erm", "cid", "oracle"]}
 
 
@@ -123,7 +138,8 @@ def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
     draws = _label_draws(world, dom, max(8 * need, 16))
     rows, js = [], []
     for r in range(cfg.n_dominant):
-        pos_j = np.flatnonzero(draws["smile"][r] == 1)[:need]
+        pos_j = np.flatnonzero((draws["smile"][r] == 1) & ((draws["glasses"][r] == 1) | (not cfg.dominant_glasses)))
+        pos_j = pos_j[:need]
         if len(pos_j) < need:
             raise SynthfaceError("a dominant person has too few smiling images drawn; raise the draw count")
         rows += [r] * len(pos_j)
@@ -188,6 +204,14 @@ def same_person_bandwidth(emb: np.ndarray, identity: np.ndarray, factor: float) 
     return factor * med, med
 
 
+def mirrored(cfg: CIDExperimentConfig, x: torch.Tensor, y, w=None) -> tuple:
+    """(x, y, w) with every image's mirror image appended when cfg.mirror (the regions are
+    centred, so a mirrored face shows the mirrored regions)."""
+    if not cfg.mirror:
+        return x, y, w
+    return torch.cat([x, x.flip(-1)]), np.r_[y, y], None if w is None else np.r_[w, w]
+
+
 class _Tensors(torch.utils.data.Dataset):
     def __init__(self, x, y, w=None):
         self.x, self.y = x, torch.as_tensor(y)
@@ -215,7 +239,10 @@ def method_weights(method: str, y, identity, emb, bandwidth: float, max_ratio: f
     return w, {"bandwidth": [float(b) for b in est.bandwidth_]}
 
 
-def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: float, log: Callable = print) -> list:
+def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: float, log: Callable = print,
+              models_dir: Optional[Path] = None) -> list:
+    """Train every (seed, rho, method) and score it on the renderer test set; each trained model's
+    weights go to models_dir (if given), named by cid_identity.model_file."""
     pool, test = data["pool"], data["test"]
     x_pool = to_model_input(pool["images"], cfg.model_size)
     x_test = to_model_input(test["images"], cfg.model_size)
@@ -240,11 +267,14 @@ def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: 
                                                   cfg.region)
                     t0 = time.perf_counter()
                     run_dir = tmp / f"{method}-{rho}-{seed}"
-                    trainer = fit_attribute(model, _Tensors(x_pool[idx], y, w), run_dir, cfg.epochs, cfg.batch,
-                                            lr=cfg.lr, seed=seed, device="cpu")
+                    trainer = fit_attribute(model, _Tensors(*mirrored(cfg, x_pool[idx], y, w)), run_dir, cfg.epochs,
+                                            cfg.batch, lr=cfg.lr, seed=seed, device="cpu")
                     net = trainer.model_.model.eval()
                     pred = predict_logits(net, test_set).argmax(1)
                     shutil.rmtree(run_dir, ignore_errors=True)
+                    if models_dir is not None:
+                        models_dir.mkdir(parents=True, exist_ok=True)
+                        torch.save(net.state_dict(), models_dir / f"{method}_rho{rho}_seed{seed}.pt")
                     m = identity_robustness(test["smile"], pred, test["identity"], groups=test["group"])
                     habit = test["habit"] == 1
                     row = {"method": method, "rho": rho, "seed": seed, "train_seconds": time.perf_counter() - t0,
@@ -295,6 +325,7 @@ METRICS = [("accuracy", "accuracy"), ("identity_accuracy_std", "per-identity acc
            ("worst_10pct_identity_accuracy", "worst-10 % identity accuracy"),
            ("worst_5pct_identity_accuracy", "worst-5 % identity accuracy"),
            ("accuracy_glasses_habit", "accuracy on glasses-habit people"),
+           ("accuracy_no_habit", "accuracy on the other people"),
            ("dominant_weight_share", "dominant people's share of positive weight")]
 
 
@@ -307,9 +338,11 @@ def aggregate(rows: list, cfg: CIDExperimentConfig) -> dict:
             sel = [r for r in rows if r["method"] == method and r["rho"] == rho]
             if not sel:
                 continue
+            keys = [k for k, _ in METRICS] + ["identity_accuracy_mean", "false_smile_rate_glasses_habit"]
+            keys += [k for k in sel[0] if k.startswith("idset_")]  # the identity dataset's, when evaluated
             out[method][str(rho)] = {
                 k: [float(np.mean([r[k] for r in sel])), float(np.std([r[k] for r in sel], ddof=1))
-                    if len(sel) > 1 else 0.0] for k, _ in METRICS + [("identity_accuracy_mean", "")]}
+                    if len(sel) > 1 else 0.0] for k in keys if all(k in r for r in sel)}
     return out
 
 
@@ -391,10 +424,12 @@ def report_markdown(res: dict, png_name: Optional[str] = None) -> str:
         f"Time: {info['seconds']:.0f} s ({info['runs']} training runs, {info['run_seconds']:.0f} s of training)", "",
         "Smiling vs not on the demo world's rendered faces. Each training set has "
         f"{cfg.n_train} images (half smiling); a fraction rho of the smiling ones come from {cfg.n_dominant} people "
-        "who all have the glasses habit and give no non-smiling images. Test: "
+        "who all have the glasses habit and give no non-smiling images"
+        f"{' (their smiling images with glasses on)' if cfg.dominant_glasses else ''}. Test: "
         f"{cfg.test_people} other people x {cfg.test_images} images (half smiling), balanced demographics. "
-        f"Model: a SmallCNN (width {cfg.width}) on the mouth region {cfg.region} (top, bottom, left, right) of the "
-        f"{cfg.model_size}x{cfg.model_size} face, {cfg.epochs} epochs, batch "
+        f"Model: a SmallCNN (width {cfg.width}) on the region(s) {cfg.region} (top, bottom, left, right; several "
+        f"stacked as channels) of the {cfg.model_size}x{cfg.model_size} face"
+        f"{', trained on each image and its mirror image' if cfg.mirror else ''}, {cfg.epochs} epochs, batch "
         f"{cfg.batch}, AdamW lr {cfg.lr}, the same seeds and data order for every method.", "",
         f"CID bandwidth: {info['bandwidth']:.3f} = {cfg.bandwidth_factor} x the recogniser's median same-person "
         f"distance ({info['same_person_distance']:.3f}) on {cfg.calib_people} calibration people outside both "
@@ -414,6 +449,8 @@ def report_markdown(res: dict, png_name: Optional[str] = None) -> str:
                 f"{per[str(r)]['dominant_share'][0]:.3f} / {per[str(r)]['effective_positives'][0]:.0f}"
                 for r in cfg.rhos) + " |")
         lines.append("")
+    from .cid_identity import report_lines
+    lines += report_lines(res)
     if acc:
         lines += ["## Done-when criteria", "",
                   f"- CID's worst-10 % identity accuracy beats ERM's beyond the seed spread at every rho >= 0.5: "
@@ -424,43 +461,6 @@ def report_markdown(res: dict, png_name: Optional[str] = None) -> str:
                   + ", ".join(f"{m} {d:+.3f}" for m, d in acc["drop_low_to_high_rho"].items())
                   + f"; CID's smaller than ERM's: **{'yes' if acc['cid_drop_smaller_than_erm'] else 'no'}**", ""]
     return "\n".join(lines) + "\n"
-
-
-def report_html(md: str, png: bytes) -> str:
-    """A self-contained page: the markdown's text in <pre>-free HTML with the plot embedded."""
-    import html
-    body = []
-    in_table = False
-    for line in md.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set(line) <= set("|-"):
-                continue
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-                body.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
-            else:
-                body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("!["):
-            body.append(f'<img alt="metrics versus rho" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
-        elif line.strip():
-            text = html.escape(line.rstrip(" ")).replace("**", "")
-            body.append(f"<p>{text}</p>")
-    if in_table:
-        body.append("</table>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
-             "margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>CID experiment</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -498,7 +498,11 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     log(f"embedded the pool and calibration people in {time.perf_counter() - te:.0f}s; recogniser same-person "
         f"distance {same:.3f}, CID bandwidth {bandwidth:.3f}")
     wdiag = weight_diagnostics(cfg, data, emb, bandwidth)
-    rows = run_sweep(cfg, data, emb, bandwidth, log=log)
+    rows = run_sweep(cfg, data, emb, bandwidth, log=log, models_dir=out / "models")
+    idset = None
+    if cfg.identity_eval:
+        from .cid_identity import identity_evaluation
+        idset = identity_evaluation(cfg, data, rows, out / "models", Path(cfg.cache_dir or out / "cache"), log)
     agg = aggregate(rows, cfg)
     acc = acceptance(agg, cfg)
     default_bw = sorted({round(b, 3) for r in rows if r["method"] == "cid-default" for b in r.get("bandwidth", [])})
@@ -512,7 +516,7 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     command = "synthface experiment cid --out " + str(out) + (" --quick" if quick else "") + "".join(
         f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
     res = {"experiment": "cid", "command": command, "config": asdict(cfg), "info": info, "aggregate": agg,
-           "acceptance": acc, "weight_diagnostics": wdiag, "runs": rows}
+           "acceptance": acc, "weight_diagnostics": wdiag, "identity_dataset": idset, "runs": rows}
     return _write(res, out, log)
 
 
@@ -559,5 +563,6 @@ def combine(folders, out, log: Callable = print) -> dict:
                      for k in vals[0]} for r, vals in per.items()} for m, per in wd.items()}
     command = " && ".join(p["command"] for p in parts) + f" (combined into {out})"
     res = {"experiment": "cid", "command": command, "config": asdict(cfg), "info": info, "aggregate": agg,
-           "acceptance": acceptance(agg, cfg), "weight_diagnostics": wdiag, "runs": rows}
+           "acceptance": acceptance(agg, cfg), "weight_diagnostics": wdiag,
+           "identity_dataset": parts[0].get("identity_dataset"), "runs": rows}
     return _write(res, Path(out), log)
