@@ -275,3 +275,7 @@ def test_experiment_config_and_verdict():
     assert ok["met"] and ok["error_increase"] == {"world-audit": 0.25}  # the seen classifier is left out
     bad = verdict({"single_opposite": cond(0.25, 0.95, 0.80)}, aux)
     assert bad["privacy_met"] and not bad["utility_met"] and not bad["met"]
+    from synthface.experiments.san import seen
+    given = [{"spec": "world-attributes", "variant": "given"}]
+    assert seen("world", given) and seen("genderage:/x/pack", given) and seen("world-attributes", given)
+    assert not seen("world-audit", given) and not seen("sklearn:world-audit", given)

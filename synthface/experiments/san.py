@@ -66,6 +66,7 @@ class SANExperimentConfig:
     matcher: str = "world-recognizer"
     members: int = 3                  # ensemble size; member 0 is the single SAN
     rule: str = "confound"
+    aux_classifiers: list = field(default_factory=list)  # specs to use instead of training small CNNs here
     aux_epochs: int = 8
     aux_size: int = 64
     oversample_group: str = "group1"  # the third auxiliary classifier sees this group's faces 3 times
@@ -167,6 +168,8 @@ def train_aux(cfg: SANExperimentConfig, train: Path, runs: Path, log: Callable) 
     """Auxiliary gender classifiers: k=0 seed 0 with augmentation, k=1 seed 1 without, k=2 seed 2 with
     `oversample_group` three times; cycled when there are more members."""
     from ..train.attribute import AttributeConfig, train_attribute
+    if cfg.aux_classifiers:
+        return [{"spec": str(s), "variant": "given", "val_accuracy": None} for s in cfg.aux_classifiers]
     out = []
     for k in range(max(1, min(cfg.members, 3))):
         run = runs / f"aux{k}"
@@ -235,7 +238,7 @@ def evaluate_conditions(cfg: SANExperimentConfig, test: Path, single, ens, aux: 
     """Perturb the test set under each condition and judge it (synthface.methods.san_privacy)."""
     from ..methods.san_privacy import evaluate_privacy, perturb_dataset, write_privacy_report
     classifiers, recognisers = judges()
-    seen = [a["spec"] for a in aux]
+    aux_specs = [a["spec"] for a in aux if a["spec"] not in classifiers]
     conditions = {"single_same": (single, "same"), "single_opposite": (single, "opposite"),
                   "ensemble": (ens, "opposite")}
     res = {}
@@ -244,7 +247,7 @@ def evaluate_conditions(cfg: SANExperimentConfig, test: Path, single, ens, aux: 
         pert = out / "perturbed" / name
         shutil.rmtree(pert, ignore_errors=True)
         perturb_dataset(model, test, pert, proto)
-        r = evaluate_privacy(test, pert, classifiers + seen, recognisers, seed=cfg.seed)
+        r = evaluate_privacy(test, pert, classifiers + aux_specs, recognisers, seed=cfg.seed)
         write_privacy_report(r, out / "privacy" / name)
         r["seconds"] = time.perf_counter() - t0
         res[name] = r
@@ -255,11 +258,26 @@ def evaluate_conditions(cfg: SANExperimentConfig, test: Path, single, ens, aux: 
     return res
 
 
+# judges that are the same network as an auxiliary classifier (the world's ONNX labeller, the pack's genderage
+# model and the torch world-attributes / world-genderage nets are one network; world-audit is the audit net)
+_SAME_NET = {"world-attributes": ("world", "genderage:"), "world-genderage": ("world", "genderage:"),
+             "world-audit-attributes": ("world-audit",)}
+
+
+def seen(spec: str, aux: list[dict]) -> bool:
+    for a in aux:
+        if spec == a["spec"] or any(spec == p or (p.endswith(":") and spec.startswith(p))
+                                    for p in _SAME_NET.get(a["spec"], ())):
+            return True
+    return False
+
+
 def _short(spec: str, aux: list[dict]) -> str:
     for k, a in enumerate(aux):
         if spec == a["spec"]:
-            return f"aux{k} (seen)"
-    return "genderage (pack)" if spec.startswith("genderage:") else spec
+            return f"aux{k} (seen)" if a["variant"] != "given" else f"{spec} (seen)"
+    name = "genderage (pack)" if spec.startswith("genderage:") else spec
+    return name + (" (seen)" if seen(spec, aux) else "")
 
 
 def _pct(v) -> str:
@@ -269,9 +287,8 @@ def _pct(v) -> str:
 def verdict(res: dict, aux: list[dict], condition: str = "single_opposite") -> dict:
     """The done-when check on one condition: unseen classifiers' error increase >= 20 points, unseen matcher
     (world-audit) TMR@1e-3 drop <= 10 points."""
-    seen = {a["spec"] for a in aux}
     r = res[condition]
-    inc = {k: v["error_increase"] for k, v in r["classifiers"].items() if k not in seen}
+    inc = {k: v["error_increase"] for k, v in r["classifiers"].items() if not seen(k, aux)}
     m = r["matchers"]["world-audit"]
     o, p = m["original"]["tmr@0.001"], m["perturbed"]["tmr@0.001"]
     drop = None if o is None or p is None else o - p
@@ -333,7 +350,7 @@ def report_markdown(res: dict) -> str:
           + ", ".join(f"{s:.0f} s" for s in info["member_seconds"]) + ".\n",
           "Auxiliary (seen) gender classifiers: "
           + "; ".join(f"aux{k}: small CNN, {a['variant']}, held-out accuracy {100 * a['val_accuracy']:.1f} %"
-                      for k, a in enumerate(aux)) + f". Ensemble: {cfg['members']} members, release rule "
+                      if a["val_accuracy"] is not None else f"aux{k}: {a['spec']}" for k, a in enumerate(aux)) + f". Ensemble: {cfg['members']} members, release rule "
           f"`{cfg['rule']}` (synthface.methods.san_ensemble).\n",
           "## Done-when check (single SAN, opposite prototype)\n",
           f"Smallest error increase of an unseen gender classifier: **{100 * v['min_error_increase']:+.1f} points** "
