@@ -35,7 +35,7 @@ from ..errors import SynthfaceError
 from ..fileio import atomic_write, write_json_atomic
 
 # SensitiveNets settings of every fit (lam comes from the sweep); see the module docstring for their origin
-METHOD = dict(hidden=None, margin=0.2, target="true_class", detectors="pool", pool_size=5, warmup_epochs=1,
+METHOD = dict(hidden=(), margin=0.2, target="true_class", detectors="pool", pool_size=5, warmup_epochs=1,
               epochs=30, batch_size=64, lr=1e-3, per_identity=4, detector_hidden=0, detector_steps=150,
               detector_lr=1e-2)
 
