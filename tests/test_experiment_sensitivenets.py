@@ -92,3 +92,10 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     for k in ("accuracy_mean", "tar_at_fmr_1e-3_pooled", "accuracy_per_cell"):
         assert again["runs"]["1"]["verification"][k] == saved["runs"]["1"]["verification"][k]
     assert np.isclose(again["criteria"]["gender_leakage_at_most_60"], crit["gender_leakage_at_most_60"])
+
+
+def test_verification_row_names_an_undefined_ser():
+    v = {"fdr": 0.9, "accuracy_mean": 0.97, "tar_at_fmr_1e-3_pooled": 0.6, "accuracy_std": 0.02}
+    assert "a cell at 100 %" in S._verif_row("raw", {**v, "ser": float("nan")})
+    row = S._verif_row("raw", {**v, "ser": 2.5})
+    assert "| 2.500 |" in row and "nan" not in row

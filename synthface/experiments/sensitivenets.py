@@ -365,8 +365,10 @@ def _leak_rows(res: dict, lam: str) -> list[str]:
 
 def _verif_row(name: str, v: dict) -> str:
     fdr = "-" if v["fdr"] is None else f"{v['fdr']:.3f}"
+    # SER is undefined (nan) when a cell makes no error at all: say so instead of printing nan
+    ser = "- (a cell at 100 %)" if v["ser"] != v["ser"] else f"{v['ser']:.3f}"
     return (f"| {name} | {_pct(v['accuracy_mean'], 2)} | {_pct(v['tar_at_fmr_1e-3_pooled'])} | "
-            f"{_pct(v['accuracy_std'], 2)} | {v['ser']:.3f} | {fdr} |")
+            f"{_pct(v['accuracy_std'], 2)} | {ser} | {fdr} |")
 
 
 def report_markdown(res: dict, png: Optional[str]) -> str:
