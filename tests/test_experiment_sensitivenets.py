@@ -99,3 +99,20 @@ def test_verification_row_names_an_undefined_ser():
     assert "a cell at 100 %" in S._verif_row("raw", {**v, "ser": float("nan")})
     row = S._verif_row("raw", {**v, "ser": 2.5})
     assert "| 2.500 |" in row and "nan" not in row
+
+
+def test_renderer_control_training_set(tmp_path):
+    """train_source=renderer: balanced renderer people outside the test range, in a manifest embed() reads;
+    built once, then reused."""
+    cfg = S.make_config(overrides={"ids_per_cell": 5, "images_per_id": 2, "train_source": "renderer"})
+    path = S.build_renderer_train(cfg, tmp_path / "rtrain", log=lambda m: None)
+    rows = [json.loads(line) for line in (path / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 60 and len({r["identity"] for r in rows}) == 30
+    assert all(r["identity"] >= S.RENDERER_TRAIN_FIRST for r in rows) and all((path / r["path"]).is_file() for r in rows)
+    sens = S.attributes_of([r["cell"] for r in rows])
+    assert set(sens["gender"]) == {"female", "male"} and len(set(sens["group"])) == 3
+    stamp = (path / "manifest.jsonl").stat().st_mtime_ns
+    S.build_renderer_train(cfg, tmp_path / "rtrain", log=lambda m: None)
+    assert (path / "manifest.jsonl").stat().st_mtime_ns == stamp
+    with pytest.raises(SynthfaceError, match="train_source 'web'"):
+        S.make_config(overrides={"train_source": "web"})

@@ -60,6 +60,13 @@ class SensitiveNetsExperimentConfig:
     n_boot: int = 200
     seed: int = 0
     threads: int = 1                  # torch threads (0: torch's default)
+    # "synthetic": the synthface identity dataset (the experiment's question); "renderer": the same number of
+    # balanced renderer people (identities RENDERER_TRAIN_FIRST+, disjoint from the test people), the control
+    # that separates what the method can remove from what carries over from synthetic to real faces
+    train_source: str = "synthetic"
+
+
+RENDERER_TRAIN_FIRST = 6_000_000
 
 
 QUICK = {"ids_per_cell": 12, "images_per_id": 5, "bank_n": 3000, "bench_ids_per_cell": 30, "bench_images": 4,
@@ -104,8 +111,37 @@ def build_data(cfg: SensitiveNetsExperimentConfig, data: Path, log: Callable) ->
 
     pcfg = _pretrain_config(cfg)
     bench = build_benchmark(pcfg, data / "benchmark", log)
+    if cfg.train_source == "renderer":
+        return build_renderer_train(cfg, data / "renderer_train", log), bench
+    if cfg.train_source != "synthetic":
+        raise SynthfaceError(f"train_source {cfg.train_source!r}: use synthetic or renderer")
     G = load_generator(generator_path(), device="cpu")
     return build_balanced(pcfg, G, data / "balanced", log), bench
+
+
+def build_renderer_train(cfg: SensitiveNetsExperimentConfig, path: Path, log: Callable) -> Path:
+    """The control's training set: ids_per_cell balanced renderer people per cell x images_per_id, as a
+    manifest (identities RENDERER_TRAIN_FIRST + cell stride + i: neither the test people nor any other
+    experiment's)."""
+    from ..world import BALANCED, World
+    from .pretrain_data import CELLS, _done, _finish, _fresh, _save_png, cell_names, render_people
+    key = {"stage": "sensitivenets-renderer-train", "first": RENDERER_TRAIN_FIRST, **{k: getattr(cfg, k) for k in (
+        "world_seed", "render_size", "ids_per_cell", "images_per_id")}}
+    if _done(path, key):
+        return path
+    t0 = time.perf_counter()
+    tmp = _fresh(path)
+    names, rows = cell_names(), []
+    for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BALANCED), RENDERER_TRAIN_FIRST,
+                                     [cfg.ids_per_cell] * len(CELLS), cfg.images_per_id, cfg.render_size):
+        for k, im in enumerate(crops):
+            rel = f"imagefolder/{i}/{k:03d}.png"
+            _save_png(im, tmp / rel)
+            rows.append({"path": rel, "identity": i, "cell": names[c]})
+    atomic_write(tmp / "manifest.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    log(f"renderer training set (control): {len(rows)} images of {len(CELLS) * cfg.ids_per_cell} people in "
+        f"{time.perf_counter() - t0:.0f}s")
+    return _finish(tmp, path, key)
 
 
 def embed(cfg: SensitiveNetsExperimentConfig, folder: Path, cache: Path, log: Callable):
@@ -214,6 +250,9 @@ def criteria(raw: dict, runs: dict, lam: float) -> dict:
 
 
 def _check_config(cfg: SensitiveNetsExperimentConfig) -> None:
+    if cfg.train_source not in ("synthetic", "renderer"):
+        raise SynthfaceError(f"train_source {cfg.train_source!r}: use synthetic (the synthface identity dataset) or "
+                             "renderer (the control)")
     if cfg.ids_per_cell < cfg.folds or cfg.bench_ids_per_cell < max(cfg.folds, 4):
         raise SynthfaceError(f"ids_per_cell and bench_ids_per_cell need at least folds={cfg.folds} (and 4) "
                              "identities per cell")
@@ -379,8 +418,11 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
          f"Time: {info['seconds']:.0f} s in all (data and embeddings {info['data_seconds']:.0f} s, fits and scoring "
          f"{info['fit_score_seconds']:.0f} s)" + (f"; models reused from an earlier run into this folder: "
                                                    f"{', '.join(info['reused'])}" if info["reused"] else ""), "",
-         f"Training: {info['train_identities']} synthface identities ({cfg['ids_per_cell']} per group x gender cell, "
-         f"demo generator, the demo's identity settings) x {cfg['images_per_id']} images = {info['train_images']} "
+         (f"Training: {info['train_identities']} synthface identities ({cfg['ids_per_cell']} per group x gender "
+          "cell, demo generator, the demo's identity settings)" if cfg.get("train_source", "synthetic") == "synthetic"
+          else f"Training (the renderer control, not the experiment's question): {info['train_identities']} balanced "
+          f"renderer people ({cfg['ids_per_cell']} per cell, disjoint from the test people)")
+         + f" x {cfg['images_per_id']} images = {info['train_images']} "
          f"embeddings of the `{cfg['recognizer']}` recogniser ({info['embedding_dim']}-d). Test: "
          f"{info['test_identities']} renderer people ({cfg['bench_ids_per_cell']} per cell, balanced, used for "
          f"nothing else) x {cfg['bench_images']} images; leakage probes fitted from scratch on "
