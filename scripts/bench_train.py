@@ -10,7 +10,10 @@ centres. arcface_torch's side is its `backbones.get_model(arch)` and its `losses
 with the head as its PartialFC_V2 computes it on one process at sample rate 1 (linear on the
 normalised vectors, clamp to [-1, 1], margin, cross-entropy), since PartialFC itself needs
 torch.distributed; synthface's side is `synthface.nets.build_backbone` and
-`synthface.train.losses.MarginHead(CombinedMarginLoss)`. Both start from the same weights.
+`synthface.train.losses.MarginHead(CombinedMarginLoss)`. Both start from the same weights. Each side
+runs in the memory format its trainer uses: arcface_torch's train.py leaves tensors contiguous;
+synthface's train_recognition uses channels_last (synthface.train.recognition.CHANNELS_LAST) on every
+device; --same-format runs both contiguous to compare the computation alone.
 
 Sides alternate (ABAB..., the order swapped every repeat) so drifting machine load hits both alike;
 the figure per side is the median step time. ratio = synthface images/s / arcface_torch images/s.
@@ -92,8 +95,9 @@ def step_fn(model, opt, x, y, device, amp):
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", show_default=True)
 @click.option("--threads", default=0, show_default=True, help="torch CPU threads (0: torch's default)")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--same-format", is_flag=True, help="both sides contiguous (synthface's trainer uses channels_last)")
 @click.option("--out", default="bench_out/train_bench.json", show_default=True, type=click.Path(path_type=Path))
-def main(arcface_root, arch, batch, classes, repeats, warmup, device, amp, threads, seed, out):
+def main(arcface_root, arch, batch, classes, repeats, warmup, device, amp, threads, seed, same_format, out):
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device)
@@ -101,6 +105,8 @@ def main(arcface_root, arch, batch, classes, repeats, warmup, device, amp, threa
         raise click.ClickException("--amp bf16 is for CUDA (the CPU figure is fp32)")
     get_model, TheirMargin = arcface_modules(arcface_root)
     from synthface.train.losses import CombinedMarginLoss, MarginHead
+    from synthface.train.recognition import CHANNELS_LAST
+    ours_cl = CHANNELS_LAST and not same_format
 
     torch.manual_seed(seed)
     s, m1, m2, m3 = 64.0, 1.0, 0.5, 0.0  # arcface_torch's ArcFace setting of its combined margin
@@ -121,9 +127,13 @@ def main(arcface_root, arch, batch, classes, repeats, warmup, device, amp, threa
     steps = {}
     for name, model in sides.items():
         model.to(device).train()
+        xs = x
+        if name == "synthface" and ours_cl:  # as synthface.train.engine.Trainer(channels_last=True) does
+            model.to(memory_format=torch.channels_last)
+            xs = x.contiguous(memory_format=torch.channels_last)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=5e-4)
-        steps[name] = step_fn(model, opt, x, y, device, amp)
+        steps[name] = step_fn(model, opt, xs, y, device, amp)
     times = {name: [] for name in sides}
     cpu = {name: [] for name in sides}  # process CPU time: less sensitive to other jobs on the machine
     losses = {name: [] for name in sides}
@@ -153,6 +163,7 @@ def main(arcface_root, arch, batch, classes, repeats, warmup, device, amp, threa
               "amp": amp, "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "repeats": repeats, "warmup": warmup, "margin": {"s": s, "m1": m1, "m2": m2, "m3": m3},
               "optimizer": "SGD momentum 0.9 weight decay 5e-4", "results": rows,
+              "memory_format": {"arcface_torch": "contiguous", "synthface": "channels_last" if ours_cl else "contiguous"},
               "ratio_synthface_over_arcface": ratio, "cpu_time_ratio_synthface_over_arcface": cpu_ratio}
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(device)

@@ -65,6 +65,20 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path, one_thread):
         run(tmp_path / "a", dropout=0.2)
 
 
+def test_channels_last_on_cpu_resumes_exactly_and_trains_the_same_network(tmp_path, one_thread):
+    """channels_last is used on CPU too (faster oneDNN convolutions): a stopped and resumed run equals an
+    uninterrupted one bit for bit, and the weights agree with a contiguous run up to summation order."""
+    ref = run(tmp_path / "ref", dropout=0.2, checkpoint_every=5, channels_last=True)
+    conv = next(v for v in ref.model_.parameters() if v.ndim == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    run(tmp_path / "a", dropout=0.2, checkpoint_every=5, stop_after=7, channels_last=True)
+    a = run(tmp_path / "a", dropout=0.2, checkpoint_every=5, resume=True, channels_last=True)
+    assert _equal(_state(a), _state(ref))
+    plain = run(tmp_path / "plain", dropout=0.2, checkpoint_every=5)
+    for k, v in _state(plain).items():
+        assert torch.allclose(v, _state(ref)[k], rtol=1e-4, atol=1e-5), k
+
+
 def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path, one_thread):
     ref = run(tmp_path / "ref", dropout=0.2, checkpoint_every=2)
     out = tmp_path / "killed"

@@ -53,7 +53,7 @@ class Net(nn.Module):
 
 
 def run(out, epochs=2, batch=8, seed=0, dropout=0.0, checkpoint_every=0, stop_after=None, resume=False,
-        sleep=0.0, lr=0.05, n=96, classes=8, evaluate=None):
+        sleep=0.0, lr=0.05, n=96, classes=8, evaluate=None, channels_last=False):
     seed_everything(seed)
     net = Net(dropout, classes)
 
@@ -65,7 +65,7 @@ def run(out, epochs=2, batch=8, seed=0, dropout=0.0, checkpoint_every=0, stop_af
 
     net.sleep = sleep   # a step that takes a while, so a test can kill the process mid-run
     tr = Trainer(out, epochs, batch, seed=seed, device="cpu", checkpoint_every=checkpoint_every, log_every=1,
-                 stop_after=stop_after, resume=resume, log=lambda s: None)
+                 stop_after=stop_after, resume=resume, channels_last=channels_last, log=lambda s: None)
     tr.fit(net, Blobs(n, classes, seed), opt, sched, evaluate=evaluate, meta={"task": "test", "classes": classes})
     return tr
 
