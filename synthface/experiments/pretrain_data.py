@@ -130,27 +130,36 @@ def render_people(world, first: int, per_cell: list[int], images: int, size: int
                 yield c, i, crops[r * images:(r + 1) * images]
 
 
-def build_benchmark(cfg: PretrainConfig, path: Path, log: Callable) -> Path:
-    """Balanced renderer people (bench_ids_per_cell per cell) as a synthface-style manifest."""
+def build_renderer_set(path: Path, key: dict, world_seed: int, first: int, per_cell: int, images: int, size: int,
+                       log: Callable, what: str, gender_column: bool = False) -> Path:
+    """Balanced renderer people (per_cell in each cell, identities first + cell stride + i) x images as
+    112x112 ArcFace crops in imagefolder/<identity>/<k>.png with a manifest (path, identity, cell[, gender]);
+    built once per `key` and reused. Shared by the experiments' renderer test and training sets."""
     from ..world import BALANCED, World
-    key = {"stage": "benchmark", "first": BENCH_FIRST, **{k: getattr(cfg, k) for k in (
-        "world_seed", "render_size", "bench_ids_per_cell", "bench_images")}}
     if _done(path, key):
         return path
     t0 = time.perf_counter()
     tmp = _fresh(path)
-    names = cell_names()
-    rows = []
-    for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BALANCED), BENCH_FIRST,
-                                     [cfg.bench_ids_per_cell] * len(CELLS), cfg.bench_images, cfg.render_size):
+    names, rows = cell_names(), []
+    for c, i, crops in render_people(World(seed=world_seed, distribution=BALANCED), first, [per_cell] * len(CELLS),
+                                     images, size):
         for k, im in enumerate(crops):
             rel = f"imagefolder/{i}/{k:03d}.png"
             _save_png(im, tmp / rel)
-            rows.append({"path": rel, "identity": i, "cell": names[c]})
+            rows.append({"path": rel, "identity": i, "cell": names[c],
+                         **({"gender": names[c].split("/")[1]} if gender_column else {})})
     atomic_write(tmp / "manifest.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
-    log(f"benchmark: {len(rows)} images of {len(CELLS) * cfg.bench_ids_per_cell} renderer people "
-        f"(identities {BENCH_FIRST}+, {cfg.bench_ids_per_cell} per cell) in {time.perf_counter() - t0:.0f}s")
+    log(f"{what}: {len(rows)} images of {len(CELLS) * per_cell} renderer people (identities {first}+, {per_cell} "
+        f"per cell) in {time.perf_counter() - t0:.0f}s")
     return _finish(tmp, path, key)
+
+
+def build_benchmark(cfg: PretrainConfig, path: Path, log: Callable) -> Path:
+    """Balanced renderer people (bench_ids_per_cell per cell) as a synthface-style manifest."""
+    key = {"stage": "benchmark", "first": BENCH_FIRST, **{k: getattr(cfg, k) for k in (
+        "world_seed", "render_size", "bench_ids_per_cell", "bench_images")}}
+    return build_renderer_set(path, key, cfg.world_seed, BENCH_FIRST, cfg.bench_ids_per_cell, cfg.bench_images,
+                              cfg.render_size, log, "benchmark")
 
 
 def build_real(cfg: PretrainConfig, path: Path, log: Callable) -> Path:

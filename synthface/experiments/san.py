@@ -120,24 +120,11 @@ def build_train(cfg: SANExperimentConfig, balanced: Path, path: Path, log: Calla
 
 def build_test(cfg: SANExperimentConfig, path: Path, log: Callable) -> Path:
     """Balanced renderer people from TEST_FIRST, as ArcFace crops in a dataset folder."""
-    from ..fileio import save_image_atomic
-    from ..world import BALANCED, World
-    from .pretrain_data import CELLS, _done, _finish, _fresh, cell_names, render_people
+    from .pretrain_data import build_renderer_set
     key = {"stage": "san-test", "first": TEST_FIRST, **{k: getattr(cfg, k) for k in (
         "world_seed", "render_size", "test_ids_per_cell", "test_images")}}
-    if _done(path, key):
-        return path
-    tmp = _fresh(path)
-    names, rows = cell_names(), []
-    for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BALANCED), TEST_FIRST,
-                                     [cfg.test_ids_per_cell] * len(CELLS), cfg.test_images, cfg.render_size):
-        for k, im in enumerate(crops):
-            rel = f"imagefolder/{i}/{k:03d}.png"
-            save_image_atomic(im, tmp / rel)
-            rows.append({"path": rel, "identity": i, "cell": names[c], "gender": names[c].split("/")[1]})
-    _write_dataset(rows, tmp)
-    log(f"test set: {len(rows)} images of {len(CELLS) * cfg.test_ids_per_cell} renderer people")
-    return _finish(tmp, path, key)
+    return build_renderer_set(path, key, cfg.world_seed, TEST_FIRST, cfg.test_ids_per_cell, cfg.test_images,
+                              cfg.render_size, log, "test set", gender_column=True)
 
 
 class _Oversampled:

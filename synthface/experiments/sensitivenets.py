@@ -123,25 +123,11 @@ def build_renderer_train(cfg: SensitiveNetsExperimentConfig, path: Path, log: Ca
     """The control's training set: ids_per_cell balanced renderer people per cell x images_per_id, as a
     manifest (identities RENDERER_TRAIN_FIRST + cell stride + i: neither the test people nor any other
     experiment's)."""
-    from ..world import BALANCED, World
-    from .pretrain_data import CELLS, _done, _finish, _fresh, _save_png, cell_names, render_people
+    from .pretrain_data import build_renderer_set
     key = {"stage": "sensitivenets-renderer-train", "first": RENDERER_TRAIN_FIRST, **{k: getattr(cfg, k) for k in (
         "world_seed", "render_size", "ids_per_cell", "images_per_id")}}
-    if _done(path, key):
-        return path
-    t0 = time.perf_counter()
-    tmp = _fresh(path)
-    names, rows = cell_names(), []
-    for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BALANCED), RENDERER_TRAIN_FIRST,
-                                     [cfg.ids_per_cell] * len(CELLS), cfg.images_per_id, cfg.render_size):
-        for k, im in enumerate(crops):
-            rel = f"imagefolder/{i}/{k:03d}.png"
-            _save_png(im, tmp / rel)
-            rows.append({"path": rel, "identity": i, "cell": names[c]})
-    atomic_write(tmp / "manifest.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
-    log(f"renderer training set (control): {len(rows)} images of {len(CELLS) * cfg.ids_per_cell} people in "
-        f"{time.perf_counter() - t0:.0f}s")
-    return _finish(tmp, path, key)
+    return build_renderer_set(path, key, cfg.world_seed, RENDERER_TRAIN_FIRST, cfg.ids_per_cell, cfg.images_per_id,
+                              cfg.render_size, log, "renderer training set (control)")
 
 
 def embed(cfg: SensitiveNetsExperimentConfig, folder: Path, cache: Path, log: Callable):
