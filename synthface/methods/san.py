@@ -448,24 +448,9 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
 
 
 def read_safetensors(path, format_name: str, what: str) -> tuple[dict, dict]:
-    """(metadata, tensors) of a synthface method file of this format and version, or a SynthfaceError."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise SynthfaceError(f"{what} file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SynthfaceError(f"{path} is not a safetensors file written by {what}.save ({e})") from None
-    if meta.get("format") != format_name:
-        raise SynthfaceError(f"{path} is not a {what} model (format {meta.get('format')!r})")
-    if meta.get("version") != str(FORMAT_VERSION):
-        raise SynthfaceError(f"{path} is {what} format version {meta.get('version')}; this synthface reads "
-                             f"version {FORMAT_VERSION}")
-    return meta, tensors
+    """(metadata, tensors) of a SAN-family file of this format and FORMAT_VERSION (methods.method_io)."""
+    from .method_io import read_method_file
+    return read_method_file(path, format_name, FORMAT_VERSION, what)
 
 
 def _plain(o):

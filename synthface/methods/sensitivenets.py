@@ -498,22 +498,9 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
     @classmethod
     def load(cls, path) -> "SensitiveNets":
         """Read a file written by save(); never executes code from it."""
-        from safetensors import SafetensorError, safe_open
+        from .method_io import read_method_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise SynthfaceError(f"SensitiveNets file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise SynthfaceError(f"{path} is not a safetensors file written by SensitiveNets.save ({e})") from None
-        if meta.get("format") != FORMAT_NAME:
-            raise SynthfaceError(f"{path} is not a SensitiveNets model (format {meta.get('format')!r})")
-        if meta.get("version") != str(FORMAT_VERSION):
-            raise SynthfaceError(f"{path} is SensitiveNets format version {meta.get('version')}; this synthface "
-                                 f"reads version {FORMAT_VERSION}")
+        meta, tensors = read_method_file(path, FORMAT_NAME, FORMAT_VERSION, "SensitiveNets")
         cfg = json.loads(meta["config"])
         est = cls(**cfg["params"])
         est.n_features_in_ = int(cfg["n_features_in"])
