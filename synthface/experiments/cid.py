@@ -46,7 +46,6 @@ from ..fileio import atomic_write, write_json_atomic
 from ..methods.cid import CIDWeights, oracle_identity_weights
 from ..methods.weighting import bias_injected_indices
 from ..train.attribute import build_attribute_model, fit_attribute, predict_logits
-from .cid_report import report_html
 
 METHODS = ("erm", "cid", "cid-default", "oracle")
 # identity index ranges of the world: pool, test and calibration people never overlap
@@ -204,6 +203,11 @@ def same_person_bandwidth(emb: np.ndarray, identity: np.ndarray, factor: float) 
     return factor * med, med
 
 
+def model_file(row: dict) -> str:
+    """The file one sweep run's weights are saved to (and cid_identity reads them from)."""
+    return f"{row['method']}_rho{row['rho']}_seed{row['seed']}.pt"
+
+
 def mirrored(cfg: CIDExperimentConfig, x: torch.Tensor, y, w=None) -> tuple:
     """(x, y, w) with every image's mirror image appended when cfg.mirror (the regions are
     centred, so a mirrored face shows the mirrored regions)."""
@@ -242,7 +246,7 @@ def method_weights(method: str, y, identity, emb, bandwidth: float, max_ratio: f
 def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: float, log: Callable = print,
               models_dir: Optional[Path] = None) -> list:
     """Train every (seed, rho, method) and score it on the renderer test set; each trained model's
-    weights go to models_dir (if given), named by cid_identity.model_file."""
+    weights go to models_dir (if given), named by model_file."""
     pool, test = data["pool"], data["test"]
     x_pool = to_model_input(pool["images"], cfg.model_size)
     x_test = to_model_input(test["images"], cfg.model_size)
@@ -272,9 +276,6 @@ def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: 
                     net = trainer.model_.model.eval()
                     pred = predict_logits(net, test_set).argmax(1)
                     shutil.rmtree(run_dir, ignore_errors=True)
-                    if models_dir is not None:
-                        models_dir.mkdir(parents=True, exist_ok=True)
-                        torch.save(net.state_dict(), models_dir / f"{method}_rho{rho}_seed{seed}.pt")
                     m = identity_robustness(test["smile"], pred, test["identity"], groups=test["group"])
                     habit = test["habit"] == 1
                     row = {"method": method, "rho": rho, "seed": seed, "train_seconds": time.perf_counter() - t0,
@@ -288,6 +289,9 @@ def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: 
                            "train_glasses_rate_positives": float(pool["glasses"][idx][pos].mean()),
                            **extra}
                     rows.append(row)
+                    if models_dir is not None:
+                        models_dir.mkdir(parents=True, exist_ok=True)
+                        torch.save(net.state_dict(), models_dir / model_file(row))
                     done = len(rows)
                     eta = (time.perf_counter() - t_start) / done * (total - done)
                     log(f"[{done}/{total}] seed {seed} rho {rho:.2f} {method:<11} acc {row['accuracy']:.3f} "
@@ -527,7 +531,9 @@ def _write(res: dict, out: Path, log: Callable) -> dict:
     atomic_write(out / "metrics_vs_rho.png", lambda f: f.write(png))
     md = report_markdown(res, "metrics_vs_rho.png")
     atomic_write(out / "report.md", lambda f: f.write(md.encode()))
-    atomic_write(out / "report.html", lambda f: f.write(report_html(md, png).encode()))
+    from ..evaluation.report import to_html
+    page = to_html(md, out).replace("<title>synthface evaluation</title>", "<title>CID experiment</title>")
+    atomic_write(out / "report.html", lambda f: f.write(page.encode()))
     write_json_atomic(out / "results.json", res)
     key = "worst_10pct_identity_accuracy"
     res["summary"] = {"out": str(out), "seconds": round(info["seconds"], 1), "bandwidth": round(info["bandwidth"], 4),

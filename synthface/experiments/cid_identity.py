@@ -117,7 +117,7 @@ def identity_evaluation(cfg, data: dict, rows: list, models_dir: Path, root: Pat
     """Score every model saved by the sweep on the identity dataset against the smile labeller;
     adds `idset_<metric>` to each row of `rows` and returns what the report says about the set."""
     from ..train.attribute import build_attribute_model
-    from .cid import to_model_input
+    from .cid import model_file, to_model_input
     t0 = time.perf_counter()
     ids = load_identity_dataset(cfg, root, log)
     x = to_ffhq_frame(ids["crops"], cfg.model_size)
@@ -141,10 +141,6 @@ def identity_evaluation(cfg, data: dict, rows: list, models_dir: Path, root: Pat
         f"{info['labeller_test_accuracy']:.3f} on the renderer test set, labels {info['labeller_smile_rate']:.2f} "
         f"smiling, {info['identities_with_both_labels']:.2f} of identities with both labels")
     return info
-
-
-def model_file(row: dict) -> str:
-    return f"{row['method']}_rho{row['rho']}_seed{row['seed']}.pt"
 
 
 def report_lines(res: dict) -> list[str]:
