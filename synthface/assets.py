@@ -14,6 +14,7 @@ REBUILD = {
     "pack": "scripts/build_world_models.py",
     "attributes.onnx": "scripts/build_world_models.py",
     "audit": "scripts/build_world_models.py",
+    "nuisance.onnx": "scripts/build_nuisance_regressor.py",
 }
 
 
