@@ -18,7 +18,7 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="synthface/world/assets")
     ap.add_argument("--ids", type=int, default=3000)
     ap.add_argument("--images", type=int, default=6)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

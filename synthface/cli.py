@@ -260,9 +260,10 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--separation-quantile", type=FRACTION, default=None,
               help="fallback without reference faces: this quantile of impostor similarities of generated faces")
 @click.option("--consistency", type=SIMILARITY, default=None,
-              help="min cosine similarity of a variation to its identity (default: the separation threshold)")
+              help="min cosine similarity of a variation to its identity (default: the recogniser's threshold at "
+                   "--consistency-fmr on reference faces; without reference faces, the separation threshold)")
 @click.option("--consistency-fmr", type=FMR, default=None,
-              help="set the consistency threshold at this false-match rate on the reference faces instead")
+              help="false-match rate of the consistency threshold on the reference faces [default: 1e-3]")
 @click.option("--reference-embeddings", type=click.Path(dir_okay=False), default=None,
               help=".npy of real-face embeddings (one per person, same recogniser) for thresholds at an FMR")
 @click.option("--reference-images", type=click.Path(file_okay=False), default=None,
@@ -271,8 +272,14 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--leakage-gallery", type=click.Path(dir_okay=False), default=None,
               help=".npy of embeddings (same recogniser) that identities must not match, e.g. the training set")
 @click.option("--leakage-threshold", type=SIMILARITY, default=None)
-@click.option("--strength", type=NONNEGATIVE, default=0.5, show_default=True,
-              help="variation strength along nuisance directions")
+@click.option("--variations", type=click.Choice(["labelled", "pca"]), default=None,
+              help="how images of one identity differ: labelled nuisance directions (pose, expression, light, "
+                   "glasses read by --nuisance-regressor, aimed at the reference faces' range) or principal "
+                   "components of W [default: labelled when a nuisance regressor is known, else pca]")
+@click.option("--nuisance-regressor", default=None,
+              help="world (the demo's, default with --network world) or onnx:PATH (regressor + JSON sidecar)")
+@click.option("--strength", type=NONNEGATIVE, default=None,
+              help="step along the variation directions [default: 1.0 labelled (reach the target), 0.5 pca]")
 @click.option("--mix-from", type=NONNEG_INT, default=None,
               help="style-mix layers from this w index on (default: 60%% of them)")
 @click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
@@ -303,7 +310,7 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
              separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
-             reference_images, leakage_gallery, leakage_threshold, strength, mix_from, accept_confidence, truncation,
+             reference_images, leakage_gallery, leakage_threshold, variations, nuisance_regressor, strength, mix_from, accept_confidence, truncation,
              identity_budget, capacity_candidates, variation_budget, full_res, seed, shard_index, num_shards,
              no_merge, ray_shards, audit_spec, rec_encoding, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
@@ -314,6 +321,7 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
                         consistency=consistency, consistency_fmr=consistency_fmr,
                         reference=_reference(reference_embeddings, reference_images),
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
+                        variations=variations, nuisance_regressor=nuisance_regressor,
                         truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
                         full_res=full_res, leakage_threshold=leakage_threshold, batch_size=batch_size)
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,

@@ -84,7 +84,9 @@ def identity_set(G, outdir: Path, ids_per_cell: int, images_per_id: int, log=pri
             ident = world.identities(range(20000 + 1000 * (2 * gi + si), 20000 + 1000 * (2 * gi + si) + 100),
                                      group=gi, gender=si)
             reference[f"group={g},gender={s}"] = crop112(world.render(ident, [0] * 100, size=64))
-    return merge(outdir / "dataset", audit=(audit, src["threshold"], src), reference=reference, log=log)
+    from .world.reference import coverage_inputs
+    cov = coverage_inputs(list(reference), ids_per_cell, images_per_id)
+    return merge(outdir / "dataset", audit=(audit, src["threshold"], src), reference=reference, log=log, coverage=cov)
 
 
 # Settings of the demo's balanced set (and of the figures quoted in docs/benchmarks.md).
@@ -94,8 +96,11 @@ DEMO_SAMPLE = dict(accept_confidence=0.99, truncation=1.0, budget=8.0)
 # faces (the world's real faces), and a variation keeps its identity when the recogniser matches it
 # at FMR 1e-3, the usual verification operating point (at 1e-4 an identity of a latent model fitted on
 # a small bank could find no variation at all); the audit recogniser judges at its own FMR 1e-3.
+# Images of one identity vary along labelled nuisance directions (pose, expression, light, glasses read by
+# the world's nuisance regressor), each aimed at one renderer face's values (strength None: reach it).
 DEMO_IDENTITIES = dict(accept_confidence=0.99, separation_fmr=1e-4, consistency_fmr=1e-3, reference="world",
-                       strength=0.5, identity_budget=150.0, variation_budget=60)
+                       variations="labelled", nuisance_regressor="world", strength=None, identity_budget=150.0,
+                       variation_budget=60)
 DEMO_AUDIT_FMR = 1e-3
 
 

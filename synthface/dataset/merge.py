@@ -162,9 +162,10 @@ def run_merge(out, audit: Optional[str] = None, audit_threshold: Optional[float]
 
 
 def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int = 1000, jpeg_quality: int = 95,
-          rec_encoding: str = "jpeg444", log: Callable[[str], None] = log_stderr) -> dict:
+          rec_encoding: str = "jpeg444", log: Callable[[str], None] = log_stderr, coverage: Optional[dict] = None) -> dict:
     """Validate a complete dataset and write its manifest, Hugging Face metadata, RecordIO, pairs,
-    contact sheets, metrics (with `audit` = (embedder, threshold)) and card. Holds the dataset's
+    contact sheets, metrics (with `audit` = (embedder, threshold)), per-cell coverage against real
+    faces (with `coverage`, e.g. world.reference.coverage_inputs) and card. Holds the dataset's
     writer lock (a running `generate` shard refuses it)."""
     out = Path(out)
     check_rec_encoding(rec_encoding)
@@ -174,10 +175,11 @@ def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int
 
     with disk_full_message(out, "run `synthface merge` again"), DirectoryLock(out, "merge", log=log,
                                                                                sweep=sweep_dataset):
-        return _merge(out, audit, reference, pairs_per_cell, jpeg_quality, rec_encoding, log)
+        return _merge(out, audit, reference, pairs_per_cell, jpeg_quality, rec_encoding, log, coverage)
 
 
-def _merge(out: Path, audit, reference, pairs_per_cell: int, jpeg_quality: int, rec_encoding: str, log) -> dict:
+def _merge(out: Path, audit, reference, pairs_per_cell: int, jpeg_quality: int, rec_encoding: str, log,
+           coverage=None) -> dict:
     meta, records = load_records(out)
     ids_meta = json.loads((out / "identities.json").read_text())
     cells = ids_meta["cells"]
@@ -195,6 +197,10 @@ def _merge(out: Path, audit, reference, pairs_per_cell: int, jpeg_quality: int, 
         log("dataset metrics with the audit recogniser")
         metrics["audit"] = {"embedder": emb.describe(), "threshold_source": src,
                             **dataset_metrics(out, records, emb, thr, reference)}
+    if (out / "directions.json").is_file():
+        metrics["variation_directions"] = json.loads((out / "directions.json").read_text())
+    if coverage is not None:
+        metrics["coverage"] = _coverage(out, records, coverage, log)
     write_json_atomic(out / "metrics.json", metrics)
     atomic_write(out / "README.md", lambda f: f.write(card(meta, ids_meta, records, metrics, sheets).encode()))
     return metrics
@@ -344,6 +350,62 @@ def pairs_text(pairs) -> str:
             f"{pairs['requested_per_cell'] // 2} of each were asked for, fewer where fewer exist")
 
 
+def _coverage(out: Path, records, coverage: dict, log) -> dict:
+    from ..evaluation.coverage import coverage_figure, dataset_coverage
+    log("per-cell coverage against real faces")
+    res = dataset_coverage(out, records, coverage["real_sets"], coverage["features"], coverage.get("nuisance"))
+    res["source"] = coverage.get("source", "reference faces")
+    if res["per_cell"]:
+        coverage_figure(res, out / "coverage.png")
+        res["figure"] = "coverage.png"
+    return res
+
+
+def coverage_text(cov: Optional[dict]) -> str:
+    if not cov or not cov.get("per_cell"):
+        return "No real reference faces per cell were given, so coverage was not measured."
+    spaces = sorted(cov["min_coverage_ratio"])
+    head = "| cell | " + " | ".join(f"{s}: P / R / density / coverage (self coverage, ratio)" for s in spaces) + " |"
+    rows = [head, "|---|" + "---|" * len(spaces)]
+    for c, r in cov["per_cell"].items():
+        cells = [f"{r[s]['synthetic']['precision']:.2f} / {r[s]['synthetic']['recall']:.2f} / "
+                 f"{r[s]['synthetic']['density']:.2f} / **{r[s]['synthetic']['coverage']:.2f}** "
+                 f"({r[s]['self']['coverage']:.2f}, {r[s]['coverage_ratio']:.2f})" for s in spaces]
+        rows.append(f"| {c} | " + " | ".join(cells) + " |")
+    text = "\n".join(rows)
+    spread = [(c, r["intra_identity_spread"]) for c, r in cov["per_cell"].items() if "intra_identity_spread" in r]
+    if spread:
+        names = list(spread[0][1])
+        text += ("\n\nIntra-identity spread (mean within-identity standard deviation of each nuisance, read by the "
+                 "nuisance regressor), synthetic / real:\n\n| cell | " + " | ".join(names) + " |\n|---|" +
+                 "---|" * len(names) + "\n" + "\n".join(
+                     f"| {c} | " + " | ".join(f"{s[n]['synthetic']:.3f} / {s[n]['real']:.3f}" for n in names) + " |"
+                     for c, s in spread))
+    fig = f"\n\n![coverage per cell]({cov['figure']})" if cov.get("figure") else ""
+    return (f"Improved precision/recall (Kynkaanniemi et al. 2019) and density/coverage (Naeem et al. 2020), k = "
+            f"{cov['k']}, each cell's images against as many real faces of the cell ({cov['source']}); self = a second "
+            f"real set of other people. Lowest coverage ratio (synthetic / self): " +
+            ", ".join(f"{s} {v:.2f}" for s, v in cov["min_coverage_ratio"].items()) + ".\n\n" + text + fig)
+
+
+def directions_text(d: Optional[dict]) -> str:
+    if not d:
+        return ""
+    rows = "\n".join(f"| {n} | {v['r2_held_out']:.2f} | {'yes' if v['varied'] else 'no (R^2 too low)'} | "
+                      f"{v['target_mean']:.3f} | {v['target_std']:.3f} |" for n, v in d["nuisances"].items())
+    return f"""## Labelled variation directions
+
+Each image moves its identity's w toward one real face's nuisance values along linear readouts in W
+(fitted on generated faces read by the nuisance regressor), leaving the demographic projection unchanged.
+Targets: {d['targets']} ({d['target_faces']} faces).
+
+| nuisance | held-out R^2 in W | varied | target mean | target std |
+|---|---|---|---|---|
+{rows}
+
+"""
+
+
 def card(meta, ids_meta, records, metrics, sheets) -> str:
     cfg, thr = meta["config"], ids_meta["thresholds"]
     k = cfg["images_per_id"]
@@ -386,7 +448,7 @@ RecordIO images: {REC_ENCODINGS.get(metrics.get('rec_encoding', 'jpeg420'), '')}
 - consistency: each variation's cosine similarity to its identity's reference >= **{thr['consistency']:.3f}**
   {threshold_origin(src.get('consistency'))}
 - leakage gallery: {"none" if thr.get('leakage') is None else f"similarity < {thr['leakage']:.3f}"}
-- variation strength {cfg['strength']}, style mixing from layer {cfg['mix_from'] if cfg['mix_from'] is not None else 'default'},
+- variations: {cfg.get('variations') or 'pca'} (strength {cfg['strength'] if cfg['strength'] is not None else 'default'}), style mixing from layer {cfg['mix_from'] if cfg['mix_from'] is not None else 'default'},
   labels re-checked at confidence {cfg['accept_confidence'] if cfg['accept_confidence'] is not None else 'of the model'}
 
 ## Cells
@@ -398,6 +460,10 @@ RecordIO images: {REC_ENCODINGS.get(metrics.get('rec_encoding', 'jpeg420'), '')}
 ## Quality
 
 {audit_text}
+
+{directions_text(metrics.get("variation_directions"))}## Coverage of real faces, per cell
+
+{coverage_text(metrics.get("coverage"))}
 
 ## Contact sheets (one row per identity)
 

@@ -35,7 +35,7 @@ from ..align import arcface_crop
 from ..errors import SynthfaceError
 from ..fileio import atomic_write, disk_full_message, save_image_atomic, sweep_temporaries, write_json_atomic
 from ..generator.synthesis import generator_hash
-from ..identity.identities import IdentitySet, make_variations, nuisance_basis, select_identities
+from ..identity.identities import STAGE_ATTEMPTS, IdentitySet, make_variations, nuisance_basis, select_identities
 from ..identity.thresholds import impostor_threshold, load_reference, reference_threshold
 from ..latent.cells import parse_cells, spec_name
 from ..latent.sampling import check_generator, check_labeller
@@ -55,10 +55,13 @@ class DatasetConfig:
     separation_quantile: Optional[float] = None  # fallback: this quantile of generated faces' impostors
     separation_fmr: float = 1e-4              # default: the recogniser's threshold at this FMR on `reference`
     consistency: Optional[float] = None       # absolute cosine; else consistency_fmr, else the separation threshold
-    consistency_fmr: Optional[float] = None
+    consistency_fmr: Optional[float] = None   # default with reference faces: DEFAULT_CONSISTENCY_FMR
     reference: Optional[str] = None           # reference faces: "world" (renderer), an .npy or an image folder
-    strength: float = 0.5
+    strength: Optional[float] = None          # step along the directions; None: 1.0 labelled, 0.5 pca
     mix_from: Optional[int] = None
+    variations: Optional[str] = None          # labelled | pca; None: labelled when a nuisance regressor is known
+    nuisance_regressor: Optional[str] = None  # world | onnx:PATH (labelled variations' nuisance reader)
+    direction_samples: int = 4000             # generated faces the labelled directions are fitted on
     accept_confidence: Optional[float] = None
     truncation: float = 1.0
     identity_budget: float = 50.0
@@ -67,6 +70,12 @@ class DatasetConfig:
     full_res: bool = False
     leakage_threshold: Optional[float] = None
     batch_size: int = 64
+
+
+# A variation keeps its identity when the recogniser matches it to the identity's reference image at
+# the usual verification operating point (the separation threshold, at FMR 1e-4, would reject most
+# changes of pose or expression a recogniser should survive).
+DEFAULT_CONSISTENCY_FMR = 1e-3
 
 
 def shard_from_env() -> tuple[int, int]:
@@ -109,6 +118,8 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
     if cfg.ids_per_cell < 1 or cfg.images_per_id < 1:
         raise SynthfaceError("--ids-per-cell and --images-per-id must be at least 1")
     check_threshold_config(cfg)
+    check_variation_config(cfg)
+    cfg = replace(cfg, variations=variation_mode(cfg))
     check_generator(model, G)
     check_labeller(model, verifier, "verifying labeller")
     specs = parse_cells(cfg.cells, model.schema_, model.attributes_)
@@ -277,11 +288,12 @@ def resolve_thresholds(cfg: DatasetConfig, model, G, embedder, with_leakage: boo
     sep = sep_src["threshold"]
     if cfg.consistency is not None:
         con_src = {"kind": "given", "threshold": cfg.consistency}
-    elif cfg.consistency_fmr is not None:
+    elif cfg.consistency_fmr is not None or cfg.reference:
         if not cfg.reference:
             raise _reference_needed("consistency", cfg.consistency_fmr)
+        fmr = DEFAULT_CONSISTENCY_FMR if cfg.consistency_fmr is None else cfg.consistency_fmr
         reference = reference or load_reference_spec(cfg.reference)
-        con_src = reference_threshold(reference, embedder, cfg.consistency_fmr)
+        con_src = reference_threshold(reference, embedder, fmr)
     else:
         con_src = {"kind": "separation", "threshold": sep}
     return {"separation": sep, "consistency": con_src["threshold"],
@@ -294,7 +306,7 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
             shard_index: int, num_shards: int, progress, log, stop_after):
     """Variations and images of this shard's identities (identity i belongs to shard i % num_shards).
     Returns (identities written now, this shard's identities, whether the shard is complete)."""
-    basis, scales = nuisance_basis(model, G, seed=cfg.seed)
+    basis, scales, directions = variation_directions(out, model, G, cfg, log)
     mine = [i for i in range(len(idset.cell)) if i % num_shards == shard_index]
     todo = [i for i in mine if not (out / "records" / f"{id_name(i)}.json").is_file()]
     if len(todo) < len(mine):
@@ -306,7 +318,8 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
         for i in todo:
             if stop_after is not None and done >= stop_after:
                 break
-            _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales)
+            _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales,
+                            directions)
             done += 1
             bar.update(1)
     finally:
@@ -322,17 +335,23 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
     return done, mine, finished
 
 
-def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales):
+def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales,
+                    directions=None):
     name = id_name(i)
     cell = idset.cells[int(idset.cell[i])]
     res = make_variations(model, G, verifier, embedder, specs_by_name[cell], idset.w[i], idset.embedding[i], i,
-                          cfg.images_per_id, cfg.seed, basis, scales, cfg.strength, cfg.mix_from,
-                          thr["consistency"], cfg.variation_confidence, cfg.variation_budget, cfg.batch_size)
+                          cfg.images_per_id, cfg.seed, basis, scales, variation_strength(cfg), cfg.mix_from,
+                          thr["consistency"], cfg.variation_confidence, cfg.variation_budget, cfg.batch_size,
+                          directions=directions)
     var = res["variations"]
     if len(var) < cfg.images_per_id:
-        raise SynthfaceError(f"identity {name} ({cell}): only {len(var)} of {cfg.images_per_id} variations kept their "
-                             f"identity and label within {res['attempts']} attempts; lower --strength or "
-                             "--consistency, or raise --variation-budget")
+        raise SynthfaceError(
+            f"identity {name} ({cell}): only {len(var)} of {cfg.images_per_id} images kept their identity "
+            f"(cosine >= {thr['consistency']:.3f} to the reference image) and label within {res['attempts']} attempts "
+            f"(attempts after the first {3 * STAGE_ATTEMPTS} per image take 1/8 of the step and no style mixing); "
+            "relax the consistency threshold "
+            "(--consistency-fmr 1e-2, or --consistency COSINE lower), or raise --variation-budget; identities already "
+            "written are kept, so rerun with the raised budget to resume")
     # Write into a partial folder, rename into place, then the record marks the identity done.
     part = out / ".partial" / name
     shutil.rmtree(part, ignore_errors=True)
@@ -359,10 +378,79 @@ def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, 
            "images": [{"file": f"imagefolder/{name}/{k:03d}.png",
                        "full": f"full/{name}/{k:03d}.png" if cfg.full_res else None,
                        "attempt": v["attempt"], "noise_seed": v["noise_seed"], "mix_seed": v["mix_seed"],
+                       "strength": v["strength"], "mixed": v["mixed"],
                        "consistency": round(v["consistency"], 6),
                        "probs": {a: [round(float(x), 6) for x in p] for a, p in v["probs"].items()}}
                       for k, v in enumerate(var)]}
     write_json_atomic(out / "records" / f"{name}.json", rec)
+
+
+def variation_mode(cfg: DatasetConfig) -> str:
+    return cfg.variations or ("labelled" if cfg.nuisance_regressor else "pca")
+
+
+def variation_strength(cfg: DatasetConfig) -> float:
+    if cfg.strength is not None:
+        return cfg.strength
+    return 1.0 if variation_mode(cfg) == "labelled" else 0.5
+
+
+def check_variation_config(cfg: DatasetConfig) -> None:
+    if cfg.variations not in (None, "labelled", "pca"):
+        raise SynthfaceError(f"--variations must be labelled or pca, got {cfg.variations!r}")
+    if variation_mode(cfg) == "labelled" and not cfg.nuisance_regressor:
+        raise SynthfaceError("--variations labelled needs a nuisance regressor: pass --nuisance-regressor onnx:PATH "
+                             "(an ONNX pose/expression/light regressor with a JSON sidecar) or use --variations pca")
+    if cfg.strength is not None and not (np.isfinite(cfg.strength) and cfg.strength >= 0):
+        raise SynthfaceError(f"--strength must be a finite number >= 0, got {cfg.strength}")
+    if cfg.direction_samples < 50:
+        raise SynthfaceError(f"direction_samples must be at least 50, got {cfg.direction_samples}")
+
+
+def _direction_targets(cfg: DatasetConfig):
+    """Real faces whose nuisance values the labelled variations aim at: the reference images, if any."""
+    if not cfg.reference:
+        return None, "no reference"
+    ref = load_reference_spec(cfg.reference)
+    imgs = ref.get("images")
+    return (None, "no reference images") if imgs is None or not len(imgs) else (np.asarray(imgs), ref["source"])
+
+
+def variation_directions(out: Path, model, G, cfg: DatasetConfig, log=log_stderr):
+    """(PCA basis, its scales, labelled directions or None) of a dataset's variations; the labelled
+    directions are fitted once and kept in OUT/directions.npz (deterministic; shards share it)."""
+    basis, scales = nuisance_basis(model, G, seed=cfg.seed)
+    if variation_mode(cfg) != "labelled":
+        return basis, scales, None
+    from ..identity.directions import NuisanceDirections, fit_directions
+    from ..labelling.nuisance import load_nuisance_regressor
+    path = Path(out) / "directions.npz"
+    if not path.is_file():
+        regressor = load_nuisance_regressor(cfg.nuisance_regressor)
+        images, source = _direction_targets(cfg)
+        key = hashlib.sha256(json.dumps(["directions-v2", generator_hash(G), hashlib.sha256(np.ascontiguousarray(model.A_).tobytes())
+                                         .hexdigest(), regressor.describe()["sha256"], cfg.direction_samples, cfg.seed,
+                                         source]).encode()).hexdigest()[:16]
+        from ..world.reference import cache_dir
+        cached = cache_dir() / f"directions-{key}.npz"
+        if cached.is_file():  # the same generator, model, regressor and targets: the same fit
+            shutil.copyfile(cached, path.with_suffix(".npz.tmp"))
+            os.replace(path.with_suffix(".npz.tmp"), path)
+        else:
+            d = fit_directions(model, G, regressor, n=cfg.direction_samples, seed=cfg.seed, reference_images=images,
+                               reference_source=source, log=log)
+            arrays = d.arrays()
+            atomic_write(path, lambda f: np.savez(f, **arrays))
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(cached, lambda f: f.write(path.read_bytes()))
+            except OSError:
+                pass  # a read-only cache only costs time
+    with np.load(path) as z:
+        d = NuisanceDirections.from_arrays(dict(z))
+    if not (Path(out) / "directions.json").is_file():
+        write_json_atomic(Path(out) / "directions.json", d.summary())
+    return basis, scales, d.prepare(model.A_)
 
 
 def load_leakage_gallery(path) -> np.ndarray:
@@ -404,6 +492,9 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
     num_shards = env_count if num_shards is None else num_shards
     if cfg.reference is None and str(network) == "world":
         cfg = replace(cfg, reference="world")  # the demo world's real faces: its renderer's
+    if cfg.nuisance_regressor is None and str(network) == "world":
+        cfg = replace(cfg, nuisance_regressor="world")  # the demo world's pose/expression/light regressor
+    cfg = replace(cfg, variations=variation_mode(cfg))
     check_threshold_config(cfg)
     from .merge import check_rec_encoding
     check_rec_encoding(rec_encoding)
@@ -416,7 +507,8 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
         from .ray_runner import run_with_ray
         result["ray"] = run_with_ray(model_path, network, out, cfg, list(labellers), schema, recognizer, align,
                                      ray_shards)
-        _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log)
+        _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log,
+                     network)
         return result
     # One process writes and merges: it holds the lock from the first write to the card.
     with disk_full_message(out, "run the same `synthface generate` command again: finished identities are kept"), \
@@ -424,12 +516,20 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
         result["generate"] = generate_dataset(model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
                                               log=log, capacity_candidates=capacity_candidates)
         if num_shards == 1:
-            _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log)
+            _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log,
+                         network)
     return result
 
 
-def _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log) -> None:
+def _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log,
+                 network=None) -> None:
     if merge_after:
         from .merge import merge, resolve_audit
+        coverage = None
+        if str(network) == "world":  # the demo world has real faces of every cell: its renderer's
+            from ..world.reference import coverage_inputs
+            cfg = json.loads((Path(out) / "dataset.json").read_text())["config"]
+            cells = json.loads((Path(out) / "identities.json").read_text())["cells"]
+            coverage = coverage_inputs(cells, cfg["ids_per_cell"], cfg["images_per_id"])
         result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device, audit_fmr),
-                                 rec_encoding=rec_encoding, log=log)
+                                 rec_encoding=rec_encoding, log=log, coverage=coverage)

@@ -55,24 +55,34 @@ def _rows(path: Path, prefix: str) -> list[dict]:
     return [{**r, "path": f"{prefix}/{r['path']}"} for r in json.loads((path / "rows.json").read_text())]
 
 
+def first_per_cell(rows: list[dict], n: int) -> list[dict]:
+    """Rows of the first n identities of each cell (in the order selection accepted them)."""
+    names = cell_names()
+    take = set()
+    for c in names:
+        ids = sorted({r["identity"] for r in rows if r["cell"] == c}, key=lambda v: int(v[3:]))
+        take.update(ids[:n])
+    return [r for r in rows if r["identity"] in take]
+
+
 def training_sets(cfg: PretrainConfig, data: Path) -> dict[str, list[dict]]:
-    """Rows (path relative to `data`, identity, cell) of every training set; d takes real people by
-    the biased quotas of half the size and balanced identities equally per cell."""
+    """Rows (path relative to `data`, identity, cell) of every training set: b, b2, b5 are the first
+    1x, 2x, 5x ids_per_cell identities per cell of the balanced dataset; d takes real people by the
+    biased quotas of half the size and half of b's identities per cell; e1, e2, e5 are all of a plus
+    b, b2, b5."""
     real, bal = _rows(data / "real", "real"), _rows(data / "balanced", "balanced")
-    sets = {"a": real, "b": bal}
+    n = cfg.ids_per_cell
+    sets = {"a": real, "b": first_per_cell(bal, n), "b2": first_per_cell(bal, 2 * n), "b5": first_per_cell(bal, 5 * n)}
+    sets.update({"e1": real + sets["b"], "e2": real + sets["b2"], "e5": real + sets["b5"]})
     if (data / "prior" / "rows.json").is_file():
         sets["c"] = _rows(data / "prior", "prior")
-    half = len(CELLS) * cfg.ids_per_cell // 2
+    half = len(CELLS) * n // 2
     names = cell_names()
     take = set()
     for c, q in zip(names, biased_quotas(half)):
         ids = sorted({r["identity"] for r in real if r["cell"] == c}, key=lambda v: int(v[4:]))
         take.update(ids[:q])
-    per_cell = cfg.ids_per_cell // 2
-    for c in names:
-        ids = sorted({r["identity"] for r in bal if r["cell"] == c}, key=lambda v: int(v[3:]))
-        take.update(ids[:per_cell])
-    sets["d"] = [r for r in real + bal if r["identity"] in take]
+    sets["d"] = [r for r in real if r["identity"] in take] + first_per_cell(bal, n // 2)
     return {k: v for k, v in sets.items() if k in cfg.sets}
 
 
@@ -292,16 +302,22 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
           f"- (b) `synthface.demo`'s pipeline: a bank of {cfg['bank_n']} generated faces labelled by the world's "
           "classifier, the demographic latent model fitted on it (confidence 0.95), then synthface's identity "
           "dataset writer with the demo's settings (labels verified at 0.99, identities distinct at the world "
-          "recogniser's FMR 1e-4 threshold on renderer calibration faces, variation strength "
-          f"{cfg['variation_strength']}, "
-          "consistency at the "
-          f"same threshold): {cfg['ids_per_cell']} identities per cell.",
+          "recogniser's FMR 1e-4 threshold on renderer calibration faces, "
+          + ("labelled variations (pose, expression, light and glasses directions in W read by the world's nuisance "
+             "regressor, each image aimed at one renderer face's nuisance values)" if cfg.get("variations") ==
+             "labelled" else "variations along principal components of W")
+          + f", strength {cfg['variation_strength'] if cfg['variation_strength'] is not None else 'default'}, "
+          "consistency at the world recogniser's FMR 1e-3 threshold): "
+          f"{cfg['ids_per_cell']} identities per cell; (b2) and (b5) are the first 2x and 5x as many identities "
+          "per cell of the same selection (one greedy run wrote 5x).",
           "- (c) prior seeds of the same generator (z ~ N(0, I), psi 1), kept greedily when below the same separation "
           "threshold to every identity kept before, varied by the same function as (b) with the same nuisance "
           "directions, strength, style mixing and consistency threshold; no cell is requested and no label is checked, "
           "so its demographics are the generator's (which follow its biased training data).",
           "- (d) the first identities of (a) by the biased quotas of half the set, plus the first half of (b)'s "
-          "identities in every cell: half real, half synthetic, the same total."]
+          "identities in every cell: half real, half synthetic, the same total.",
+          "- (e1), (e2), (e5): all of (a) plus all of (b), (b2), (b5): real data with 1x, 2x, 5x as many synthetic "
+          "identities added."]
     return "\n".join(L) + "\n"
 
 
@@ -337,14 +353,14 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     t0, started = time.perf_counter(), time.time()
     bench = build_benchmark(cfg, data / "benchmark", log)
     build_real(cfg, data / "real", log)
-    if {"b", "c", "d"} & set(cfg.sets):
+    if set(cfg.sets) - {"a"}:
         from ..assets import generator_path
         from ..generator import load_generator
         G = load_generator(generator_path(), device="cpu")
         build_balanced(cfg, G, data / "balanced", log)
         if "c" in cfg.sets:
             build_prior(cfg, G, data / "balanced", data / "prior", log)
-    sets = training_sets(cfg, data) if {"b", "c", "d"} & set(cfg.sets) else {"a": _rows(data / "real", "real")}
+    sets = training_sets(cfg, data) if set(cfg.sets) - {"a"} else {"a": _rows(data / "real", "real")}
     t_data = time.perf_counter() - t0
     runs, training = {}, {}
     t1 = time.perf_counter()

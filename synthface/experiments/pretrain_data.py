@@ -20,7 +20,15 @@ from ..fileio import atomic_write, write_json_atomic
 SETS = {"a": ("a_real", "real renderer faces, biased (25/15/60 %, 35/65 %)"),
         "b": ("b_balanced", "synthface balanced identities (demo generator, latent model)"),
         "c": ("c_prior", "generator prior samples (as biased as its training data)"),
-        "d": ("d_mixed", "half real (a) + half balanced synthetic (b)")}
+        "d": ("d_mixed", "half real (a) + half balanced synthetic (b)"),
+        "b2": ("b2_balanced_2x", "balanced synthetic, 2x as many identities as a"),
+        "b5": ("b5_balanced_5x", "balanced synthetic, 5x as many identities as a"),
+        "e1": ("e1_real_plus_b", "all of a + b (real : synthetic identities 1 : 1)"),
+        "e2": ("e2_real_plus_b2", "all of a + b2 (1 : 2)"),
+        "e5": ("e5_real_plus_b5", "all of a + b5 (1 : 5)")}
+# synthetic identities of each set that draws on the balanced dataset, as a multiple of ids_per_cell
+# (b2 and b5 extend b: the first 1x / 2x identities per cell of one greedy selection of 5x)
+SCALE = {"b": 1, "d": 1, "e1": 1, "b2": 2, "e2": 2, "b5": 5, "e5": 5}
 REAL_FIRST = 3_000_000
 BENCH_FIRST = 4_000_000
 CELL_STRIDE = 100_000
@@ -37,7 +45,8 @@ class PretrainConfig:
     # attempts per image for b's and c's variations (DatasetConfig's default 20 lets one hard identity in a
     # few hundred stop the whole dataset; more attempts change nothing for the identities that pass at 20)
     variation_budget: int = 60
-    variation_strength: float = 0.5   # b's and c's variation strength (the demo's DEMO_IDENTITIES value)
+    variations: str = "labelled"      # b's and c's variations: labelled nuisance directions, or pca (earlier sessions)
+    variation_strength: Optional[float] = None  # None: the default of the variation kind (labelled 1.0, pca 0.5)
     bench_ids_per_cell: int = 200     # benchmark people per cell
     bench_images: int = 5
     backbone: str = "world-recognizer"
@@ -190,9 +199,15 @@ def _cell_of(labels: dict) -> str:
 
 
 def _identity_settings(cfg: PretrainConfig) -> dict:
-    """The demo's identity-dataset settings with this experiment's variation strength."""
+    """The demo's identity-dataset settings with this experiment's variation kind and strength."""
     from ..demo import DEMO_IDENTITIES
-    return {**DEMO_IDENTITIES, "strength": cfg.variation_strength}
+    return {**DEMO_IDENTITIES, "strength": cfg.variation_strength, "variations": cfg.variations,
+            "nuisance_regressor": "world" if cfg.variations == "labelled" else None}
+
+
+def balanced_scale(cfg: PretrainConfig) -> int:
+    """How many times ids_per_cell identities per cell the balanced dataset holds (the largest set's)."""
+    return max([SCALE[s] for s in cfg.sets if s in SCALE] + [1])
 
 
 def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
@@ -206,8 +221,9 @@ def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
     from ..labelling import load_labeller
     from ..latent import DemographicLatentModel, build_bank
 
-    key = {"stage": "balanced", **{k: getattr(cfg, k) for k in ("bank_n", "ids_per_cell", "images_per_id", "seed",
-                                                                 "variation_budget")},
+    n_cell = cfg.ids_per_cell * balanced_scale(cfg)
+    key = {"stage": "balanced", "ids_per_cell_written": n_cell,
+           **{k: getattr(cfg, k) for k in ("bank_n", "ids_per_cell", "images_per_id", "seed", "variation_budget")},
            "fit": DEMO_FIT, "identities": _identity_settings(cfg)}
     if _done(path, key):
         return path
@@ -229,7 +245,7 @@ def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
         model.fit_bank(bank)
     model.save(tmp / "model.synthface")
     log(f"(b) latent model fitted on {cfg.bank_n} labelled latents in {time.perf_counter() - t0:.0f}s")
-    dcfg = DatasetConfig(ids_per_cell=cfg.ids_per_cell, images_per_id=cfg.images_per_id, seed=cfg.seed,
+    dcfg = DatasetConfig(ids_per_cell=n_cell, images_per_id=cfg.images_per_id, seed=cfg.seed,
                          **{**_identity_settings(cfg), "variation_budget": cfg.variation_budget})
     summary = generate_dataset(model, G, verifier, embedder, tmp / "dataset", dcfg, progress=progress, log=log)
     rows = []
@@ -241,7 +257,7 @@ def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
     write_json_atomic(tmp / "rows.json", rows)
     write_json_atomic(tmp / "summary.json", {"thresholds": summary["thresholds"], "candidates": summary["candidates"],
                                              "seconds": time.perf_counter() - t0})
-    log(f"(b) balanced: {len(rows)} images of {len(CELLS) * cfg.ids_per_cell} identities "
+    log(f"(b) balanced: {len(rows)} images of {len(CELLS) * n_cell} identities "
         f"({summary['candidates']} candidates) in {time.perf_counter() - t0:.0f}s")
     return _finish(tmp, path, key)
 
@@ -303,6 +319,13 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
     seeds, W, ref, emb, visited = select_prior_identities(
         G, embedder, n + max(2, n // 10), thr["separation"], cfg.seed, model.truncation_psi_, model.noise_mode_)
     basis, scales = nuisance_basis(model, G, seed=cfg.seed)
+    directions = None
+    if cfg.variations == "labelled":  # b's labelled directions, fitted when b was written
+        from ..identity.directions import NuisanceDirections
+        with np.load(balanced / "dataset" / "directions.npz") as z:
+            directions = NuisanceDirections.from_arrays(dict(z)).prepare(model.A_)
+    strength = cfg.variation_strength if cfg.variation_strength is not None else (
+        1.0 if cfg.variations == "labelled" else 0.5)
     labels = {name: lab.predict_proba(ref) for name, lab in (("world", verifier), ("audit", audit))}
     schema = verifier.schema
     rows, kept, failed = [], [], 0
@@ -310,8 +333,8 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
         if len(kept) == n:
             break
         res = make_variations(model, G, verifier, embedder, {}, W[i], emb[i], PRIOR_INDEX + i, cfg.images_per_id,
-                              cfg.seed, basis, scales, cfg.variation_strength, None, thr["consistency"],
-                              None, cfg.variation_budget, 32)
+                              cfg.seed, basis, scales, strength, None, thr["consistency"], None, cfg.variation_budget,
+                              32, directions=directions)
         if len(res["variations"]) < cfg.images_per_id:
             failed += 1
             continue

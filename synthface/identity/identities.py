@@ -237,32 +237,58 @@ def _identity_set(names, accepted, stats, attributes) -> IdentitySet:
         stats=stats)
 
 
+# Attempts are spent in stages of STAGE_ATTEMPTS per wanted image, each with a smaller step (SHRINK
+# times the last), the last one (which takes all remaining attempts) also without style mixing, so an
+# identity whose recogniser rejects large changes still gets its images, only less varied; the
+# record keeps each image's step. The schedule does not depend on the budget, so raising
+# --variation-budget on a rerun keeps what was written.
+STAGES = 4
+STAGE_ATTEMPTS = 5
+SHRINK = 0.5
+
+
+def variation_stage(attempt: int, k: int) -> int:
+    """Stage (0 = full strength) of attempt number `attempt` of an identity wanting k images."""
+    return min(STAGES - 1, attempt // (STAGE_ATTEMPTS * max(1, k)))
+
+
 def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id: np.ndarray, ref_embedding,
                     identity_index: int, k: int, seed: int, basis: np.ndarray, scales: np.ndarray,
                     strength: float = 0.5, mix_from: Optional[int] = None, consistency: float = 0.5,
-                    accept_confidence: Optional[float] = None, budget: int = 8, batch_size: int = 32) -> dict:
-    """k accepted variation images of one identity, with their w, noise seeds, scores and labels."""
+                    accept_confidence: Optional[float] = None, budget: int = 8, batch_size: int = 32,
+                    directions=None) -> dict:
+    """k accepted variation images of one identity, with their w, noise seeds, scores and labels.
+    `directions` (identity.directions.NuisanceDirections, prepared for the model) replaces the PCA
+    basis with labelled nuisance directions."""
     threshold = model.confidence if accept_confidence is None else accept_confidence
     mix_from = G.num_ws * 6 // 10 if mix_from is None else mix_from
     if not 0 <= mix_from <= G.num_ws:
         raise SynthfaceError(f"mix_from must be in 0..{G.num_ws}")
+    w_id = np.asarray(w_id, np.float32)
     got: list[dict] = []
     attempt = 0
     while len(got) < k and attempt < budget * k:
         m = min(max(k - len(got), 1) + 2, budget * k - attempt)
         atts = list(range(attempt, attempt + m))
         attempt += m
-        ws, noise, mix_seeds = [], [], []
+        ws, noise, mix_seeds, stages = [], [], [], []
         for a in atts:
             rng = _rng(seed, 0x7661, identity_index, a)
             mix_seeds.append(int(rng.integers(0, 2**32 - 1)))
             noise.append(int(rng.integers(0, 2**63 - 1)))
-            offset = (strength * rng.standard_normal(len(scales)) * scales) @ basis
-            ws.append(np.asarray(w_id, np.float32) + offset)
+            stages.append(variation_stage(a, k))
+            step = strength * SHRINK ** stages[-1]
+            if directions is not None:
+                offset = directions.offsets(w_id.astype(np.float64), rng, step)
+            else:
+                offset = (step * rng.standard_normal(len(scales)) * scales) @ basis
+            ws.append(w_id + offset)
         ws = broadcast_ws(G, np.array(ws, np.float32))
         if mix_from < G.num_ws:
             w_mix = map_seeds(G, mix_seeds, model.truncation_psi_).cpu().numpy()
-            ws[:, mix_from:] = w_mix[:, None]
+            for r, st in enumerate(stages):
+                if st < STAGES - 1:
+                    ws[r, mix_from:] = w_mix[r]
         imgs = synthesize(G, ws, "random", batch_size, noise_seeds=noise)
         probs = verifier.predict_proba(imgs)
         idx, conf = label_cells(probs, model.attributes_, threshold)
@@ -273,5 +299,7 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
             if len(got) < k and ok[r] and cons[r] >= consistency:
                 got.append({"attempt": a, "image": imgs[r], "ws": ws[r], "noise_seed": noise[r],
                             "mix_seed": mix_seeds[r], "consistency": float(cons[r]), "embedding": e[r],
+                            "strength": float(strength * SHRINK ** stages[r]),
+                            "mixed": bool(mix_from < G.num_ws and stages[r] < STAGES - 1),
                             "probs": {x: probs[x][r] for x in model.attributes_}})
     return {"variations": got, "attempts": attempt}

@@ -45,7 +45,7 @@ def nuisance_values(q: dict) -> np.ndarray:
 class NuisanceNet(nn.Module):
     """Four strided conv blocks and a linear head: one output per nuisance."""
 
-    def __init__(self, outputs: int = len(NUISANCES), width: int = 32):
+    def __init__(self, outputs: int = len(NUISANCES), width: int = 16):
         super().__init__()
         chans = [3, width, 2 * width, 4 * width, 4 * width]
         layers = []
@@ -159,7 +159,7 @@ def sidecar(metrics: dict, training: dict) -> dict:
             "metrics_held_out": metrics}
 
 
-def build(out_dir: Path, n_ids: int = 3000, images: int = 6, epochs: int = 6, log: Callable = print) -> dict:
+def build(out_dir: Path, n_ids: int = 3000, images: int = 6, epochs: int = 5, log: Callable = print) -> dict:
     """Render, train, evaluate on held-out renderer people and export nuisance.onnx + nuisance.json."""
     from ..fileio import write_json_atomic
     from .models import export_onnx

@@ -57,3 +57,53 @@ def _cached(n: int, size: int, first: int) -> np.ndarray:
     except OSError:
         pass  # a read-only cache only costs time
     return images
+
+
+COVERAGE_FIRST_IDENTITY = 8_000_000  # people of the coverage reference sets (a range of their own)
+_COVERAGE_CELL_STRIDE = 100_000
+_COVERAGE_SECOND = 50_000             # the second real set, for the real data's own figures
+
+
+def renderer_coverage_sets(cells, n_people: int, images: int, size: int = 64) -> dict:
+    """Per cell name ('group=G,gender=S'): two disjoint sets of n_people renderer people x `images`
+    images each (nuisance varied as the renderer varies it), as 112x112 ArcFace crops: what a
+    synthetic cell of n_people identities x `images` images is compared with."""
+    from ..align import arcface_crop
+    from .renderer import GENDERS, GROUPS
+    from .world import take
+    world = World(seed=0, distribution=BALANCED)
+    out = {}
+    for name in cells:
+        parts = dict(p.split("=") for p in name.split(","))
+        if set(parts) != {"group", "gender"}:
+            continue
+        gi, si = GROUPS.index(parts["group"]), GENDERS.index(parts["gender"])
+        base = COVERAGE_FIRST_IDENTITY + (2 * gi + si) * _COVERAGE_CELL_STRIDE
+        sets = []
+        for first in (base, base + _COVERAGE_SECOND):
+            ident = world.identities(range(first, first + n_people), group=gi, gender=si)
+            rows = np.repeat(np.arange(n_people), images)
+            imgs = world.render(take(ident, rows), np.tile(np.arange(images), n_people), size=size)
+            crops = arcface_crop(imgs, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            sets.append((crops, ident["index"][rows]))
+        out[name] = {"real": sets[0][0], "real_identity": sets[0][1], "real2": sets[1][0],
+                     "real2_identity": sets[1][1], "source": f"renderer people {base}+ and {base + _COVERAGE_SECOND}+"}
+    return out
+
+
+def coverage_inputs(cells, n_people: int, images: int) -> dict:
+    """What `dataset.merge(coverage=...)` needs on the demo world: renderer reference sets per cell,
+    the audit recogniser's and the audit attribute net's feature spaces, and the nuisance regressor."""
+    from ..assets import asset
+    from ..evaluation.coverage import attribute_features
+    from ..identity import load_embedder
+    from ..labelling.nuisance import load_nuisance_regressor
+    from ..nets import load_backbone
+
+    audit = load_embedder("world-audit")
+    attr = load_backbone(asset("torch/audit_attributes.safetensors"))
+    return {"real_sets": renderer_coverage_sets(cells, n_people, images),
+            "features": {"audit recogniser": audit.embed_aligned,
+                         "audit attributes": lambda crops: attribute_features(attr, crops)},
+            "nuisance": load_nuisance_regressor("world"),
+            "source": "demo-world renderer faces (balanced population, identities 8000000+)"}
