@@ -47,8 +47,10 @@ class InProcess:
         from synthface.dataset import DatasetConfig, load_job
 
         self.job = load_job(str(model_path), "world", ["world"], None, "world", device="cpu")
-        self.cfg = DatasetConfig(cells=CELLS, ids_per_cell=IDS, images_per_id=IMGS, accept_confidence=0.99,
-                                 separation=0.45, batch_size=16, reference="world")
+        from synthface.dataset.writer import network_defaults
+        self.cfg = network_defaults(DatasetConfig(cells=CELLS, ids_per_cell=IDS, images_per_id=IMGS,
+                                                  accept_confidence=0.99, separation=0.45, batch_size=16,
+                                                  reference="world"), "world")  # as the CLI fills it
 
     def __call__(self, out, **kw):
         import torch
@@ -60,8 +62,9 @@ class InProcess:
         torch.set_num_threads(1)
         try:
             with threadpool_limits(1):
+                from synthface.dataset.writer import merge_coverage
                 generate_dataset(*self.job, out, self.cfg, progress=False, log=lambda s: None, **kw)
-                return merge(out, log=lambda s: None)
+                return merge(out, log=lambda s: None, coverage=merge_coverage(out, "world"))  # as the CLI
         finally:
             torch.set_num_threads(threads)
 
@@ -149,7 +152,8 @@ def test_disk_full_gives_one_message_no_leftovers_and_the_same_dataset_after(bui
         merge(out, log=lambda s: None)
     monkeypatch.undo()
     assert leftovers(out) == [] and sorted(os.listdir(out / "rec")) == ["property.json", "train.idx"]
-    merge(out, log=lambda s: None)
+    from synthface.dataset.writer import merge_coverage
+    merge(out, log=lambda s: None, coverage=merge_coverage(out, "world"))
     assert tree(out) == tree(reference)
 
 

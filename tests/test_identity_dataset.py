@@ -125,8 +125,9 @@ def test_stop_and_resume_is_byte_identical(dataset, demo_latent_model, tmp_path)
 
     ref = tree(dataset)
     model, G, lab, emb = load_job(str(demo_latent_model[2]), "world", ["world"], None, "world", device="cpu")
-    cfg = DatasetConfig(ids_per_cell=IDS, images_per_id=IMGS, accept_confidence=0.99, separation_quantile=0.97,
-                        batch_size=16)
+    from synthface.dataset.writer import network_defaults
+    cfg = network_defaults(DatasetConfig(ids_per_cell=IDS, images_per_id=IMGS, accept_confidence=0.99,
+                                         separation_quantile=0.97, batch_size=16), "world")  # as the CLI fills it
     out = tmp_path / "b"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the CLI runs of the fixture (OMP_NUM_THREADS=1)

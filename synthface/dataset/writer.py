@@ -479,6 +479,16 @@ def load_job(model_path, network, labellers, schema, recognizer, align: str = "f
     return model, G, load_labeller(labellers, schema, device=str(dev)), load_embedder(recognizer, str(dev), align)
 
 
+def network_defaults(cfg: DatasetConfig, network) -> DatasetConfig:
+    """The settings `generate` fills in for a network: on the demo world, its renderer's faces as
+    reference and its nuisance regressor; the variation kind made explicit."""
+    if cfg.reference is None and str(network) == "world":
+        cfg = replace(cfg, reference="world")  # the demo world's real faces: its renderer's
+    if cfg.nuisance_regressor is None and str(network) == "world":
+        cfg = replace(cfg, nuisance_regressor="world")  # the demo world's pose/expression/light regressor
+    return replace(cfg, variations=variation_mode(cfg))
+
+
 def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world",), schema=None,
                  recognizer: str = "world", align: str = "fixed", shard_index: Optional[int] = None,
                  num_shards: Optional[int] = None, merge_after: bool = True, ray_shards: Optional[int] = None,
@@ -490,11 +500,7 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
     env_index, env_count = shard_from_env()
     shard_index = env_index if shard_index is None else shard_index
     num_shards = env_count if num_shards is None else num_shards
-    if cfg.reference is None and str(network) == "world":
-        cfg = replace(cfg, reference="world")  # the demo world's real faces: its renderer's
-    if cfg.nuisance_regressor is None and str(network) == "world":
-        cfg = replace(cfg, nuisance_regressor="world")  # the demo world's pose/expression/light regressor
-    cfg = replace(cfg, variations=variation_mode(cfg))
+    cfg = network_defaults(cfg, network)
     check_threshold_config(cfg)
     from .merge import check_rec_encoding
     check_rec_encoding(rec_encoding)
@@ -521,15 +527,21 @@ def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world
     return result
 
 
+def merge_coverage(out, network) -> Optional[dict]:
+    """What merge's per-cell coverage needs for a dataset of `network`: on the demo world (real faces
+    of every cell: its renderer's), renderer sets shaped like the dataset; elsewhere None."""
+    if str(network) != "world":
+        return None
+    from ..world.reference import coverage_inputs
+    cfg = json.loads((Path(out) / "dataset.json").read_text())["config"]
+    cells = json.loads((Path(out) / "identities.json").read_text())["cells"]
+    return coverage_inputs(cells, cfg["ids_per_cell"], cfg["images_per_id"])
+
+
 def _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log,
                  network=None) -> None:
     if merge_after:
         from .merge import merge, resolve_audit
-        coverage = None
-        if str(network) == "world":  # the demo world has real faces of every cell: its renderer's
-            from ..world.reference import coverage_inputs
-            cfg = json.loads((Path(out) / "dataset.json").read_text())["config"]
-            cells = json.loads((Path(out) / "identities.json").read_text())["cells"]
-            coverage = coverage_inputs(cells, cfg["ids_per_cell"], cfg["images_per_id"])
+        coverage = merge_coverage(out, network)
         result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device, audit_fmr),
                                  rec_encoding=rec_encoding, log=log, coverage=coverage)
