@@ -66,9 +66,12 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "build_data", _stand_in_data)
     over = {"ids_per_cell": 6, "images_per_id": 3, "bench_ids_per_cell": 6, "bench_images": 4, "lams": [0, 1],
             "n_boot": 10, "folds": 3, "classifiers": ["logreg"],
-            "method": {"epochs": 3, "detector_steps": 20, "batch_size": 24}}
+            "method": {"epochs": 3, "detector_steps": 20, "batch_size": 24},
+            "pool_grid": [{"detector_widths": [0, 8], "reinit_every": 2}], "inlp": {"n_iterations": 3}}
     res = S.run(tmp_path, overrides=over, log=lambda m: None)
-    for f in ("report.md", "report.html", "results.json", "tradeoff.png", "models/lam_1.sensitivenets"):
+    for f in ("report.md", "report.html", "results.json", "tradeoff.png", "models/lam_1.sensitivenets",
+              "tradeoff_curve.png", "models/leace.safetensors", "models/inlp.safetensors",
+              "models/sn_diverse_leace_lam_1.sensitivenets"):
         assert (tmp_path / f).is_file(), f
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -84,7 +87,21 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
         c["accuracy"] for c in saved["runs"]["1"]["leakage"]["attributes"]["gender"]["classifiers"].values())
     assert set(crit["met"]) == {"raw_leakage_above_90", "gender_leakage_at_most_60", "group_leakage_at_most_43.3",
                                 "verification_drop_at_most_3_points", "lam0_change_at_most_0.5_points"}
+    v26 = saved["issue26"]
+    assert set(v26["variants"]) == {"sn", "sn_diverse", "sn_diverse_leace"} and set(v26["baselines"]) == {"leace", "inlp"}
+    sel = v26["selection"]
+    # selection saw training identities only: 1 of 6 per cell held out, never the 36 test people
+    assert sel["validation_identities"] == 6 and sel["fit_identities"] == 30
+    for name, v in v26["variants"].items():
+        assert v["settings"] in [c["settings"] for c in sel["variants"][name]["candidates"]]
+        assert set(v["sweep"]) == {"0", "1"}
+    # the issue-15 variant reuses the sweep above, the others are fitted with their chosen settings
+    assert v26["variants"]["sn"]["sweep"]["1"] == saved["runs"]["1"]
+    b = v26["baselines"]["leace"]
+    assert b["check"]["verification_loss"] == pytest.approx(
+        raw["verification"]["accuracy_mean"] - b["verification"]["accuracy_mean"])
     md = (tmp_path / "report.md").read_text()
+    assert "## Issue 26" in md and "| LEACE |" in md and "tradeoff_curve.png" in md
     assert "Done-when checks" in md and "| gender | logreg |" in md
     # a second run into the same folder reuses the fitted models and scores the same
     again = S.run(tmp_path, overrides=over, log=lambda m: None)

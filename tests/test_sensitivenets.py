@@ -128,6 +128,45 @@ def test_detector_variants_run_and_log(detectors, target):
         assert "fixed_detector_acc" in m.history_[-1]
 
 
+def test_diverse_pool_holds_one_detector_per_width_and_reinitialises_on_schedule(monkeypatch):
+    X, ident, sens = embeddings(ids_per_cell=3, per_id=4)
+    made = []
+    orig = SensitiveNets._new_detector
+
+    def spy(self, dim, hidden, n_classes, gen, device):
+        made.append(int(hidden))
+        return orig(self, dim, hidden, n_classes, gen, device)
+
+    monkeypatch.setattr(SensitiveNets, "_new_detector", spy)
+    m = SensitiveNets(epochs=5, batch_size=24, detector_steps=10, detectors="diverse", detector_widths=(0, 16),
+                      reinit_every=2, warmup_epochs=1).fit(X, ident, sens)
+    assert all(r["removal"] > 0 for r in m.history_[1:]) and m.history_[0]["removal"] == 0
+    # 5 epochs: 5 monitoring detectors (width 0) per attribute; the pool: 2 widths x 2 attributes at the
+    # start, then after removal epochs 1..3 (none after the last), width j is re-made when (epoch + j) is
+    # even: width 16 after epochs 1 and 3, width 0 after epoch 2.
+    pool_made = made.copy()
+    for _ in range(5 * 2):
+        pool_made.remove(0)
+    assert sorted(pool_made) == sorted([0, 16] * 2 + [16, 16] * 2 + [0] * 2)
+
+
+def test_leace_pre_erasure_feeds_the_projection_and_round_trips(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    X, ident, sens = embeddings(ids_per_cell=6, per_id=4)
+    m = SensitiveNets(epochs=1, lam=0.0, lr=1e-12, detector_steps=5, pre_erasure="leace").fit(X, ident, sens)
+    # An (almost) untrained projection returns the normalised LEACE output: linear probes on the training
+    # data fall from far above chance to near it (the re-normalisation may restore a little).
+    Z = m.transform(X)
+    for k, y in sens.items():
+        raw = (LogisticRegression(max_iter=3000, C=100).fit(X, y).predict(X) == y).mean()
+        after = (LogisticRegression(max_iter=3000, C=100).fit(Z, y).predict(Z) == y).mean()
+        top = np.unique(y, return_counts=True)[1].max() / len(y)
+        assert raw > top + 0.3 and after < top + 0.12, (k, raw, after, top)
+    back = SensitiveNets.load(m.save(tmp_path / "m.sensitivenets"))
+    assert back.pre_erasure_ is not None
+    assert np.allclose(back.transform(X), Z, atol=1e-6)
+
+
 def test_get_set_params():
     m = SensitiveNets(lam=0.3)
     assert m.get_params()["lam"] == 0.3
@@ -160,6 +199,9 @@ def test_load_rejects_other_files(tmp_path):
     ("target", "target must be one of"),
     ("detectors", "detectors must be one of"),
     ("tau", "target_prob"),
+    ("widths", "detector_widths"),
+    ("pre_erasure", "pre_erasure"),
+    ("reinit", "reinit_every"),
 ])
 def test_bad_fit_input_gives_one_clear_error(case, message):
     X, ident, sens = embeddings(ids_per_cell=2, per_id=3)
@@ -184,6 +226,12 @@ def test_bad_fit_input_gives_one_clear_error(case, message):
         est = SensitiveNets(detectors="ensemble")
     elif case == "tau":
         est = SensitiveNets(target_prob=1.5)
+    elif case == "widths":
+        est = SensitiveNets(detectors="diverse", detector_widths=[0, -4])
+    elif case == "pre_erasure":
+        est = SensitiveNets(pre_erasure="inlp")
+    elif case == "reinit":
+        est = SensitiveNets(reinit_every=0)
     with pytest.raises(SynthfaceError, match=message):
         est.fit(X, ident, sens, **kw)
 

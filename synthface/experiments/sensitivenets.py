@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import SynthfaceError
 from ..fileio import atomic_write, write_json_atomic
+from .sensitivenets_variants import POOL_GRID, VARIANTS
 
 # SensitiveNets settings of every fit (lam comes from the sweep); see the module docstring for their origin
 METHOD = dict(hidden=(), margin=0.2, target="true_class", detectors="pool", pool_size=5, warmup_epochs=1,
@@ -55,7 +56,7 @@ class SensitiveNetsExperimentConfig:
     lams: list = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0])
     lam: float = 1.0                  # the model of the before/after tables (must be one of lams)
     method: dict = field(default_factory=dict)  # overrides of METHOD
-    classifiers: list = field(default_factory=lambda: ["svm", "mlp", "rf"])
+    classifiers: list = field(default_factory=lambda: ["svm", "mlp", "rf", "knn"])
     folds: int = 5                    # identity-disjoint folds of the leakage probes
     n_boot: int = 200
     seed: int = 0
@@ -64,6 +65,15 @@ class SensitiveNetsExperimentConfig:
     # balanced renderer people (identities RENDERER_TRAIN_FIRST+, disjoint from the test people), the control
     # that separates what the method can remove from what carries over from synthetic to real faces
     train_source: str = "synthetic"
+    # issue 26 (synthface.experiments.sensitivenets_variants): SensitiveNets variants, the pool settings the
+    # diverse ones choose from, the erasure baselines, and the selection on training identities
+    variants: dict = field(default_factory=lambda: {k: dict(v) for k, v in VARIANTS.items()})
+    pool_grid: list = field(default_factory=lambda: [dict(g) for g in POOL_GRID])
+    baselines: list = field(default_factory=lambda: ["leace", "inlp"])
+    inlp: dict = field(default_factory=lambda: {"n_iterations": 20})
+    val_share: float = 0.2            # share of each cell's training identities held out for selection
+    val_folds: int = 3                # identity-disjoint folds of the validation probes
+    select_verif_drop: float = 0.03   # most validation verification a chosen setting may lose
 
 
 RENDERER_TRAIN_FIRST = 6_000_000
@@ -252,6 +262,9 @@ def _check_config(cfg: SensitiveNetsExperimentConfig) -> None:
     if float(cfg.lam) not in [float(v) for v in cfg.lams]:
         raise SynthfaceError(f"lam={cfg.lam} must be one of lams {cfg.lams}")
     method_settings(cfg)
+    from ..methods import SensitiveNets
+    from .sensitivenets_variants import check_variant_config
+    check_variant_config(cfg, set(SensitiveNets().get_params()))
 
 
 def make_config(quick: bool = False, overrides: Optional[dict] = None) -> SensitiveNetsExperimentConfig:
@@ -300,6 +313,9 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
         fits[lam] = {"history": m.history_, "seconds": getattr(m, "fit_seconds_", None)}
         log(f"lam {lam:g}: gender {max_leak(runs[lam], 'gender'):.3f}, group {max_leak(runs[lam], 'group'):.3f} "
             f"(best probe), verification {runs[lam]['verification']['accuracy_mean']:.4f}")
+    from .sensitivenets_variants import run_variants
+    issue26 = run_variants(cfg, method_settings(cfg), (X, ident, sens, Xb, raw), runs,
+                           lambda Z: score(cfg, Z, items.paths, ib, sb, pairs), out, log)
     info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data, "fit_score_seconds": time.perf_counter() - t1,
             "reused": reused, "pairs": len(pairs), "train_images": int(len(X)),
             "train_identities": int(len(np.unique(ident))), "test_images": int(len(Xb)),
@@ -311,7 +327,7 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     res = {"experiment": "sensitivenets", "command": command, "config": asdict(cfg),
            "method": method_settings(cfg), "info": info, "raw": raw,
            "runs": {f"{k:g}": v for k, v in runs.items()}, "fits": {f"{k:g}": v for k, v in fits.items()},
-           "criteria": criteria(raw, runs, float(cfg.lam))}
+           "criteria": criteria(raw, runs, float(cfg.lam)), "issue26": issue26}
     write_report(res, out)
     res["summary"] = {"out": str(out), "seconds": round(info["seconds"], 1), "met": res["criteria"]["met"],
                       "group_leakage": res["criteria"]["group_leakage_at_most_43.3"],
@@ -462,9 +478,15 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
 def write_report(res: dict, out: Path) -> None:
     from ..evaluation.report import to_html
 
+    from .sensitivenets_variants import markdown, plot_curve
+
     png = plot(res)
     atomic_write(out / "tradeoff.png", lambda f: f.write(png))
     md = report_markdown(res, "tradeoff.png")
+    if "issue26" in res:
+        curve = plot_curve(res)
+        atomic_write(out / "tradeoff_curve.png", lambda f: f.write(curve))
+        md += "\n".join(markdown(res, "tradeoff_curve.png")) + "\n"
     page = to_html(md, out).replace("<title>synthface evaluation</title>",
                                     "<title>sensitivenets experiment</title>")
     atomic_write(out / "report.md", lambda f: f.write(md.encode()))

@@ -16,8 +16,13 @@ the paper is silent the choices here are the project's ([D] in the spec):
   the statistics of the batch it sees, frozen while the projection trains. `"pool"` trains a fresh one on the
   current projection before the first removal epoch and after every epoch and keeps the last `pool_size`;
   `"fixed"` trains one on the input embeddings only; `"online"` keeps one detector that takes one step per
-  batch on the detached projected batch (an adversary). Detectors trained with label smoothing (0.1) stay
-  off softmax saturation, where the removal term would have no gradient.
+  batch on the detached projected batch (an adversary); `"diverse"` (issue 26) keeps one detector per width
+  in `detector_widths` (linear and MLPs), trains them on after every epoch and re-initialises each every
+  `reinit_every` epochs on a staggered schedule, so the projection always faces detectors of several
+  capacities and ages. Detectors trained with label smoothing (0.1) stay off softmax saturation, where the
+  removal term would have no gradient.
+* optional pre-erasure (`pre_erasure="leace"`): LEACE fitted on the training embeddings runs before the
+  projection, which then only has nonlinear information left to remove.
 
 Every epoch a fresh detector per attribute is trained on 80 % of the identities and scored on the other 20 %;
 that held-out accuracy is what `history_` reports as `detector_acc` (a detector's accuracy on its own training
@@ -42,93 +47,17 @@ from torch.nn import functional as F
 
 from ..errors import SynthfaceError
 from ..fileio import atomic_write
-from ..train.losses import TripletLoss
+from .sensitivenets_parts import (_DetectorState, _FitData, _Projection, _as_2d_float, _detector, _epoch_line,
+                                  _normalise, _seeded_init, semi_hard_triplets)
 
 FORMAT_NAME = "synthface.methods.sensitivenets"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # files with a pre-erasure hold two more tensors; files without one read as before
+_PRE = "pre_erasure."  # tensor-name prefix of the LEACE pre-erasure in saved files
 
 _TARGETS = ("true_class", "fixed_class")
-_DETECTORS = ("pool", "fixed", "online")
+_DETECTORS = ("pool", "fixed", "online", "diverse")
+_PRE_ERASURE = (None, "leace")
 _FIXED_COLUMN = 1  # the class column "fixed_class" drives (FR-NAS uses softmax[:, 1])
-_MINER = TripletLoss(mining="semihard")  # used for its mine() only; the loss here is on squared distances
-
-
-class _Projection(nn.Module):
-    """z -> normalise(z + MLP(z)); zero-initialised last layer makes it the identity on unit vectors."""
-
-    def __init__(self, dim: int, hidden: Sequence[int]):
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        last = nn.Linear(width, dim)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        layers.append(last)
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return F.normalize(z + self.mlp(z), dim=1)
-
-
-class _Standardise(nn.Module):
-    """Per-feature standardisation with the statistics of the embeddings it is given (a batch, or the set a
-    detector is trained or scored on). Without it the projection fools detectors by shrinking the spread of
-    the embeddings instead of removing the attribute: a detector trained at one scale is near-uniform at a
-    smaller one, while cosine verification, being scale-free, hardly notices."""
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if len(z) < 2:
-            return z - z
-        return (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
-
-
-def _detector(Z: torch.Tensor, hidden: int, n_classes: int) -> nn.Sequential:
-    if hidden == 0:  # a softmax layer on the embedding, as in one re-implementation
-        return nn.Sequential(_Standardise(), nn.Linear(Z.shape[1], n_classes))
-    return nn.Sequential(_Standardise(), nn.Linear(Z.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
-
-
-def semi_hard_triplets(emb: torch.Tensor, labels: torch.Tensor, margin: float):
-    """Triplet loss of §1.3 (squared L2 distances) on triplets mined semi-hard inside one batch.
-
-    Mining is synthface.train.losses.TripletLoss's (closest negative farther than the positive, else the
-    farthest negative); it only compares distances, so mining on squared distances picks the same triplets.
-    Returns (mean loss over triplets, anchor, positive, negative indices, fraction of triplets with a positive
-    loss); a batch without any usable triplet gives a zero loss and empty indices.
-    """
-    with torch.no_grad():
-        d = torch.cdist(emb, emb).pow(2)
-    a, p, n = _MINER.mine(d, labels)
-    if len(a) == 0:
-        return emb.sum() * 0.0, a, p, n, 0.0
-    ap = (emb[a] - emb[p]).pow(2).sum(1)
-    an = (emb[a] - emb[n]).pow(2).sum(1)
-    per = F.relu(ap - an + margin)
-    return per.mean(), a, p, n, float((per > 0).float().mean())
-
-
-def _as_2d_float(X, what: str) -> np.ndarray:
-    try:
-        X = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise SynthfaceError(f"{what} must be a numeric (n, d) array of embeddings") from None
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise SynthfaceError(f"{what} must be a non-empty (n, d) array of embeddings, got shape {X.shape}")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise SynthfaceError(f"{what} has {int(bad.sum())} rows with NaN or infinite values (first: row "
-                             f"{int(np.argmax(bad))}); drop or recompute them")
-    if (np.linalg.norm(X, axis=1) == 0).any():
-        raise SynthfaceError(f"{what} has all-zero rows, which have no direction to normalise; drop them")
-    return X
-
-
-def _normalise(X: np.ndarray) -> np.ndarray:
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
-
 
 class SensitiveNets(BaseEstimator, TransformerMixin):
     """Learn an embedding projection that keeps identity and removes sensitive attributes.
@@ -141,8 +70,8 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
       lam: weight of the removal term (0 trains the triplet loss alone).
       target: "true_class" (P(true class) -> tau) or "fixed_class" (P(class column 1) -> tau).
       target_prob: tau; None means 1/#classes of each attribute.
-      detectors: "pool", "fixed" or "online" (see the module docstring).
-      pool_size: detectors kept per attribute in the pool.
+      detectors: "pool", "fixed", "online" or "diverse" (see the module docstring).
+      pool_size: detectors kept per attribute in the pool ("pool").
       warmup_epochs: first epochs trained without the removal term.
       epochs, batch_size, lr: Adam on the projection; a batch holds batch_size embeddings,
         per_identity of each identity.
@@ -150,6 +79,12 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
       detector_hidden, detector_steps, detector_lr: the detectors' width (0: a softmax layer on the
         standardised embedding, the default; MLP detectors chased the attribute less well in our tests) and
         training (Adam steps of 256 embeddings).
+      detector_widths, reinit_every ("diverse" only): one detector per width and attribute (0: linear, h > 0:
+        an MLP with h hidden units); each goes on training on the current projection after every epoch and
+        is re-initialised every reinit_every removal epochs, staggered by its position in the list.
+      pre_erasure: None or "leace": fit LEACE (synthface.methods.erasure) on the normalised training
+        embeddings first and train the projection on its output, so that linear information is gone before
+        the detectors start; transform applies the same two steps.
       seed, device: reproducibility and torch device ("cpu", "cuda", "cuda:1", ...).
     """
 
@@ -157,7 +92,8 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
                  target: str = "true_class", target_prob: Optional[float] = None, detectors: str = "pool",
                  pool_size: int = 5, warmup_epochs: int = 1, epochs: int = 20, batch_size: int = 256,
                  lr: float = 1e-3, per_identity: int = 4, detector_hidden: int = 0, detector_steps: int = 300,
-                 detector_lr: float = 1e-2, seed: int = 0, device: str = "cpu"):
+                 detector_lr: float = 1e-2, detector_widths: Sequence[int] = (0, 32, 128), reinit_every: int = 3,
+                 pre_erasure: Optional[str] = None, seed: int = 0, device: str = "cpu"):
         self.hidden = hidden
         self.margin = margin
         self.lam = lam
@@ -173,6 +109,9 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
         self.detector_hidden = detector_hidden
         self.detector_steps = detector_steps
         self.detector_lr = detector_lr
+        self.detector_widths = detector_widths
+        self.reinit_every = reinit_every
+        self.pre_erasure = pre_erasure
         self.seed = seed
         self.device = device
 
@@ -188,7 +127,14 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
         if not isinstance(self.detector_hidden, (int, np.integer)) or self.detector_hidden < 0:
             raise SynthfaceError(f"detector_hidden must be an integer >= 0 (0: linear detectors), "
                                  f"got {self.detector_hidden!r}")
-        for name in ("epochs", "batch_size", "pool_size", "per_identity", "detector_steps"):
+        if self.pre_erasure not in _PRE_ERASURE:
+            raise SynthfaceError(f"pre_erasure must be None or 'leace', got {self.pre_erasure!r}")
+        widths = self.detector_widths
+        if (isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or not len(widths)
+                or not all(isinstance(w, (int, np.integer)) and w >= 0 for w in widths)):
+            raise SynthfaceError(f"detector_widths must be a non-empty list of integers >= 0 (0: a linear "
+                                 f"detector), got {widths!r}")
+        for name in ("epochs", "batch_size", "pool_size", "per_identity", "detector_steps", "reinit_every"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise SynthfaceError(f"{name} must be a positive integer, got {v!r}")
@@ -286,37 +232,42 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
         with torch.no_grad():
             return torch.cat([self.projection_(Z[i:i + chunk]) for i in range(0, len(Z), chunk)])
 
-    def _fit_detectors(self, Z: torch.Tensor, ys: dict, n_cls: dict, gen: torch.Generator) -> dict:
-        """Fresh detectors, one per attribute, trained on (detached) projected embeddings with class-balanced,
-        label-smoothed cross-entropy. Smoothing keeps their softmax off saturation, where the removal term
-        would have no gradient. All attributes share the minibatches (one optimiser step for all)."""
-        dets = {}
-        for k, c in n_cls.items():
-            det = _detector(Z, self.detector_hidden, c)
-            # Seeded initial weights, so fits are reproducible whatever else used torch's global RNG.
-            with torch.no_grad():
-                for m in det:
-                    if isinstance(m, nn.Linear):
-                        bound = 1.0 / math.sqrt(m.in_features)
-                        m.weight.copy_((torch.rand(m.weight.shape, generator=gen) * 2 - 1) * bound)
-                        m.bias.copy_((torch.rand(m.bias.shape, generator=gen) * 2 - 1) * bound)
-            dets[k] = det.to(Z.device)
+    def _new_detector(self, dim: int, hidden: int, n_classes: int, gen: torch.Generator, device) -> nn.Module:
+        det = _detector(dim, int(hidden), n_classes)
+        _seeded_init(det, gen)  # reproducible whatever else used torch's global RNG
+        return det.to(device)
+
+    def _train_detectors(self, dets: Mapping[str, list], Z: torch.Tensor, ys: dict, n_cls: dict,
+                         gen: torch.Generator) -> None:
+        """Train (or go on training) detectors on (detached) projected embeddings with class-balanced,
+        label-smoothed cross-entropy, then freeze them. Smoothing keeps their softmax off saturation, where
+        the removal term would have no gradient. All detectors share the minibatches (one optimiser)."""
         weights = {}
         for k, c in n_cls.items():
             counts = torch.bincount(ys[k], minlength=c).float().clamp(min=1)
             weights[k] = counts.sum() / (c * counts)
-        params = [p for d in dets.values() for p in d.parameters()]
+        models = [d for ds in dets.values() for d in ds]
+        for d in models:
+            d.requires_grad_(True).train()
+        params = [p for d in models for p in d.parameters()]
         opt = torch.optim.Adam(params, lr=self.detector_lr, weight_decay=1e-4, foreach=True)
         bs = min(256, len(Z))
         for _ in range(self.detector_steps):
             idx = torch.randint(len(Z), (bs,), generator=gen).to(Z.device)
             z = Z[idx]
             loss = sum(F.cross_entropy(d(z), ys[k][idx], weight=weights[k], label_smoothing=0.1)
-                       for k, d in dets.items())
+                       for k, ds in dets.items() for d in ds)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return {k: d.requires_grad_(False).eval() for k, d in dets.items()}
+        for d in models:
+            d.requires_grad_(False).eval()
+
+    def _fit_detectors(self, Z: torch.Tensor, ys: dict, n_cls: dict, gen: torch.Generator) -> dict:
+        """Fresh detectors of width detector_hidden, one per attribute, trained on Z."""
+        dets = {k: [self._new_detector(Z.shape[1], self.detector_hidden, c, gen, Z.device)] for k, c in n_cls.items()}
+        self._train_detectors(dets, Z, ys, n_cls, gen)
+        return {k: v[0] for k, v in dets.items()}
 
     @staticmethod
     def _accuracy(det: nn.Module, Z: torch.Tensor, y: torch.Tensor) -> float:
@@ -337,8 +288,135 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
             total = total + torch.stack(terms).mean(0)
         return total
 
-    # long: warm-up, then epochs that alternate projection steps with detector-pool retraining and
-    # log both; the pieces share the batch sampler, optimisers and pool, so they read best in one place.
+    # ------------------------------------------------------------------------------------ fit, step by step
+
+    def _init_model(self, X: np.ndarray, codes: dict, classes: dict, gen: torch.Generator, device) -> np.ndarray:
+        """Fitted-state attributes, the seeded projection, and the optional LEACE pre-erasure (fitted on the
+        normalised training embeddings, all attributes at once). Returns the projection's training input."""
+        dim = X.shape[1]
+        self.n_features_in_ = dim
+        self.hidden_sizes_ = self._hidden_sizes(dim)
+        self.classes_ = classes
+        self.tau_ = {k: float(self.target_prob) if self.target_prob is not None else 1.0 / len(v)
+                     for k, v in classes.items()}
+        Z = _normalise(X)
+        self.pre_erasure_ = None
+        if self.pre_erasure == "leace":
+            from .erasure import LEACE
+            self.pre_erasure_ = LEACE(normalize_input=False).fit(Z, None, codes)
+            Z = self.pre_erasure_.transform(Z)
+        self.projection_ = _Projection(dim, self.hidden_sizes_)
+        _seeded_init(self.projection_.mlp[:-1], gen)  # the last layer stays zero: the identity at the start
+        self.projection_.to(device)
+        return Z
+
+    @staticmethod
+    def _fit_data(Z: np.ndarray, id_codes: np.ndarray, codes: dict, classes: dict, rng, device) -> _FitData:
+        """Tensors of the fit, with an identity-disjoint 80/20 split of the training identities: detectors
+        (removal and monitoring) train on the 80 %, monitoring scores on the 20 %."""
+        uniq = np.unique(id_codes)
+        held = rng.permutation(uniq)[: max(1, int(round(0.2 * len(uniq))))]
+        val_mask = np.isin(id_codes, held)
+        return _FitData(Z=torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32)).to(device),
+                        ids=torch.from_numpy(id_codes).to(device), id_codes=id_codes,
+                        ys={k: torch.from_numpy(v).to(device) for k, v in codes.items()},
+                        n_cls={k: len(v) for k, v in classes.items()},
+                        tr_idx=torch.from_numpy(np.flatnonzero(~val_mask)).to(device),
+                        va_idx=torch.from_numpy(np.flatnonzero(val_mask)).to(device), device=device)
+
+    def _fresh(self, data: _FitData, P: torch.Tensor, gen) -> tuple[dict, dict]:
+        """Fresh detectors trained on the 80 % of P and their accuracy on the held-out 20 %."""
+        dets = self._fit_detectors(P[data.tr_idx], {k: v[data.tr_idx] for k, v in data.ys.items()}, data.n_cls, gen)
+        return dets, {k: self._accuracy(d, P[data.va_idx], data.ys[k][data.va_idx]) for k, d in dets.items()}
+
+    def _start_detectors(self, data: _FitData, state: _DetectorState, gen) -> None:
+        """Before the first removal epoch: the first pool member, the online adversary or the diverse pool,
+        trained on the current projection."""
+        if self.detectors == "pool" and not state.pool[next(iter(state.pool))]:
+            d0, _ = self._fresh(data, self._project(data.Z), gen)
+            for k in state.pool:
+                state.pool[k].append(d0[k])
+        elif self.detectors == "online" and not state.online:
+            d0, _ = self._fresh(data, self._project(data.Z), gen)
+            for k, d in d0.items():
+                d.requires_grad_(True).train()
+                state.online[k] = (d, torch.optim.Adam(d.parameters(), lr=self.detector_lr, foreach=True))
+        elif self.detectors == "diverse" and not state.pool[next(iter(state.pool))]:
+            dim = data.Z.shape[1]
+            for k, c in data.n_cls.items():
+                state.pool[k] = [self._new_detector(dim, w, c, gen, data.device) for w in self.detector_widths]
+            self._train_pool(data, state, self._project(data.Z), gen)
+
+    def _train_pool(self, data: _FitData, state: _DetectorState, P: torch.Tensor, gen) -> None:
+        self._train_detectors(state.pool, P[data.tr_idx], {k: v[data.tr_idx] for k, v in data.ys.items()},
+                              data.n_cls, gen)
+
+    def _refresh_diverse(self, data: _FitData, state: _DetectorState, P: torch.Tensor, removal_epoch: int, gen):
+        """After a removal epoch: detector j of each attribute is re-initialised when (epoch + j) is a multiple
+        of reinit_every (staggered, so the pool never restarts all at once); then every detector goes on
+        training on the new projection."""
+        dim = P.shape[1]
+        for k, c in data.n_cls.items():
+            for j, w in enumerate(self.detector_widths):
+                if (removal_epoch + j) % int(self.reinit_every) == 0:
+                    state.pool[k][j] = self._new_detector(dim, w, c, gen, data.device)
+        self._train_pool(data, state, P, gen)
+
+    def _online_step(self, state: _DetectorState, emb: torch.Tensor, targets: dict) -> dict:
+        """The adversary's step on the detached batch; returns its detectors, frozen for the projection's step."""
+        for k, (d, dopt) in state.online.items():
+            dl = F.cross_entropy(d(emb.detach()), targets[k])
+            dopt.zero_grad()
+            dl.backward()
+            dopt.step()
+        for d, _ in state.online.values():
+            d.requires_grad_(False)
+        return {k: [d] for k, (d, _) in state.online.items()}
+
+    def _train_epoch(self, data: _FitData, state: _DetectorState, opt, removing: bool, rng) -> tuple[dict, int]:
+        """One pass over P x K batches: triplet loss plus lam x the removal term. Returns loss sums, #batches."""
+        self.projection_.train()
+        sums = {"triplet": 0.0, "removal": 0.0, "loss": 0.0, "active": 0.0}
+        batches = self._batches(data.id_codes, rng)
+        for b in batches:
+            bt = torch.from_numpy(b).to(data.device)
+            emb = self.projection_(data.Z[bt])
+            trip, a, p, n, active = semi_hard_triplets(emb, data.ids[bt], float(self.margin))
+            loss, rem = trip, torch.zeros((), device=data.device)
+            if removing and len(a):
+                targets = {k: v[bt] for k, v in data.ys.items()}
+                dets = self._online_step(state, emb, targets) if self.detectors == "online" else state.pool
+                lam_i = self._removal(emb, targets, dets)
+                # Paper: sum over each triplet's three samples; averaged over triplets like L_trip.
+                rem = (lam_i[a] + lam_i[p] + lam_i[n]).mean()
+                loss = trip + float(self.lam) * rem
+                for d, _ in state.online.values():
+                    d.requires_grad_(True)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for key, v in (("triplet", trip), ("removal", rem), ("loss", loss)):
+                sums[key] += float(v.detach())
+            sums["active"] += active
+        return sums, len(batches)
+
+    def _end_epoch(self, data: _FitData, state: _DetectorState, epoch: int, removing: bool, gen) -> dict:
+        """Monitoring detectors on the new projection; the pool's update. Returns the held-out accuracies
+        (and, for "fixed", the fixed detector's)."""
+        self.projection_.eval()
+        P = self._project(data.Z)
+        dets_now, acc = self._fresh(data, P, gen)
+        out = {"detector_acc": acc}
+        if self.detectors == "pool" and self.lam > 0 and epoch + 1 >= self.warmup_epochs:
+            for k in state.pool:
+                state.pool[k] = (state.pool[k] + [dets_now[k]])[-self.pool_size:]
+        if self.detectors == "diverse" and removing and epoch + 1 < self.epochs:  # none after the last epoch
+            self._refresh_diverse(data, state, P, epoch + 1 - self.warmup_epochs, gen)
+        if self.detectors == "fixed" and self.lam > 0:
+            out["fixed_detector_acc"] = {k: self._accuracy(state.pool[k][0], P[data.va_idx], data.ys[k][data.va_idx])
+                                         for k in data.ys}
+        return out
+
     def fit(self, X, identity, sensitive: Mapping[str, Sequence], log: Optional[Callable[[str], None]] = None):
         """Train the projection. X: (n, d) embeddings; identity: (n,) labels; sensitive: {name: (n,) labels}.
 
@@ -347,116 +425,32 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
         self._check_params()
         X = _as_2d_float(X, "X")
         id_codes, codes, classes = self._check_labels(X, identity, sensitive)
-        dim = X.shape[1]
         device = torch.device(self.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise SynthfaceError(f"device {self.device!r} requested but CUDA is not available; use device='cpu'")
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(int(self.seed))
-
-        self.n_features_in_ = dim
-        self.hidden_sizes_ = self._hidden_sizes(dim)
-        self.classes_ = classes
-        self.tau_ = {k: float(self.target_prob) if self.target_prob is not None else 1.0 / len(v)
-                     for k, v in classes.items()}
-        self.projection_ = _Projection(dim, self.hidden_sizes_)
-        with torch.no_grad():  # seeded init, independent of the global torch RNG
-            for m in self.projection_.mlp[:-1]:
-                if isinstance(m, nn.Linear):
-                    bound = 1.0 / math.sqrt(m.in_features)
-                    m.weight.copy_((torch.rand(m.weight.shape, generator=gen) * 2 - 1) * bound)
-                    m.bias.copy_((torch.rand(m.bias.shape, generator=gen) * 2 - 1) * bound)
-        self.projection_.to(device)
-
-        Z = torch.from_numpy(_normalise(X)).to(device)
-        ids_t = torch.from_numpy(id_codes).to(device)
-        ys = {k: torch.from_numpy(v).to(device) for k, v in codes.items()}
-        n_cls = {k: len(v) for k, v in classes.items()}
-
-        # Identity-disjoint split for the monitoring detectors (and the ones the removal term uses).
-        uniq = np.unique(id_codes)
-        held = rng.permutation(uniq)[: max(1, int(round(0.2 * len(uniq))))]
-        val_mask = np.isin(id_codes, held)
-        tr_idx = torch.from_numpy(np.flatnonzero(~val_mask)).to(device)
-        va_idx = torch.from_numpy(np.flatnonzero(val_mask)).to(device)
-
-        def fresh(P: torch.Tensor) -> tuple[dict, dict]:
-            dets = self._fit_detectors(P[tr_idx], {k: v[tr_idx] for k, v in ys.items()}, n_cls, gen)
-            return dets, {k: self._accuracy(d, P[va_idx], ys[k][va_idx]) for k, d in dets.items()}
-
-        pool: dict[str, list[nn.Module]] = {k: [] for k in ys}
-        online: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+        Z = self._init_model(X, codes, classes, gen, device)
+        data = self._fit_data(Z, id_codes, codes, classes, rng, device)
+        state = _DetectorState(pool={k: [] for k in data.ys})
         if self.detectors == "fixed" and self.lam > 0:
-            d0, _ = fresh(Z)  # trained once on the input embeddings, as in the 2019 version
-            pool = {k: [d] for k, d in d0.items()}
-
+            d0, _ = self._fresh(data, data.Z, gen)  # trained once on the input embeddings, as in the 2019 version
+            state.pool = {k: [d] for k, d in d0.items()}
         opt = torch.optim.Adam(self.projection_.parameters(), lr=self.lr, foreach=True)
         self.history_ = []
         t_fit = time.perf_counter()
         for epoch in range(self.epochs):
             t0 = time.perf_counter()
             removing = self.lam > 0 and epoch >= self.warmup_epochs
-            if removing and self.detectors == "pool" and not pool[next(iter(pool))]:
-                d0, _ = fresh(self._project(Z))
-                for k in pool:
-                    pool[k].append(d0[k])
-            if removing and self.detectors == "online" and not online:
-                d0, _ = fresh(self._project(Z))
-                for k, d in d0.items():
-                    d.requires_grad_(True).train()
-                    online[k] = (d, torch.optim.Adam(d.parameters(), lr=self.detector_lr, foreach=True))
-            self.projection_.train()
-            sums = {"triplet": 0.0, "removal": 0.0, "loss": 0.0, "active": 0.0}
-            batches = self._batches(id_codes, rng)
-            for b in batches:
-                bt = torch.from_numpy(b).to(device)
-                emb = self.projection_(Z[bt])
-                trip, a, p, n, active = semi_hard_triplets(emb, ids_t[bt], float(self.margin))
-                loss = trip
-                rem = torch.zeros((), device=device)
-                if removing and len(a):
-                    targets = {k: v[bt] for k, v in ys.items()}
-                    if self.detectors == "online":
-                        for k, (d, dopt) in online.items():  # the adversary's step, on detached features
-                            dl = F.cross_entropy(d(emb.detach()), targets[k])
-                            dopt.zero_grad()
-                            dl.backward()
-                            dopt.step()
-                        for d, _ in online.values():
-                            d.requires_grad_(False)
-                        dets = {k: [d] for k, (d, _) in online.items()}
-                    else:
-                        dets = pool
-                    lam_i = self._removal(emb, targets, dets)
-                    # Paper: sum over each triplet's three samples; averaged over triplets like L_trip.
-                    rem = (lam_i[a] + lam_i[p] + lam_i[n]).mean()
-                    loss = trip + float(self.lam) * rem
-                    if self.detectors == "online":
-                        for d, _ in online.values():
-                            d.requires_grad_(True)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sums["triplet"] += float(trip.detach())
-                sums["removal"] += float(rem.detach())
-                sums["loss"] += float(loss.detach())
-                sums["active"] += active
-            self.projection_.eval()
-            P = self._project(Z)
-            dets_now, acc = fresh(P)
-            if self.detectors == "pool" and self.lam > 0 and epoch + 1 >= self.warmup_epochs:
-                for k in pool:
-                    pool[k] = (pool[k] + [dets_now[k]])[-self.pool_size:]
-            rec = {"epoch": epoch + 1, **{k: v / len(batches) for k, v in sums.items()},
-                   "removing": bool(removing), "detector_acc": acc, "seconds": time.perf_counter() - t0}
-            if self.detectors == "fixed" and self.lam > 0:
-                rec["fixed_detector_acc"] = {k: self._accuracy(pool[k][0], P[va_idx], ys[k][va_idx]) for k in ys}
+            if removing:
+                self._start_detectors(data, state, gen)
+            sums, n_batches = self._train_epoch(data, state, opt, removing, rng)
+            accs = self._end_epoch(data, state, epoch, removing, gen)
+            rec = {"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}, "removing": bool(removing),
+                   **accs, "seconds": time.perf_counter() - t0}
             self.history_.append(rec)
             if log is not None:
-                accs = " ".join(f"{k} {v:.3f}" for k, v in acc.items())
-                log(f"epoch {epoch + 1}/{self.epochs}: loss {rec['loss']:.4f} (triplet {rec['triplet']:.4f}, "
-                    f"removal {rec['removal']:.4f}, active triplets {rec['active']:.2f}); held-out detector "
-                    f"accuracy {accs}; {rec['seconds']:.1f} s")
+                log(_epoch_line(rec, self.epochs))
         self.fit_seconds_ = time.perf_counter() - t_fit
         self.projection_.cpu().eval()
         self.projection_.requires_grad_(False)
@@ -477,7 +471,10 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
             raise SynthfaceError(f"X has {X.shape[1]} features but this SensitiveNets was fitted on "
                                  f"{self.n_features_in_}-d embeddings; use the same recogniser")
         self.projection_.cpu()
-        return self._project(torch.from_numpy(_normalise(X))).numpy()
+        Z = _normalise(X)
+        if getattr(self, "pre_erasure_", None) is not None:
+            Z = self.pre_erasure_.transform(Z)
+        return self._project(torch.from_numpy(Z)).numpy()
 
     # ------------------------------------------------------------------------------------ persistence
 
@@ -491,6 +488,11 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
                 "hidden_sizes": list(self.hidden_sizes_), "classes": self.classes_, "tau": self.tau_,
                 "history": getattr(self, "history_", [])}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.projection_.state_dict().items()}
+        pre = getattr(self, "pre_erasure_", None)
+        if pre is not None:
+            tensors[_PRE + "mean"] = torch.from_numpy(np.ascontiguousarray(pre.mean_))
+            tensors[_PRE + "eraser"] = torch.from_numpy(np.ascontiguousarray(pre.eraser_))
+            meta["pre_erasure_rank"] = int(pre.rank_)
         blob = st_save(tensors, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION),
                                           "config": json.dumps(meta, default=_json_default)})
         return atomic_write(path, lambda f: f.write(blob))
@@ -502,12 +504,25 @@ class SensitiveNets(BaseEstimator, TransformerMixin):
 
         meta, tensors = read_method_file(path, FORMAT_NAME, FORMAT_VERSION, "SensitiveNets")
         cfg = json.loads(meta["config"])
-        est = cls(**cfg["params"])
+        # JSON has no tuples: give list-valued settings back as the tuples the constructor defaults to
+        est = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["params"].items()})
         est.n_features_in_ = int(cfg["n_features_in"])
         est.hidden_sizes_ = [int(h) for h in cfg["hidden_sizes"]]
         est.classes_ = cfg["classes"]
         est.tau_ = cfg["tau"]
         est.history_ = cfg.get("history", [])
+        est.pre_erasure_ = None
+        pre = {k[len(_PRE):]: tensors.pop(k) for k in list(tensors) if k.startswith(_PRE)}
+        if est.pre_erasure == "leace":
+            from .erasure import LEACE
+            if set(pre) != {"mean", "eraser"}:
+                raise SynthfaceError(f"{path}: pre_erasure='leace' but the file lacks its tensors")
+            est.pre_erasure_ = LEACE(normalize_input=False)
+            est.pre_erasure_.mean_ = pre["mean"].numpy().astype(np.float64)
+            est.pre_erasure_.eraser_ = pre["eraser"].numpy().astype(np.float64)
+            est.pre_erasure_.rank_ = int(cfg.get("pre_erasure_rank", 0))
+            est.pre_erasure_.n_features_in_ = est.n_features_in_
+            est.pre_erasure_.classes_ = est.classes_
         est.projection_ = _Projection(est.n_features_in_, est.hidden_sizes_)
         try:
             est.projection_.load_state_dict(tensors, strict=True)
