@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from . import cuda_ops
 from .conv2d_resample import conv2d_resample
@@ -143,32 +144,48 @@ def modulated_conv2d_bias_act(
                              flip_weight=flip_weight, fused=fused)
         return bias_act(y, bias.to(y.dtype), act=act, gain=default_gain(act) * gain, clamp=clamp)
 
-    n = x.shape[0]
-    g = default_gain(act) * gain
-    in_channels = weight.shape[1]
+    return _layer_in_place(x, weight, styles, bias, noise, up, padding, resample_filter, act,
+                           default_gain(act) * gain, clamp, flip_weight)
+
+
+def _layer_in_place(x, weight, styles, bias, noise, up, padding, resample_filter, act, g, clamp, flip_weight):
+    """modulated_conv2d_bias_act without autograd, for a positively homogeneous activation: the gain g
+    is folded into the demodulation coefficients, noise and bias, and the epilogue runs in place."""
+    n, in_channels = x.shape[:2]
     dcoefs = demodulation_coefficients(weight, styles) * g
+    bias_g = (bias * g).to(x.dtype)
     if n == 1:
-        # one sample: scaling the (small) weight is cheaper than a pass over the activations
-        w = (weight * styles.reshape(1, in_channels, 1, 1)).to(x.dtype)
+        # One sample: styles and demodulation both go into the (small) weight, as in NVIDIA's fused
+        # formulation, which saves a pass over the input and one over the output.
+        w = weight * (styles.reshape(1, in_channels, 1, 1) * dcoefs.reshape(-1, 1, 1, 1))
     else:
         x = x * styles.to(x.dtype).reshape(n, in_channels, 1, 1)
-        w = weight.to(x.dtype)
-    x = conv2d_resample(x, w, f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+        w = weight
+    if n == 1 and up == 1 and flip_weight and isinstance(padding, int) and padding >= 0:
+        # a plain convolution: it adds the bias itself, saving another pass
+        x = F.conv2d(x, w.to(x.dtype), bias_g, padding=padding)
+        bias_g = None
+    else:
+        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+    if n > 1:
+        x.mul_(dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
     # x is the convolution's fresh output, so the epilogue may work in place. Broadcasting
     # operands in another memory format than x take a slow path, hence the explicit formats.
-    bias_g = (bias * g).to(x.dtype).reshape(1, -1, 1, 1)
-    x.mul_(dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
+    bias_g = bias_g.reshape(1, -1, 1, 1) if bias_g is not None else None
     if noise is None:
-        x.add_(bias_g)
-    elif n == 1 or noise.shape[0] == n:
-        x.add_((noise * g).to(x.dtype)).add_(bias_g)
+        if bias_g is not None:
+            x.add_(bias_g)
+    elif n == 1 or noise.shape[0] == n or bias_g is None:
+        x.add_((noise * g).to(x.dtype))
+        if bias_g is not None:
+            x.add_(bias_g)
     else:
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         offset = torch.empty((1, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
         torch.add((noise * g).to(x.dtype).expand(1, 1, *x.shape[2:]), bias_g, out=offset)
         x.add_(offset)
     if act == "lrelu":
-        torch.nn.functional.leaky_relu_(x, _HOMOGENEOUS[act])
+        F.leaky_relu_(x, _HOMOGENEOUS[act])
     elif act == "relu":
         x.relu_()
     if clamp is not None and clamp >= 0:
