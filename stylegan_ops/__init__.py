@@ -7,7 +7,7 @@ the build cache and lock, `synthface ops doctor`); they must match these numeric
 
 from .bias_act import ACTIVATIONS, bias_act, default_gain
 from .conv2d_resample import conv2d_resample
-from .modconv import modulated_conv2d, modulated_conv2d_bias_act
+from .modconv import modulated_conv2d, modulated_conv2d_bias_act, modulated_torgb
 from .upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "conv2d_resample",
     "modulated_conv2d",
     "modulated_conv2d_bias_act",
+    "modulated_torgb",
     "setup_filter",
     "upfirdn2d",
     "upsample2d",

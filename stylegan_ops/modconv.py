@@ -16,15 +16,34 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from . import cuda_ops
 from .conv2d_resample import conv2d_resample
 
 
+def squared_weight_sums(weight: torch.Tensor) -> torch.Tensor:
+    """sum_k weight[o, i, k]^2 as [I, O]: it depends on the weight only, so without autograd it is
+    computed once per weight and kept on the tensor (keyed by its version counter, so an in-place
+    update such as loading a checkpoint recomputes it) instead of on every forward."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return weight.square().sum(dim=[2, 3]).t()
+    cached = getattr(weight, "_synthface_sq_sums", None)
+    if cached is not None and cached[0] == weight._version and cached[1].device == weight.device \
+            and cached[1].dtype == weight.dtype:
+        return cached[1]
+    sums = weight.detach().square().sum(dim=[2, 3]).t().contiguous()
+    try:
+        weight._synthface_sq_sums = (weight._version, sums)
+    except (AttributeError, RuntimeError):  # tensors that refuse attributes: just recompute next time
+        pass
+    return sums
+
+
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """d[n, o] = 1 / sqrt(sum_{i,k} (weight[o,i,k] styles[n,i])^2 + 1e-8), as a small matmul:
     sum_i s[i]^2 sum_k w[o,i,k]^2, without materialising per-sample weights."""
-    return (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+    return (styles.square() @ squared_weight_sums(weight) + 1e-8).rsqrt()  # [N, O]
 
 
 def _fp16_rescale(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,32 +144,48 @@ def modulated_conv2d_bias_act(
                              flip_weight=flip_weight, fused=fused)
         return bias_act(y, bias.to(y.dtype), act=act, gain=default_gain(act) * gain, clamp=clamp)
 
-    n = x.shape[0]
-    g = default_gain(act) * gain
-    in_channels = weight.shape[1]
+    return _layer_in_place(x, weight, styles, bias, noise, up, padding, resample_filter, act,
+                           default_gain(act) * gain, clamp, flip_weight)
+
+
+def _layer_in_place(x, weight, styles, bias, noise, up, padding, resample_filter, act, g, clamp, flip_weight):
+    """modulated_conv2d_bias_act without autograd, for a positively homogeneous activation: the gain g
+    is folded into the demodulation coefficients, noise and bias, and the epilogue runs in place."""
+    n, in_channels = x.shape[:2]
     dcoefs = demodulation_coefficients(weight, styles) * g
+    bias_g = (bias * g).to(x.dtype)
     if n == 1:
-        # one sample: scaling the (small) weight is cheaper than a pass over the activations
-        w = (weight * styles.reshape(1, in_channels, 1, 1)).to(x.dtype)
+        # One sample: styles and demodulation both go into the (small) weight, as in NVIDIA's fused
+        # formulation, which saves a pass over the input and one over the output.
+        w = weight * (styles.reshape(1, in_channels, 1, 1) * dcoefs.reshape(-1, 1, 1, 1))
     else:
         x = x * styles.to(x.dtype).reshape(n, in_channels, 1, 1)
-        w = weight.to(x.dtype)
-    x = conv2d_resample(x, w, f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+        w = weight
+    if n == 1 and up == 1 and flip_weight and isinstance(padding, int) and padding >= 0:
+        # a plain convolution: it adds the bias itself, saving another pass
+        x = F.conv2d(x, w.to(x.dtype), bias_g, padding=padding)
+        bias_g = None
+    else:
+        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
+    if n > 1:
+        x.mul_(dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
     # x is the convolution's fresh output, so the epilogue may work in place. Broadcasting
     # operands in another memory format than x take a slow path, hence the explicit formats.
-    bias_g = (bias * g).to(x.dtype).reshape(1, -1, 1, 1)
-    x.mul_(dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
+    bias_g = bias_g.reshape(1, -1, 1, 1) if bias_g is not None else None
     if noise is None:
-        x.add_(bias_g)
-    elif n == 1 or noise.shape[0] == n:
-        x.add_((noise * g).to(x.dtype)).add_(bias_g)
+        if bias_g is not None:
+            x.add_(bias_g)
+    elif n == 1 or noise.shape[0] == n or bias_g is None:
+        x.add_((noise * g).to(x.dtype))
+        if bias_g is not None:
+            x.add_(bias_g)
     else:
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         offset = torch.empty((1, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
         torch.add((noise * g).to(x.dtype).expand(1, 1, *x.shape[2:]), bias_g, out=offset)
         x.add_(offset)
     if act == "lrelu":
-        torch.nn.functional.leaky_relu_(x, _HOMOGENEOUS[act])
+        F.leaky_relu_(x, _HOMOGENEOUS[act])
     elif act == "relu":
         x.relu_()
     if clamp is not None and clamp >= 0:
@@ -173,3 +208,38 @@ def _modconv_epilogue_kernel(x, weight, styles, bias, noise, up, padding, resamp
     y = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
     return cuda_ops.modconv_epilogue(y, dcoefs, noise, bias, act, _lookup(act).default_alpha,
                                      default_gain(act) * gain, clamp)
+
+
+def modulated_torgb(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    bias: torch.Tensor,
+    clamp: Optional[float] = None,
+    fused: Optional[bool] = None,
+) -> torch.Tensor:
+    """A ToRGB layer: clamp(modconv1x1(x, no demodulation) + bias).
+
+    For NHWC activations without autograd this is one batched matmul per image, x[n] [HW, I] @
+    (weight * styles[n])^T [I, O], with the bias added by the matmul itself: the activations are
+    read once, where the generic path scales them by the styles first (a full extra pass) and then
+    runs the convolution and a separate bias pass. Otherwise modulated_conv2d + bias_act.
+    """
+    from .bias_act import bias_act
+
+    n, in_channels, h, w = x.shape
+    out_channels = weight.shape[0]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, styles, bias))
+    fast = (not fused and not needs_grad and weight.shape[2:] == (1, 1) and x.dtype == torch.float32
+            and not cuda_ops.active(x) and x.is_contiguous(memory_format=torch.channels_last))
+    if not fast:
+        y = modulated_conv2d(x, weight, styles, demodulate=False, fused=fused)
+        return bias_act(y, bias.to(y.dtype), clamp=clamp)
+    if styles.shape != (n, in_channels):
+        raise ValueError(f"modulated_torgb: x {tuple(x.shape)} and styles {tuple(styles.shape)} do not agree")
+    wmod = styles.reshape(n, in_channels, 1) * weight.reshape(out_channels, in_channels).t()  # [N, I, O]
+    rows = x.permute(0, 2, 3, 1).reshape(n, h * w, in_channels)  # a view: x is NHWC in memory
+    y = torch.baddbmm(bias.to(x.dtype).reshape(1, 1, out_channels), rows, wmod)  # [N, HW, O]
+    if clamp is not None and clamp >= 0:
+        y.clamp_(-clamp, clamp)
+    return y.reshape(n, h, w, out_channels).permute(0, 3, 1, 2)  # NCHW shape, NHWC memory

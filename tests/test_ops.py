@@ -185,3 +185,64 @@ def test_separability_cache_follows_in_place_changes():
         f.copy_(torch.rand(4, 4, generator=g))  # no longer rank one
     got = ops.upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1])
     torch.testing.assert_close(got.double(), naive_upfirdn2d(x, f, 2, 1, (2, 1, 2, 1)), atol=1e-5, rtol=1e-5)
+
+
+def _reference_layer(x, weight, styles, bias, noise, up, clamp, gain=1.0):
+    """The plain formulation: grouped modulated convolution, then bias_act (what NVIDIA's code runs)."""
+    f = ops.setup_filter([1, 3, 3, 1])
+    y = ops.modulated_conv2d(x, weight, styles, noise=noise, up=up, padding=1, resample_filter=f,
+                             flip_weight=(up == 1), fused=True)
+    return ops.bias_act(y, bias, act="lrelu", gain=math.sqrt(2) * gain, clamp=clamp)
+
+
+@pytest.mark.parametrize("batch,up,noise_kind", list(itertools.product([1, 3], [1, 2], ["const", "per-sample", None])))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cpu_layer_matches_grouped_formulation(batch, up, noise_kind, channels_last):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(batch, 6, 8, 8, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(5, 6, 3, 3, generator=g)
+    styles = torch.randn(batch, 6, generator=g) + 1
+    bias = torch.randn(5, generator=g)
+    size = 8 * up
+    noise = {"const": torch.randn(size, size, generator=g) * 0.3,
+             "per-sample": torch.randn(batch, 1, size, size, generator=g) * 0.3, None: None}[noise_kind]
+    f = ops.setup_filter([1, 3, 3, 1])
+    with torch.no_grad():
+        got = ops.modulated_conv2d_bias_act(x, weight, styles, bias, noise=noise, up=up, padding=1,
+                                            resample_filter=f, gain=0.7, clamp=0.9, flip_weight=(up == 1))
+        want = _reference_layer(x, weight, styles, bias, noise, up, clamp=0.9, gain=0.7)
+    assert (want.abs() >= 0.9 - 1e-6).any() and (want.abs() < 0.5).any()  # the clamp is exercised
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_torgb_matmul_matches_convolution(batch):
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(batch, 7, 6, 6, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(3, 7, 1, 1, generator=g)
+    styles = torch.randn(batch, 7, generator=g)
+    bias = torch.randn(3, generator=g)
+    with torch.no_grad():
+        got = ops.modulated_torgb(x, weight, styles, bias, clamp=1.5)
+        want = ops.bias_act(ops.modulated_conv2d(x, weight, styles, demodulate=False, fused=True), bias, clamp=1.5)
+    assert got.shape == want.shape and (want.abs() == 1.5).any()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_squared_weight_sums_cache_follows_in_place_changes():
+    from stylegan_ops.modconv import demodulation_coefficients
+
+    g = torch.Generator().manual_seed(9)
+    weight = torch.randn(4, 3, 3, 3, generator=g)
+    styles = torch.randn(2, 3, generator=g)
+    with torch.no_grad():
+        before = demodulation_coefficients(weight, styles)
+        weight.mul_(2)  # e.g. a checkpoint loaded in place
+        after = demodulation_coefficients(weight, styles)
+    torch.testing.assert_close(after, before / 2)
+    # with autograd the sums are recomputed and carry the gradient
+    weight.requires_grad_(True)
+    demodulation_coefficients(weight, styles).sum().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
