@@ -30,14 +30,11 @@ LAYERS: list[tuple[str, ...]] = [
     # 3: datasets, evaluation, training, methods, and the demo world built from all of them
     ("dataset", "evaluation", "train", "methods", "world"),
     # 4: entry points, and the package's public names (synthface/__init__.py re-exports from below)
-    ("cli", "cli_train", "cli_methods", "cli_attribute", "cli_experiment", "demo", "experiments", "__main__",
-     "__init__"),
+    ("cli", "demo", "experiments", "__main__", "__init__"),
 ]
 
 
 def layer_of(package: str) -> int:
-    if package.startswith("cli_"):  # command groups beside cli.py (cli_train, cli_methods, ...)
-        return len(LAYERS) - 1
     for i, names in enumerate(LAYERS):
         if package in names:
             return i

@@ -1,23 +1,20 @@
-"""CLI of the embedding methods: `synthface train sensitivenets` and `synthface leakage`.
-
-Registered by synthface.cli through register(main): `leakage` at the top level, `sensitivenets` in the
-`train` group."""
+"""CLI of the embedding methods: `synthface train sensitivenets` and `synthface leakage` (cli/app.py puts
+`leakage` at the top level and `sensitivenets` in the `train` group)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 import click
 import numpy as np
 
-from .cli_errors import removed_on_failure
-from .cli_types import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, CommaList
+from .errors import removed_on_failure
+from .options import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, CommaList
 
 CLASSIFIERS = ("svm", "mlp", "rf", "logreg")
-from .errors import SynthfaceError
+from ..errors import SynthfaceError
 
 
 def _log(msg: str) -> None:
@@ -46,13 +43,13 @@ def dataset_embeddings(dataset, recognizer: str, device: str = "cpu", cache_dir=
                        method_path=None, log: Callable[[str], None] = _log):
     """(X, identity, attributes) of every image of a dataset, embedded by a recogniser (optionally followed by
     a fitted method), cached as `synthface evaluate` caches them."""
-    from .evaluation import embeddings, load_items
-    from .identity import load_embedder
+    from ..evaluation import embeddings, load_items
+    from ..identity import load_embedder
 
     items = load_items(dataset, groups_csv)
     emb = load_embedder(recognizer, device)
     if method_path:
-        from .methods.projected import ProjectedEmbedder, load_method
+        from ..methods.projected import ProjectedEmbedder, load_method
         emb = ProjectedEmbedder(emb, load_method(method_path), method_path)
     E = embeddings(emb, items, items.paths, Path(cache_dir) if cache_dir else None, log=log)
     X = np.stack([E[p] for p in items.paths])
@@ -94,8 +91,8 @@ def _fail(e: SynthfaceError):
 def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classifiers, folds, n_boot, seed, device,
                 out):
     """How well fresh classifiers recover sensitive attributes from embeddings: report.md and report.json."""
-    from .evaluation.leakage import leakage, leakage_markdown
-    from .fileio import atomic_write, write_json_atomic
+    from ..evaluation.leakage import leakage, leakage_markdown
+    from ..fileio import atomic_write, write_json_atomic
 
     out = Path(out)
     clfs = tuple(classifiers)
@@ -150,7 +147,7 @@ def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classif
 def sensitivenets_cmd(dataset, recognizer, sensitive, groups_csv, out, cache, hidden, margin, lam, target,
                       target_prob, detectors, pool_size, detector_steps, warmup_epochs, epochs, batch_size, lr, seed, device):
     """Fit SensitiveNets on a dataset's embeddings: keep identity, remove the sensitive attributes."""
-    from .methods import SensitiveNets
+    from ..methods import SensitiveNets
 
     out = Path(out)
     try:
@@ -170,12 +167,3 @@ def sensitivenets_cmd(dataset, recognizer, sensitive, groups_csv, out, cache, hi
     last = m.history_[-1] if m.history_ else {}
     click.echo(json.dumps({"out": str(out), "epochs": len(m.history_), "seconds": round(m.fit_seconds_, 1),
                            "detector_acc": last.get("detector_acc")}, indent=2))
-
-
-def register(main: click.Group) -> None:
-    main.add_command(leakage_cmd)
-    train = main.commands.get("train")
-    if train is None:
-        print("synthface: no train group; `train sensitivenets` is unavailable", file=sys.stderr)
-        return
-    train.add_command(sensitivenets_cmd)
