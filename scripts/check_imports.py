@@ -1,13 +1,16 @@
-"""Check synthface's import graph: no cycles between its packages, and no lower layer importing a
-higher one. Every import counts, including the ones deferred inside functions (they still couple
-the packages). Exit status 1 and one line per violation when the graph breaks the rules.
+"""Check synthface's structure: no import cycle (between packages, and between modules), no lower
+layer importing a higher one, no function over 80 lines and no module over 600 lines. Every import
+counts, including the ones deferred inside functions (they still couple the modules). Exit status 1
+and one line per violation when the code breaks the rules.
 
     python scripts/check_imports.py            # prints the layer table and any violations
     python scripts/check_imports.py --json     # the package graph as JSON
 
 A "package" is a first-level subpackage of synthface (synthface/latent/...) or a first-level module
 (synthface/fileio.py). The layers, lowest first, are the single source of truth that
-docs/architecture.md describes; a new package must be added here.
+docs/architecture.md describes; a new package must be added here. Module cycles are checked on
+every file: a package's __init__.py counts as its own module, so a submodule importing its own
+package's names (`from ..latent import x` inside synthface/latent/) is a cycle.
 """
 
 from __future__ import annotations
@@ -30,14 +33,11 @@ LAYERS: list[tuple[str, ...]] = [
     # 3: datasets, evaluation, training, methods, and the demo world built from all of them
     ("dataset", "evaluation", "train", "methods", "world"),
     # 4: entry points, and the package's public names (synthface/__init__.py re-exports from below)
-    ("cli", "cli_train", "cli_methods", "cli_attribute", "cli_experiment", "demo", "experiments", "__main__",
-     "__init__"),
+    ("cli", "demo", "experiments", "__main__", "__init__"),
 ]
 
 
 def layer_of(package: str) -> int:
-    if package.startswith("cli_"):  # command groups beside cli.py (cli_train, cli_methods, ...)
-        return len(LAYERS) - 1
     for i, names in enumerate(LAYERS):
         if package in names:
             return i
@@ -50,17 +50,17 @@ def package_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+def module_name(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, root: Path = ROOT) -> set[str]:
     """Absolute names of the synthface modules `path` imports (relative imports resolved)."""
-    mod = module_name(path)
+    mod = module_name(path, root)
     is_pkg = path.name == "__init__.py"
     base = mod.split(".") if is_pkg else mod.split(".")[:-1]
     out: set[str] = set()
@@ -128,6 +128,63 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 600
+# Functions over the limit that another branch is splitting: "path:qualified name" -> why it is here.
+# An entry no longer over the limit is reported too, so the list cannot go stale.
+PENDING_SPLITS: dict[str, str] = {}
+
+
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Every synthface module -> the synthface modules it imports (an imported name that is not a
+    module, e.g. `from synthface.latent import build_bank`, counts as its package's __init__)."""
+    paths = {module_name(p, root): p for p in sorted((root / "synthface").rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for mod, path in paths.items():
+        graph[mod] = set()
+        for target in imports_of(path, root):
+            while target not in paths and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in paths and target != mod:
+                graph[mod].add(target)
+    return graph
+
+
+def _functions(tree: ast.AST, prefix: str = ""):
+    """(qualified name, node) of every function, methods and nested functions included."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield prefix + node.name, node
+            yield from _functions(node, prefix + node.name + ".")
+        elif isinstance(node, ast.ClassDef):
+            yield from _functions(node, prefix + node.name + ".")
+        else:
+            yield from _functions(node, prefix)
+
+
+def size_violations(max_function: int = MAX_FUNCTION_LINES, max_module: int = MAX_MODULE_LINES,
+                    pending: dict[str, str] = PENDING_SPLITS, root: Path = ROOT) -> list[str]:
+    problems, seen = [], set()
+    for path in sorted((root / "synthface").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        text = path.read_text()
+        n = len(text.splitlines())
+        if n > max_module:
+            problems.append(f"{rel}: {n} lines (at most {max_module}): split the module")
+        for name, node in _functions(ast.parse(text, rel)):
+            length = node.end_lineno - node.lineno + 1
+            if length > max_function:
+                key = f"{rel}:{name}"
+                if key in pending:
+                    seen.add(key)
+                    continue
+                problems.append(f"{key} (line {node.lineno}): {length} lines (at most {max_function}): "
+                                "split it into named steps")
+    for key in sorted(set(pending) - seen):
+        problems.append(f"{key} is in PENDING_SPLITS but no longer over {max_function} lines: remove the entry")
+    return problems
+
+
 def violations(graph: dict[str, set[str]]) -> list[str]:
     problems = []
     for src in sorted(graph):
@@ -155,6 +212,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     graph = package_graph()
     problems = violations(graph)
+    problems += ["import cycle between modules: " + " <-> ".join(c) for c in cycles(module_graph())]
+    problems += size_violations()
     if args.json:
         print(json.dumps({k: sorted(v) for k, v in sorted(graph.items())}, indent=2))
     else:
@@ -163,7 +222,7 @@ def main(argv=None) -> int:
             print(f"layer {i}: {', '.join(present)}")
         for p in problems:
             print(p)
-        print("import graph OK" if not problems else f"{len(problems)} problem(s)")
+        print("structure OK" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
 
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from synthface.cli import main
-from synthface.cli_methods import attributes_from_cells
+from synthface.methods.dataset_jobs import attributes_from_cells
 from synthface.errors import SynthfaceError
 from synthface.methods import SensitiveNets
 

@@ -98,7 +98,7 @@ def toy_run(tmp_path_factory):
 
 
 def test_identity_dataset_crops_go_back_to_the_model_frame():
-    from synthface.experiments.cid import to_model_input
+    from synthface.experiments.cid_data import to_model_input
     from synthface.experiments.cid_identity import to_ffhq_frame
     faces, crops, _, _ = _render_crops(5_000_000, 3, 2)
     back, direct = to_ffhq_frame(crops, 64), to_model_input(faces, 64)

@@ -15,6 +15,7 @@ from ..fileio import (atomic_write, disk_full_message, image_grid, read_image_rg
                       write_json_atomic)
 from ..locks import DirectoryLock
 from ..utils import cell_file_name, log_stderr
+from .common import load_reference_spec, sweep_dataset
 from .recordio import write_rec
 
 
@@ -126,7 +127,6 @@ def resolve_audit(out, audit: Optional[str], threshold: Optional[float] = None, 
     from ..generator import load_generator, resolve_device
     from ..identity import audit_threshold, load_embedder
     from ..identity.thresholds import reference_threshold
-    from .writer import load_reference_spec
 
     dev = resolve_device(device)
     emb = load_embedder(audit, str(dev))
@@ -171,7 +171,6 @@ def merge(out, audit=None, reference: Optional[dict] = None, pairs_per_cell: int
     check_rec_encoding(rec_encoding)
     if not (out / "dataset.json").is_file():
         load_records(out)  # its message; no lock folder in a folder that is not a dataset
-    from .writer import sweep_dataset
 
     with disk_full_message(out, "run `synthface merge` again"), DirectoryLock(out, "merge", log=log,
                                                                                sweep=sweep_dataset):

@@ -19,13 +19,12 @@ its record is written, so after a crash or kill a rerun redoes exactly the unfin
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -33,14 +32,15 @@ import numpy as np
 
 from ..align import arcface_crop
 from ..errors import SynthfaceError
-from ..fileio import atomic_write, disk_full_message, save_image_atomic, sweep_temporaries, write_json_atomic
+from ..fileio import atomic_write, disk_full_message, save_image_atomic, write_json_atomic
 from ..generator.synthesis import generator_hash
 from ..identity.identities import STAGE_ATTEMPTS, IdentitySet, make_variations, nuisance_basis, select_identities
-from ..identity.thresholds import impostor_threshold, load_reference, reference_threshold
+from ..identity.thresholds import impostor_threshold, reference_threshold
 from ..latent.cells import parse_cells, spec_name
 from ..latent.sampling import check_generator, check_labeller
 from ..locks import DirectoryLock, job_identity
 from ..utils import log_stderr, progress_bar
+from .common import load_reference_spec, sweep_dataset
 
 DATASET_VERSION = 1
 
@@ -148,12 +148,6 @@ def generate_lock(out: Path, shard_index: int, num_shards: int, job: Optional[st
                          sweep=sweep_dataset)
 
 
-def sweep_dataset(out: Path) -> None:
-    """Temporaries that killed or failed writers left (call with the lock held and no other writer alive)."""
-    sweep_temporaries(out)
-    shutil.rmtree(out / ".partial", ignore_errors=True)
-
-
 def _leakage_info(leakage) -> Optional[dict]:
     if leakage is None:
         return None
@@ -248,15 +242,6 @@ def check_threshold_config(cfg: DatasetConfig) -> None:
             raise _reference_needed("separation", cfg.separation_fmr)
         if cfg.consistency is None and cfg.consistency_fmr is not None:
             raise _reference_needed("consistency", cfg.consistency_fmr)
-
-
-def load_reference_spec(spec: str) -> dict:
-    """Reference faces by spec: 'world' (the demo world's renderer faces), an .npy of embeddings or an
-    image folder (synthface.identity.thresholds.load_reference)."""
-    if spec == "world":
-        from ..world.reference import renderer_reference
-        return renderer_reference()
-    return load_reference(spec)
 
 
 def _reference_needed(what: str, fmr: float) -> SynthfaceError:
@@ -489,44 +474,6 @@ def network_defaults(cfg: DatasetConfig, network) -> DatasetConfig:
     return replace(cfg, variations=variation_mode(cfg))
 
 
-def run_generate(network, model_path, out, cfg: DatasetConfig, labellers=("world",), schema=None,
-                 recognizer: str = "world", align: str = "fixed", shard_index: Optional[int] = None,
-                 num_shards: Optional[int] = None, merge_after: bool = True, ray_shards: Optional[int] = None,
-                 audit: Optional[str] = None, audit_quantile: Optional[float] = None, audit_fmr: float = 1e-3,
-                 leakage_gallery=None, device="auto", capacity_candidates: int = 200, rec_encoding: str = "jpeg444",
-                 log: Callable[[str], None] = log_stderr) -> dict:
-    """`synthface generate`: this shard's part of the dataset (or every shard on Ray), then the merge
-    when this is the only shard. Shards default to torchrun's or a SLURM array's."""
-    env_index, env_count = shard_from_env()
-    shard_index = env_index if shard_index is None else shard_index
-    num_shards = env_count if num_shards is None else num_shards
-    cfg = network_defaults(cfg, network)
-    check_threshold_config(cfg)
-    from .merge import check_rec_encoding
-    check_rec_encoding(rec_encoding)
-    model, G, lab, emb = load_job(model_path, network, labellers, schema, recognizer, align, device)
-    leak = None if leakage_gallery is None else load_leakage_gallery(leakage_gallery)
-    result = {"shard_index": shard_index, "num_shards": num_shards, "merged": None}
-    if ray_shards:
-        if leak is not None:
-            raise SynthfaceError("--ray does not take --leakage-gallery yet; run the shards with --shard-index")
-        from .ray_runner import run_with_ray
-        result["ray"] = run_with_ray(model_path, network, out, cfg, list(labellers), schema, recognizer, align,
-                                     ray_shards)
-        _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log,
-                     network)
-        return result
-    # One process writes and merges: it holds the lock from the first write to the card.
-    with disk_full_message(out, "run the same `synthface generate` command again: finished identities are kept"), \
-            (generate_lock(Path(out), 0, 1, None, log) if num_shards == 1 else contextlib.nullcontext()):
-        result["generate"] = generate_dataset(model, G, lab, emb, out, cfg, shard_index, num_shards, leakage=leak,
-                                              log=log, capacity_candidates=capacity_candidates)
-        if num_shards == 1:
-            _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log,
-                         network)
-    return result
-
-
 def merge_coverage(out, network) -> Optional[dict]:
     """What merge's per-cell coverage needs for a dataset of `network`: on the demo world (real faces
     of every cell: its renderer's), renderer sets shaped like the dataset; elsewhere None."""
@@ -536,12 +483,3 @@ def merge_coverage(out, network) -> Optional[dict]:
     cfg = json.loads((Path(out) / "dataset.json").read_text())["config"]
     cells = json.loads((Path(out) / "identities.json").read_text())["cells"]
     return coverage_inputs(cells, cfg["ids_per_cell"], cfg["images_per_id"])
-
-
-def _merge_after(result, out, merge_after, audit, audit_quantile, G, device, audit_fmr, rec_encoding, log,
-                 network=None) -> None:
-    if merge_after:
-        from .merge import merge, resolve_audit
-        coverage = merge_coverage(out, network)
-        result["merged"] = merge(out, audit=resolve_audit(out, audit, None, audit_quantile, G, device, audit_fmr),
-                                 rec_encoding=rec_encoding, log=log, coverage=coverage)

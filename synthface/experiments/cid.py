@@ -38,7 +38,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import SynthfaceError
 from ..evaluation.identity_robustness import identity_robustness
@@ -46,6 +45,7 @@ from ..fileio import atomic_write, write_json_atomic
 from ..methods.cid import CIDWeights, oracle_identity_weights
 from ..methods.weighting import bias_injected_indices
 from ..train.attribute import build_attribute_model, fit_attribute, predict_logits
+from .cid_data import ImageTensors, mirrored, model_file, render_images, to_model_input
 
 METHODS = ("erm", "cid", "cid-default", "oracle")
 # identity index ranges of the world: pool, test and calibration people never overlap
@@ -102,14 +102,6 @@ QUICK = {"n_train": 2400, "pool_images": 8, "pool_people": 350, "test_people": 1
 
 # ------------------------------------------------------------------------------ data
 
-def _render(world, people: dict, rows: np.ndarray, j: np.ndarray, size: int, batch: int = 128) -> np.ndarray:
-    from ..world import take
-    out = []
-    for s in range(0, len(rows), batch):
-        out.append(world.render(take(people, rows[s:s + batch]), j[s:s + batch], size))
-    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
-
-
 def _label_draws(world, people: dict, n_draws: int) -> dict:
     """Per-image labels of images 0..n_draws-1 of every person, without rendering (the labels
     are the renderer's nuisance draws)."""
@@ -150,8 +142,8 @@ def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
     oth = world.identities(others)
     oth_rows = np.repeat(np.arange(len(others)), cfg.pool_images)
     oth_j = np.tile(np.arange(cfg.pool_images), len(others))
-    pool_imgs = np.concatenate([_render(world, dom, dom_rows, dom_j, cfg.render_size),
-                                _render(world, oth, oth_rows, oth_j, cfg.render_size)])
+    pool_imgs = np.concatenate([render_images(world, dom, dom_rows, dom_j, cfg.render_size),
+                                render_images(world, oth, oth_rows, oth_j, cfg.render_size)])
     lab = [image_labels(world, take(dom, dom_rows), dom_j), image_labels(world, take(oth, oth_rows), oth_j)]
     pool = {"images": pool_imgs,
             "identity": np.r_[dom["index"][dom_rows], oth["index"][oth_rows]],
@@ -172,24 +164,15 @@ def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
         js += p.tolist() + q.tolist()
     rows, js = np.array(rows), np.array(js)
     tl = image_labels(world, take(tp, rows), js)
-    test = {"images": _render(world, tp, rows, js, cfg.render_size), "identity": tp["index"][rows],
+    test = {"images": render_images(world, tp, rows, js, cfg.render_size), "identity": tp["index"][rows],
             "smile": tl["smile"], "glasses": tl["glasses"], "habit": tp["glasses_habit"][rows].astype(int),
             "group": tp["group"][rows], "gender": tp["gender"][rows]}
     log(f"test: {len(rows)} images of {cfg.test_people} people in {time.perf_counter() - t0:.0f}s")
     cp = world.identities(range(_CALIB_BASE, _CALIB_BASE + cfg.calib_people))
     crow = np.repeat(np.arange(cfg.calib_people), cfg.calib_images)
-    calib = {"images": _render(world, cp, crow, np.tile(np.arange(cfg.calib_images), cfg.calib_people),
-                               cfg.render_size), "identity": cp["index"][crow]}
+    calib = {"images": render_images(world, cp, crow, np.tile(np.arange(cfg.calib_images), cfg.calib_people),
+                                     cfg.render_size), "identity": cp["index"][crow]}
     return {"pool": pool, "test": test, "calib": calib}
-
-
-def to_model_input(images: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, size, size], resized as synthface's ONNX labellers do
-    (crop "none": antialiased bilinear) and normalised (x - 127.5) / 127.5."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return ((x - 127.5) / 127.5).contiguous()
 
 
 def same_person_bandwidth(emb: np.ndarray, identity: np.ndarray, factor: float) -> tuple[float, float]:
@@ -201,34 +184,6 @@ def same_person_bandwidth(emb: np.ndarray, identity: np.ndarray, factor: float) 
         d.extend(g[np.triu_indices(len(e), 1)].tolist())
     med = float(np.median(d))
     return factor * med, med
-
-
-def model_file(row: dict) -> str:
-    """The file one sweep run's weights are saved to (and cid_identity reads them from)."""
-    return f"{row['method']}_rho{row['rho']}_seed{row['seed']}.pt"
-
-
-def mirrored(cfg: CIDExperimentConfig, x: torch.Tensor, y, w=None) -> tuple:
-    """(x, y, w) with every image's mirror image appended when cfg.mirror (the regions are
-    centred, so a mirrored face shows the mirrored regions)."""
-    if not cfg.mirror:
-        return x, y, w
-    return torch.cat([x, x.flip(-1)]), np.r_[y, y], None if w is None else np.r_[w, w]
-
-
-class _Tensors(torch.utils.data.Dataset):
-    def __init__(self, x, y, w=None):
-        self.x, self.y = x, torch.as_tensor(y)
-        self.w = None if w is None else torch.as_tensor(np.asarray(w, np.float32))
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        item = {"image": self.x[i], "label": self.y[i]}
-        if self.w is not None:
-            item["weight"] = self.w[i]
-        return item
 
 
 # ------------------------------------------------------------------------------ the sweep
@@ -250,7 +205,7 @@ def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: 
     pool, test = data["pool"], data["test"]
     x_pool = to_model_input(pool["images"], cfg.model_size)
     x_test = to_model_input(test["images"], cfg.model_size)
-    test_set = _Tensors(x_test, test["smile"])
+    test_set = ImageTensors(x_test, test["smile"])
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="synthface-cid-"))
     total = len(cfg.seeds) * len(cfg.rhos) * len(cfg.methods)
@@ -271,7 +226,7 @@ def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: 
                                                   cfg.region)
                     t0 = time.perf_counter()
                     run_dir = tmp / f"{method}-{rho}-{seed}"
-                    trainer = fit_attribute(model, _Tensors(*mirrored(cfg, x_pool[idx], y, w)), run_dir, cfg.epochs,
+                    trainer = fit_attribute(model, ImageTensors(*mirrored(cfg, x_pool[idx], y, w)), run_dir, cfg.epochs,
                                             cfg.batch, lr=cfg.lr, seed=seed, device="cpu")
                     net = trainer.model_.model.eval()
                     pred = predict_logits(net, test_set).argmax(1)

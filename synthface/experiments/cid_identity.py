@@ -28,6 +28,7 @@ import torch
 
 from ..evaluation.identity_robustness import identity_robustness
 from ..fileio import write_json_atomic
+from .cid_data import ImageTensors, mirrored, model_file, render_images, to_model_input
 
 _LABELLER_BASE = 3_000_000  # the labeller's renderer people (pool < 1e6, test 1e6+, calibration 2e6+)
 IDSET_KEYS = ("accuracy", "identity_accuracy_std", "worst_10pct_identity_accuracy", "worst_group_accuracy")
@@ -76,7 +77,6 @@ def smile_labeller(cfg, root: Path, log: Callable = print):
     from ..train.attribute import build_attribute_model, fit_attribute
     from ..world import BALANCED, World, take
     from ..world.dataset import image_labels
-    from .cid import _render, _Tensors, mirrored, to_model_input
 
     key = _labeller_key(cfg)
     path = root / "smile_labeller"
@@ -90,11 +90,11 @@ def smile_labeller(cfg, root: Path, log: Callable = print):
     rows = np.repeat(np.arange(cfg.labeller_people), cfg.labeller_images)
     j = np.tile(np.arange(cfg.labeller_images), cfg.labeller_people)
     y = image_labels(world, take(people, rows), j)["smile"]
-    x = to_model_input(_render(world, people, rows, j, cfg.render_size), cfg.model_size)
+    x = to_model_input(render_images(world, people, rows, j, cfg.render_size), cfg.model_size)
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="synthface-cid-labeller-"))
     try:
-        trainer = fit_attribute(model, _Tensors(*mirrored(cfg, x, y)), tmp, cfg.labeller_epochs, cfg.batch, lr=cfg.lr, seed=0,
+        trainer = fit_attribute(model, ImageTensors(*mirrored(cfg, x, y)), tmp, cfg.labeller_epochs, cfg.batch, lr=cfg.lr, seed=0,
                                 device="cpu")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -109,15 +109,13 @@ def smile_labeller(cfg, root: Path, log: Callable = print):
 
 def _predict(model, x: torch.Tensor) -> np.ndarray:
     from ..train.attribute import predict_logits
-    from .cid import _Tensors
-    return predict_logits(model, _Tensors(x, np.zeros(len(x), np.int64))).argmax(1)
+    return predict_logits(model, ImageTensors(x, np.zeros(len(x), np.int64))).argmax(1)
 
 
 def identity_evaluation(cfg, data: dict, rows: list, models_dir: Path, root: Path, log: Callable = print) -> dict:
     """Score every model saved by the sweep on the identity dataset against the smile labeller;
     adds `idset_<metric>` to each row of `rows` and returns what the report says about the set."""
     from ..train.attribute import build_attribute_model
-    from .cid import model_file, to_model_input
     t0 = time.perf_counter()
     ids = load_identity_dataset(cfg, root, log)
     x = to_ffhq_frame(ids["crops"], cfg.model_size)

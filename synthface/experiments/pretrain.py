@@ -236,6 +236,51 @@ def _num(v, d=3):
     return "-" if v is None else f"{v:.{d}f}"
 
 
+def _training_sets_section(res: dict, names) -> list:
+    L = []
+    L += ["", "## Training sets", "",
+          "| set | identities | images | composition (share of identities per cell, " + ", ".join(names) +
+          ") | held-out verification % (last epoch) | training time s |", "|---|---|---|---|---|---|"]
+    for k, t in res["training"].items():
+        comp = " / ".join(f"{100 * t['composition'][c]:.0f}" for c in names)
+        L.append(f"| {SETS[k][0]}: {SETS[k][1]} | {t['identities']} | {t['images']} | {comp} | "
+                 f"{_pct(t['val_accuracy'])} | {t['train_seconds']:.0f} |")
+    if "c" in res["training"] and res["training"]["c"].get("composition_audit"):
+        comp = " / ".join(f"{100 * res['training']['c']['composition_audit'][c]:.0f}" for c in names)
+        L += ["", f"(c)'s cells are what the world's attribute classifier says of each identity's first image (no cell "
+              f"was requested); the independent audit classifier says {comp}."]
+    return L
+
+
+def _how_made_section(cfg: dict) -> list:
+    L = []
+    L += ["", "## How the sets were made", "",
+          f"- (a) renderer people of world seed {cfg['world_seed']}, identities {REAL_FIRST:,}+ ({CELL_STRIDE:,} apart "
+          "per "
+          "cell), forced into the biased population's cells by exact quotas (groups 25/15/60 %, genders 35/65 %), "
+          f"images 0-{cfg['images_per_id'] - 1} of each (the renderer's pose, light, expression and glasses draws).",
+          f"- (b) `synthface.demo`'s pipeline: a bank of {cfg['bank_n']} generated faces labelled by the world's "
+          "classifier, the demographic latent model fitted on it (confidence 0.95), then synthface's identity "
+          "dataset writer with the demo's settings (labels verified at 0.99, identities distinct at the world "
+          "recogniser's FMR 1e-4 threshold on renderer calibration faces, "
+          + ("labelled variations (pose, expression, light and glasses directions in W read by the world's nuisance "
+             "regressor, each image aimed at one renderer face's nuisance values)" if cfg.get("variations") ==
+             "labelled" else "variations along principal components of W")
+          + f", strength {cfg['variation_strength'] if cfg['variation_strength'] is not None else 'default'}, "
+          "consistency at the world recogniser's FMR 1e-3 threshold): "
+          f"{cfg['ids_per_cell']} identities per cell; (b2) and (b5) are the first 2x and 5x as many identities "
+          "per cell of the same selection (one greedy run wrote 5x).",
+          "- (c) prior seeds of the same generator (z ~ N(0, I), psi 1), kept greedily when below the same separation "
+          "threshold to every identity kept before, varied by the same function as (b) with the same nuisance "
+          "directions, strength, style mixing and consistency threshold; no cell is requested and no label is checked, "
+          "so its demographics are the generator's (which follow its biased training data).",
+          "- (d) the first identities of (a) by the biased quotas of half the set, plus the first half of (b)'s "
+          "identities in every cell: half real, half synthetic, the same total.",
+          "- (e1), (e2), (e5): all of (a) plus all of (b), (b2), (b5): real data with 1x, 2x, 5x as many synthetic "
+          "identities added."]
+    return L
+
+
 def report_markdown(res: dict, png: Optional[str]) -> str:
     cfg, info = res["config"], res["info"]
     names = cell_names()
@@ -283,41 +328,8 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
     L += ["", "Each recogniser's ROC per cell, score distributions and hardest pairs: "
           "`evaluation/report.html`; each training run's card and curves: "
           "`runs/<set>/README.md`."]
-    L += ["", "## Training sets", "",
-          "| set | identities | images | composition (share of identities per cell, " + ", ".join(names) +
-          ") | held-out verification % (last epoch) | training time s |", "|---|---|---|---|---|---|"]
-    for k, t in res["training"].items():
-        comp = " / ".join(f"{100 * t['composition'][c]:.0f}" for c in names)
-        L.append(f"| {SETS[k][0]}: {SETS[k][1]} | {t['identities']} | {t['images']} | {comp} | "
-                 f"{_pct(t['val_accuracy'])} | {t['train_seconds']:.0f} |")
-    if "c" in res["training"] and res["training"]["c"].get("composition_audit"):
-        comp = " / ".join(f"{100 * res['training']['c']['composition_audit'][c]:.0f}" for c in names)
-        L += ["", f"(c)'s cells are what the world's attribute classifier says of each identity's first image (no cell "
-              f"was requested); the independent audit classifier says {comp}."]
-    L += ["", "## How the sets were made", "",
-          f"- (a) renderer people of world seed {cfg['world_seed']}, identities {REAL_FIRST:,}+ ({CELL_STRIDE:,} apart "
-          "per "
-          "cell), forced into the biased population's cells by exact quotas (groups 25/15/60 %, genders 35/65 %), "
-          f"images 0-{cfg['images_per_id'] - 1} of each (the renderer's pose, light, expression and glasses draws).",
-          f"- (b) `synthface.demo`'s pipeline: a bank of {cfg['bank_n']} generated faces labelled by the world's "
-          "classifier, the demographic latent model fitted on it (confidence 0.95), then synthface's identity "
-          "dataset writer with the demo's settings (labels verified at 0.99, identities distinct at the world "
-          "recogniser's FMR 1e-4 threshold on renderer calibration faces, "
-          + ("labelled variations (pose, expression, light and glasses directions in W read by the world's nuisance "
-             "regressor, each image aimed at one renderer face's nuisance values)" if cfg.get("variations") ==
-             "labelled" else "variations along principal components of W")
-          + f", strength {cfg['variation_strength'] if cfg['variation_strength'] is not None else 'default'}, "
-          "consistency at the world recogniser's FMR 1e-3 threshold): "
-          f"{cfg['ids_per_cell']} identities per cell; (b2) and (b5) are the first 2x and 5x as many identities "
-          "per cell of the same selection (one greedy run wrote 5x).",
-          "- (c) prior seeds of the same generator (z ~ N(0, I), psi 1), kept greedily when below the same separation "
-          "threshold to every identity kept before, varied by the same function as (b) with the same nuisance "
-          "directions, strength, style mixing and consistency threshold; no cell is requested and no label is checked, "
-          "so its demographics are the generator's (which follow its biased training data).",
-          "- (d) the first identities of (a) by the biased quotas of half the set, plus the first half of (b)'s "
-          "identities in every cell: half real, half synthetic, the same total.",
-          "- (e1), (e2), (e5): all of (a) plus all of (b), (b2), (b5): real data with 1x, 2x, 5x as many synthetic "
-          "identities added."]
+    L += _training_sets_section(res, names)
+    L += _how_made_section(cfg)
     return "\n".join(L) + "\n"
 
 

@@ -371,26 +371,25 @@ class Trainer:
                 nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
             optimizer.step()
 
-    # long: one training loop whose state (epoch, batch, step, optimiser, RNG) the checkpoint must
-    # capture at any step; kept in one frame so a resume sees exactly what an uninterrupted run had.
     def _fit(self, di: DistInfo, model, dataset, make_optimizer, make_scheduler, evaluate, meta, collate_fn):
         self._check(dataset, di.world_size)
         device = resolve_device(self.device, di.local_rank)
-        cuda = device.type == "cuda"
         out = Path(self.out)
         if di.is_main:
             out.mkdir(parents=True, exist_ok=True)
-        ckpt_path = self.checkpoint_path
-        if ckpt_path.exists() and not self.resume:
+        if self.checkpoint_path.exists() and not self.resume:
             raise SynthfaceError(f"{out} already holds a training run (checkpoint.pt); pass --resume to continue "
                                  "it, or give a new --out")
         meta = json.loads(json.dumps(meta))  # what the checkpoint will hold, compared as JSON
         local_batch = self.batch_size // di.world_size
         sampler = SkippingSampler(dataset, num_replicas=di.world_size, rank=di.rank, shuffle=True, seed=self.seed,
                                   drop_last=True)
-        steps_per_epoch = len(sampler) // local_batch
-        total = steps_per_epoch * self.epochs
+        with self._deterministic_kernels(device.type == "cuda"):
+            run = self._start(di, device, model, sampler, local_batch, make_optimizer, make_scheduler, meta)
+            self._loop(run, dataset, evaluate, collate_fn)
 
+    @contextlib.contextmanager
+    def _deterministic_kernels(self, cuda: bool):
         # CPU kernels give the same bits run to run at a fixed thread count, so nothing is switched
         # on there (use_deterministic_algorithms also imports torch._dynamo: seconds per process).
         # On CUDA determinism costs speed (cuBLAS workspace, no cuDNN autotuning): opt-in.
@@ -402,110 +401,161 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         try:
-            model = model.to(device)
-            if self.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            optimizer = make_optimizer(model)
-            scheduler = make_scheduler(optimizer, total) if make_scheduler else None
-            amp = self.amp if cuda else "none"
-            scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-            epoch, batch0, step = self._resume_or_seed(di, ckpt_path, meta, steps_per_epoch, total, model, optimizer,
-                                                       scheduler, scaler)
-            self.total_steps_, self.steps_per_epoch_, self.model_, self.step_ = total, steps_per_epoch, model, step
-            net = model
-            if di.active:
-                net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-
-            def checkpoint():
-                states = [rng_state()]
-                if di.active:
-                    states = [None] * di.world_size
-                    dist.all_gather_object(states, rng_state())
-                if di.is_main:
-                    save_checkpoint(ckpt_path, {
-                        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "meta": json.dumps(meta),
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "rng": states, "epoch": epoch, "batch": batch_i, "step": step,
-                        "global_batch": self.batch_size, "steps_per_epoch": steps_per_epoch,
-                        "world_size": di.world_size, "seed": self.seed, "finished": step >= total})
-
-            show = (self.progress if self.progress is not None else sys.stderr.isatty()) and di.is_main
-            from tqdm import tqdm
-            bar = tqdm(total=total, initial=step, unit="step", disable=not show, file=sys.stderr, leave=False)
-            self.stopped_ = False
-            t0, s0 = time.perf_counter(), step
-            autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-                        if amp != "none" else contextlib.nullcontext())
-            batch_i = batch0
-            try:
-                while epoch < self.epochs:
-                    if hasattr(dataset, "set_epoch"):
-                        dataset.set_epoch(epoch)
-                    sampler.set_epoch(epoch)
-                    sampler.skip = batch0 * local_batch
-                    gen = torch.Generator().manual_seed(self.seed * 1000003 + epoch * 1009 + di.rank)
-                    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                                        num_workers=self.num_workers, worker_init_fn=worker_init, generator=gen,
-                                        pin_memory=cuda, collate_fn=collate_fn)
-                    net.train()
-                    batch_i = batch0
-                    for batch in loader:
-                        if batch_i >= steps_per_epoch:
-                            break
-                        batch = _to_device(batch, device, self.channels_last)
-                        with autocast:
-                            res = net(batch)
-                        loss, metrics = (res if isinstance(res, tuple) else (res, {}))
-                        seen = loss.detach().float().reshape(1)
-                        if di.active:
-                            dist.all_reduce(seen)
-                            seen /= di.world_size
-                        value = seen.item()
-                        if not math.isfinite(value):
-                            raise SynthfaceError(
-                                f"the loss became {value} at step {step + 1} (epoch {epoch + 1}); training stopped "
-                                f"before that step changed any weight, and {ckpt_path} "
-                                f"{'holds the last good state' if ckpt_path.exists() else 'was never written'}. "
-                                "Lower --lr, or check the data")
-                        self._optimizer_step(model, optimizer, scaler, loss)
-                        if scheduler is not None:
-                            scheduler.step()
-                        step += 1
-                        batch_i += 1
-                        bar.update(1)
-                        if di.is_main and (step % self.log_every == 0 or batch_i == steps_per_epoch):
-                            rate = (time.perf_counter() - t0) / max(step - s0, 1)
-                            append_jsonl(self.log_path, {"step": step, "epoch": epoch + 1, "loss": value,
-                                                         "lr": optimizer.param_groups[0]["lr"],
-                                                         "sec_per_step": rate, **metrics})
-                        last = batch_i == steps_per_epoch
-                        if last:
-                            res_eval = {}
-                            if evaluate is not None and di.is_main:
-                                model.eval()
-                                with torch.no_grad():
-                                    res_eval = evaluate(model, epoch) or {}
-                                model.train()
-                                append_jsonl(self.log_path, {"step": step, "epoch": epoch + 1, **res_eval})
-                            if di.is_main:
-                                self.log(f"epoch {epoch + 1}/{self.epochs} step {step}/{total}: loss {value:.4f} "
-                                         + " ".join(f"{k} {_plain(v)}" for k, v in res_eval.items())
-                                         + f" ({time.perf_counter() - t0:.0f}s)")
-                            epoch, batch_i, batch0 = epoch + 1, 0, 0
-                        stop = self.stop_after is not None and step >= self.stop_after
-                        if last or stop or (self.checkpoint_every and step % self.checkpoint_every == 0):
-                            checkpoint()
-                        if stop:
-                            self.stopped_, self.step_ = True, step
-                            return
-                        if last:
-                            break
-            finally:
-                bar.close()
-            self.step_ = step
+            yield
         finally:
             if prev_det is not None:
                 torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
                 torch.backends.cudnn.benchmark = prev_det[2]
+
+    def _start(self, di, device, model, sampler, local_batch, make_optimizer, make_scheduler, meta) -> "_Run":
+        """The model on its device, optimiser, scheduler and grad scaler, at the checkpoint's position
+        when resuming (else seeded at step 0); the model wrapped in DDP under torchrun."""
+        steps_per_epoch = len(sampler) // local_batch
+        total = steps_per_epoch * self.epochs
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model)
+        scheduler = make_scheduler(optimizer, total) if make_scheduler else None
+        amp = self.amp if device.type == "cuda" else "none"
+        scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        epoch, batch0, step = self._resume_or_seed(di, self.checkpoint_path, meta, steps_per_epoch, total, model,
+                                                   optimizer, scheduler, scaler)
+        self.total_steps_, self.steps_per_epoch_, self.model_, self.step_ = total, steps_per_epoch, model, step
+        net = model
+        if di.active:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
+        return _Run(di, device, model, net, optimizer, scheduler, scaler, amp, sampler, local_batch, steps_per_epoch,
+                    total, meta, epoch, batch0, step, batch0)
+
+    def _loop(self, run: "_Run", dataset, evaluate, collate_fn) -> None:
+        """Epochs of steps from the run's position; a checkpoint at each epoch's end, every
+        checkpoint_every steps and at stop_after."""
+        show = (self.progress if self.progress is not None else sys.stderr.isatty()) and run.di.is_main
+        from tqdm import tqdm
+        bar = tqdm(total=run.total, initial=run.step, unit="step", disable=not show, file=sys.stderr, leave=False)
+        self.stopped_ = False
+        t0, s0 = time.perf_counter(), run.step
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if run.amp == "bf16" else torch.float16)
+                    if run.amp != "none" else contextlib.nullcontext())
+        try:
+            while run.epoch < self.epochs:
+                loader = self._epoch_loader(run, dataset, collate_fn)
+                run.net.train()
+                run.batch_i = run.batch0
+                for batch in loader:
+                    if run.batch_i >= run.steps_per_epoch:
+                        break
+                    value, metrics = self._step(run, batch, autocast)
+                    bar.update(1)
+                    if run.di.is_main and (run.step % self.log_every == 0 or run.batch_i == run.steps_per_epoch):
+                        rate = (time.perf_counter() - t0) / max(run.step - s0, 1)
+                        append_jsonl(self.log_path, {"step": run.step, "epoch": run.epoch + 1, "loss": value,
+                                                     "lr": run.optimizer.param_groups[0]["lr"],
+                                                     "sec_per_step": rate, **metrics})
+                    last = run.batch_i == run.steps_per_epoch
+                    if last:
+                        self._end_epoch(run, evaluate, value, t0)
+                    stop = self.stop_after is not None and run.step >= self.stop_after
+                    if last or stop or (self.checkpoint_every and run.step % self.checkpoint_every == 0):
+                        self._checkpoint(run)
+                    if stop:
+                        self.stopped_, self.step_ = True, run.step
+                        return
+                    if last:
+                        break
+        finally:
+            bar.close()
+        self.step_ = run.step
+
+    def _epoch_loader(self, run: "_Run", dataset, collate_fn) -> DataLoader:
+        """This process's batches of the epoch (its permutation depends on seed and epoch only),
+        skipping the ones a resumed run has already seen."""
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(run.epoch)
+        run.sampler.set_epoch(run.epoch)
+        run.sampler.skip = run.batch0 * run.local_batch
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + run.epoch * 1009 + run.di.rank)
+        return DataLoader(dataset, batch_size=run.local_batch, sampler=run.sampler, drop_last=True,
+                          num_workers=self.num_workers, worker_init_fn=worker_init, generator=gen,
+                          pin_memory=run.device.type == "cuda", collate_fn=collate_fn)
+
+    def _step(self, run: "_Run", batch, autocast) -> tuple[float, dict]:
+        """One optimiser step; the loss (averaged over processes) is checked finite before it."""
+        batch = _to_device(batch, run.device, self.channels_last)
+        with autocast:
+            res = run.net(batch)
+        loss, metrics = (res if isinstance(res, tuple) else (res, {}))
+        seen = loss.detach().float().reshape(1)
+        if run.di.active:
+            dist.all_reduce(seen)
+            seen /= run.di.world_size
+        value = seen.item()
+        if not math.isfinite(value):
+            ckpt_path = self.checkpoint_path
+            raise SynthfaceError(
+                f"the loss became {value} at step {run.step + 1} (epoch {run.epoch + 1}); training stopped "
+                f"before that step changed any weight, and {ckpt_path} "
+                f"{'holds the last good state' if ckpt_path.exists() else 'was never written'}. "
+                "Lower --lr, or check the data")
+        self._optimizer_step(run.model, run.optimizer, run.scaler, loss)
+        if run.scheduler is not None:
+            run.scheduler.step()
+        run.step += 1
+        run.batch_i += 1
+        return value, metrics
+
+    def _end_epoch(self, run: "_Run", evaluate, value: float, t0: float) -> None:
+        """Evaluation and the epoch's log line on the main process; the position moves to the next epoch."""
+        res_eval = {}
+        if evaluate is not None and run.di.is_main:
+            run.model.eval()
+            with torch.no_grad():
+                res_eval = evaluate(run.model, run.epoch) or {}
+            run.model.train()
+            append_jsonl(self.log_path, {"step": run.step, "epoch": run.epoch + 1, **res_eval})
+        if run.di.is_main:
+            self.log(f"epoch {run.epoch + 1}/{self.epochs} step {run.step}/{run.total}: loss {value:.4f} "
+                     + " ".join(f"{k} {_plain(v)}" for k, v in res_eval.items())
+                     + f" ({time.perf_counter() - t0:.0f}s)")
+        run.epoch, run.batch_i, run.batch0 = run.epoch + 1, 0, 0
+
+    def _checkpoint(self, run: "_Run") -> None:
+        """Everything a resume needs, every process's RNG state included (gathered to the main one)."""
+        states = [rng_state()]
+        if run.di.active:
+            states = [None] * run.di.world_size
+            dist.all_gather_object(states, rng_state())
+        if run.di.is_main:
+            save_checkpoint(self.checkpoint_path, {
+                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "meta": json.dumps(run.meta),
+                "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+                "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+                "rng": states, "epoch": run.epoch, "batch": run.batch_i, "step": run.step,
+                "global_batch": self.batch_size, "steps_per_epoch": run.steps_per_epoch,
+                "world_size": run.di.world_size, "seed": self.seed, "finished": run.step >= run.total})
+
+
+@dataclass
+class _Run:
+    """One fit's objects and its position (epoch, first batch of this epoch, batch, global step):
+    the state a checkpoint saves and a resume restores."""
+    di: DistInfo
+    device: torch.device
+    model: nn.Module
+    net: nn.Module  # the model, or its DDP wrapper under torchrun
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    amp: str
+    sampler: SkippingSampler
+    local_batch: int
+    steps_per_epoch: int
+    total: int
+    meta: dict
+    epoch: int
+    batch0: int
+    step: int
+    batch_i: int

@@ -168,13 +168,8 @@ def _backbone(cfg: RecognitionConfig, factory):
     return build_backbone(cfg.backbone, cfg.embedding_dim)
 
 
-# long: configuration to artefacts in order (data, split, backbone, head, Trainer, ONNX, card), one step each.
-def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-                      backbone_factory: Optional[Callable[[int], nn.Module]] = None,
-                      stop_after: Optional[int] = None, progress: Optional[bool] = None) -> dict:
-    """Train (or resume) and, on the main process, write the outputs. Returns the results dict
-    (on other torchrun processes: {"rank": r}). backbone_factory(embedding_dim) replaces
-    synthface.nets.build_backbone(cfg.backbone, ...) (tests use tiny nets)."""
+def _check_config(cfg: RecognitionConfig) -> nn.Module:
+    """The margin loss of the configuration, after checking the settings fit together."""
     if cfg.loss not in ("arcface", "cosface", "combined"):
         raise SynthfaceError(f"--loss {cfg.loss!r}: choose arcface, cosface or combined")
     loss_fn = margin_loss(cfg.loss, cfg.scale, parse_margin(cfg.loss, cfg.margin))
@@ -182,6 +177,11 @@ def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambd
         raise SynthfaceError(f"--embedding-dim {cfg.embedding_dim}: give at least 2")
     if not 0 < cfg.held_out < 1:
         raise SynthfaceError(f"held-out fraction {cfg.held_out}: give a fraction in (0, 1)")
+    return loss_fn
+
+
+def _split_data(cfg: RecognitionConfig):
+    """(the whole set, training identities, held-out identities for verification)."""
     full = FaceDataset(cfg.data, labels=(), format=cfg.data_format, crop=cfg.crop, min_images=2,
                        drop_small=cfg.drop_small, seed=cfg.seed)
     train_items, val_items = full.split_identities(cfg.held_out, seed=cfg.seed)
@@ -190,6 +190,67 @@ def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambd
     if train_set.num_classes < 2:
         raise SynthfaceError(f"{cfg.data}: {train_set.num_classes} training identity after holding out "
                              f"{val_set.num_classes}; a margin loss needs at least 2")
+    return full, train_set, val_set
+
+
+def _make_trainer(cfg: RecognitionConfig, stop_after, progress, say) -> Trainer:
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported() else "none")
+    return Trainer(Path(cfg.out), cfg.epochs, cfg.batch, seed=cfg.seed, device=cfg.device, amp=amp,
+                   channels_last=CHANNELS_LAST, num_workers=cfg.workers, checkpoint_every=cfg.checkpoint_every,
+                   resume=cfg.resume, stop_after=stop_after, progress=progress, log=say)
+
+
+def _optimizer_and_schedule(cfg: RecognitionConfig):
+    """SGD with momentum; the learning rate warms up, then decays polynomially (power 2)."""
+    def make_optimizer(m):
+        return torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def make_scheduler(opt, total):
+        warmup = min(total, int(round(cfg.warmup_epochs * total / cfg.epochs)))
+        return torch.optim.lr_scheduler.LambdaLR(opt, PolyWarmup(total, warmup, 2.0))
+    return make_optimizer, make_scheduler
+
+
+def _verification(cfg: RecognitionConfig, val_set):
+    """(evaluate(model, epoch) -> held-out verification metrics, number of pairs it scores)."""
+    a, b, same, folds = verification_pairs(val_set.targets_["identity"].numpy(), cfg.pairs, cfg.seed)
+
+    def evaluate(m, epoch):
+        e = embed(m.backbone, val_set, next(m.parameters()).device)
+        scores = (e[a] * e[b]).sum(1)
+        acc, _ = kfold_accuracy(scores, same, folds)
+        return {"val_accuracy": acc, "val_genuine_mean": float(scores[same].mean()),
+                "val_impostor_mean": float(scores[~same].mean())}
+    return evaluate, int(len(a))
+
+
+def _results(cfg: RecognitionConfig, full, train_set, val_set, trainer: Trainer, n_pairs: int, seconds: float):
+    """(results.json's content, the run's log.jsonl rows)."""
+    history = [json.loads(line) for line in trainer.log_path.read_text().splitlines() if line.strip()]
+    evals = [h for h in history if "val_accuracy" in h]
+    results = {"config": asdict(cfg), "data": {"source": str(cfg.data), "format": full.format_,
+                                                "images": len(full), "identities": full.num_classes,
+                                                "train_images": len(train_set),
+                                                "train_identities": train_set.num_classes,
+                                                "held_out_identities": val_set.num_classes,
+                                                "held_out_images": len(val_set),
+                                                "dropped_identities": full.dropped_identities_,
+                                                "pairs": n_pairs},
+               "steps": trainer.step_, "train_seconds": round(seconds, 1),
+               "val_accuracy": evals[-1]["val_accuracy"] if evals else None,
+               "val_accuracy_per_epoch": [h["val_accuracy"] for h in evals]}
+    return results, history
+
+
+def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+                      backbone_factory: Optional[Callable[[int], nn.Module]] = None,
+                      stop_after: Optional[int] = None, progress: Optional[bool] = None) -> dict:
+    """Train (or resume) and, on the main process, write the outputs. Returns the results dict
+    (on other torchrun processes: {"rank": r}). backbone_factory(embedding_dim) replaces
+    synthface.nets.build_backbone(cfg.backbone, ...) (tests use tiny nets)."""
+    loss_fn = _check_config(cfg)
+    full, train_set, val_set = _split_data(cfg)
     di = init_distributed(cfg.device)  # joined here (not in fit) so that only the main process logs
     main = di.is_main
     say = log if main else (lambda s: None)
@@ -200,28 +261,10 @@ def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambd
     seed_everything(cfg.seed)
     backbone = _backbone(cfg, backbone_factory)
     model = RecognitionModel(backbone, MarginHead(cfg.embedding_dim, train_set.num_classes, loss_fn))
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if cuda and torch.cuda.is_bf16_supported() else "none")
     out = Path(cfg.out)
-    trainer = Trainer(out, cfg.epochs, cfg.batch, seed=cfg.seed, device=cfg.device, amp=amp, channels_last=CHANNELS_LAST,
-                      num_workers=cfg.workers, checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
-                      stop_after=stop_after, progress=progress, log=say)
-    def make_optimizer(m):
-        return torch.optim.SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-    def make_scheduler(opt, total):
-        warmup = min(total, int(round(cfg.warmup_epochs * total / cfg.epochs)))
-        return torch.optim.lr_scheduler.LambdaLR(opt, PolyWarmup(total, warmup, 2.0))
-
-    a, b, same, folds = verification_pairs(val_set.targets_["identity"].numpy(), cfg.pairs, cfg.seed)
-
-    def evaluate(m, epoch):
-        e = embed(m.backbone, val_set, next(m.parameters()).device)
-        scores = (e[a] * e[b]).sum(1)
-        acc, _ = kfold_accuracy(scores, same, folds)
-        return {"val_accuracy": acc, "val_genuine_mean": float(scores[same].mean()),
-                "val_impostor_mean": float(scores[~same].mean())}
-
+    trainer = _make_trainer(cfg, stop_after, progress, say)
+    make_optimizer, make_scheduler = _optimizer_and_schedule(cfg)
+    evaluate, n_pairs = _verification(cfg, val_set)
     meta = {"task": "recognition", "backbone": cfg.backbone if backbone_factory is None else "custom",
             "embedding_dim": cfg.embedding_dim, "num_classes": train_set.num_classes, "loss": cfg.loss,
             "margin": cfg.margin, "scale": cfg.scale, "held_out": cfg.held_out, "images": len(train_set)}
@@ -237,19 +280,7 @@ def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambd
     if trainer.stopped_:
         return {"stopped_at_step": trainer.step_}
     model = trainer.model_.cpu().eval()
-    history = [json.loads(line) for line in trainer.log_path.read_text().splitlines() if line.strip()]
-    evals = [h for h in history if "val_accuracy" in h]
-    results = {"config": asdict(cfg), "data": {"source": str(cfg.data), "format": full.format_,
-                                                "images": len(full), "identities": full.num_classes,
-                                                "train_images": len(train_set),
-                                                "train_identities": train_set.num_classes,
-                                                "held_out_identities": val_set.num_classes,
-                                                "held_out_images": len(val_set),
-                                                "dropped_identities": full.dropped_identities_,
-                                                "pairs": int(len(a))},
-               "steps": trainer.step_, "train_seconds": round(time.perf_counter() - t0, 1),
-               "val_accuracy": evals[-1]["val_accuracy"] if evals else None,
-               "val_accuracy_per_epoch": [h["val_accuracy"] for h in evals]}
+    results, history = _results(cfg, full, train_set, val_set, trainer, n_pairs, time.perf_counter() - t0)
     _write_outputs(cfg, model.backbone, results, history, out, backbone_factory is None)
     log(f"wrote {out}/backbone.safetensors, model.onnx and README.md (held-out verification accuracy "
         f"{results['val_accuracy']:.4f})")

@@ -196,86 +196,94 @@ def skin_rgb(tone, hue, redness):
     return np.clip(rgb, 0, 1)
 
 
-# long: one face drawn layer by layer (skin, hair, eyes, glasses, mouth...) on shared geometry;
-# split into pieces it would pass a dozen arrays between them and read worse.
-def render(identity: dict, nuisance: dict, size: int = 64) -> np.ndarray:
-    """Render a batch: identity and nuisance dicts of equal batch size -> uint8 [B, size, size, 3]."""
-    p, q = identity, nuisance
-    B = len(p["group"])
-    y, x = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
-    # image -> face coordinates: undo shift, scale and roll
-    scale = _col(q["scale"])
-    xs = (x[None] - FACE_CENTRE[0] - _col(q["shift"][:, 0])) / (FACE_UNIT * scale)
-    ys = (y[None] - FACE_CENTRE[1] - _col(q["shift"][:, 1])) / (FACE_UNIT * scale)
-    cr, sr = np.cos(_col(q["roll"])), np.sin(_col(q["roll"]))
-    U = cr * xs + sr * ys
-    V = -sr * xs + cr * ys
-    px = 1.0 / (size * FACE_UNIT * scale)
-    yaw = _col(q["yaw"])
+class _Face:
+    """What every layer of a batch of faces shares: face coordinates (U, V) of the pixel grid after
+    the image's shift, scale and roll; the camera's yaw; the identity's colours and head shape."""
 
-    def at_depth(depth):
+    def __init__(self, p: dict, q: dict, size: int):
+        y, x = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+        self.y = y
+        # image -> face coordinates: undo shift, scale and roll
+        scale = _col(q["scale"])
+        xs = (x[None] - FACE_CENTRE[0] - _col(q["shift"][:, 0])) / (FACE_UNIT * scale)
+        ys = (y[None] - FACE_CENTRE[1] - _col(q["shift"][:, 1])) / (FACE_UNIT * scale)
+        cr, sr = np.cos(_col(q["roll"])), np.sin(_col(q["roll"]))
+        self.U = cr * xs + sr * ys
+        self.V = -sr * xs + cr * ys
+        self.px = 1.0 / (size * FACE_UNIT * scale)
+        self.yaw = _col(q["yaw"])
+        self.skin = _col(skin_rgb(p["tone"], p["hue"], p["redness"]))
+        self.skin_shadow = self.skin * 0.78
+        self.hair = _col(p["hair_rgb"])
+        self.curl = _col(p["curl"])
+        self.head_a, self.head_b = _col(p["head_a"]), _col(p["head_b"])
+        self.head_cv = _col(p["head_dy"])
+        self.Uh = self.at_depth(0.15)  # the head's outline
+        self.Ue = self.at_depth(0.35)  # eyes and glasses
+        self.Um = self.at_depth(0.55)  # mouth and moustache
+        self.hair_len = _col(p["hair_len"])
+        self.volume = _col(p["volume"])
+        self.has_long = _col((p["hair_len"] > 0.3).astype(np.float32))
+        U, V = self.U, self.V
+        waves = 0.28 * self.curl * np.sin(14 * U + 3 * np.sin(6 * V)) * np.sin(14 * V)
+        self.hair_tex = self.hair * (1 + waves)[..., None]
+
+    def at_depth(self, depth):
         """u seen from a yawed camera: points nearer the camera move further."""
-        return U + yaw * depth
+        return self.U + self.yaw * depth
 
-    # background: vertical gradient
-    t = y[None, ..., None]
+
+def _background(f: _Face, q: dict) -> np.ndarray:
+    """A vertical gradient, float32 [B, H, W, 3]."""
+    t = f.y[None, ..., None]
     rgb = _col(q["bg_top"]) * (1 - t) + _col(q["bg_bottom"]) * t
-    rgb = rgb.astype(np.float32)
-    cv = _Canvas(rgb, px)
+    return rgb.astype(np.float32)
 
-    skin = _col(skin_rgb(p["tone"], p["hue"], p["redness"]))
-    skin_shadow = skin * 0.78
-    hair = _col(p["hair_rgb"])
-    curl = _col(p["curl"])
-    head_a, head_b = _col(p["head_a"]), _col(p["head_b"])
-    head_cv = _col(p["head_dy"])
-    Uh = at_depth(0.15)
 
-    # shoulders and neck
+def _draw_behind_head(cv: _Canvas, f: _Face, p: dict, q: dict) -> None:
+    """Shoulders, neck, long hair behind the head, and the ears (the far one hides as the head turns)."""
+    U, V, Uh, head_a, head_cv = f.U, f.V, f.Uh, f.head_a, f.head_cv
     cv.paint(_ellipse(U, V, 0, 3.45, 2.3, 1.35), _col(q["shirt"]))
     neck_w = _col(np.where(p["gender"] == 1, 0.52, 0.42))
-    cv.paint(_box(Uh, V, 0, 2.0, neck_w, 1.0, 0.1), skin_shadow)
-
-    # hair behind the head (long hair, volume)
-    hl = _col(p["hair_len"])
-    vol = _col(p["volume"])
-    wave = 0.05 * curl * np.sin(9.0 * V + 3.0 * U)
+    cv.paint(_box(Uh, V, 0, 2.0, neck_w, 1.0, 0.1), f.skin_shadow)
+    hl, vol = f.hair_len, f.volume
+    wave = 0.05 * f.curl * np.sin(9.0 * V + 3.0 * U)
     back_bottom = head_cv - 0.2 + 2.4 * hl
-    has_long = _col((p["hair_len"] > 0.3).astype(np.float32))
     back = _box(Uh, V, 0, (back_bottom - 1.55) / 2, head_a + 0.2 + vol * 0.5, (back_bottom + 1.55) / 2, 0.5)
-    back = back + wave + 9.0 * (1 - has_long)
-    hair_tex = hair * (1 + 0.28 * curl * np.sin(14 * U + 3 * np.sin(6 * V)) * np.sin(14 * V))[..., None]
-    cv.paint(back, hair_tex)
-
-    # ears (behind the head outline), the far ear hides as the head turns
+    back = back + wave + 9.0 * (1 - f.has_long)
+    cv.paint(back, f.hair_tex)
     for side in (-1, 1):
-        vis = np.clip(1 - side * yaw * 2.5, 0.2, 1.2)
-        ear = _ellipse(Uh, V, side * (head_a - 0.02) + yaw * 0.15, head_cv + 0.05,
+        vis = np.clip(1 - side * f.yaw * 2.5, 0.2, 1.2)
+        ear = _ellipse(Uh, V, side * (head_a - 0.02) + f.yaw * 0.15, head_cv + 0.05,
                        0.17 * _col(p["ear_size"]) * vis, 0.3 * _col(p["ear_size"]))
-        cv.paint(ear, skin_shadow)
+        cv.paint(ear, f.skin_shadow)
 
-    # head: ellipse whose lower half narrows toward the chin (jaw taper)
+
+def _draw_head(cv: _Canvas, f: _Face, p: dict, q: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The head (an ellipse whose lower half narrows toward the chin) lit from the image's light
+    direction, darker toward the edges; returns its signed distance and its coverage."""
+    Uh, V, head_a, head_b, head_cv = f.Uh, f.V, f.head_a, f.head_b, f.head_cv
     jaw = _col(p["jaw"])
     below = np.clip((V - head_cv) / head_b, 0, 1)
     width = head_a * (1 - jaw * below ** 1.6)
     head = (np.sqrt((Uh / width) ** 2 + ((V - head_cv) / head_b) ** 2) - 1) * width
-    head_cov = cv.paint(head, skin)
-
-    # directional light on the face, darker toward the edges
+    head_cov = cv.paint(head, f.skin)
     lx, ly = _col(q["light"][:, 0]), _col(q["light"][:, 1])
     shade = 1 + lx * Uh / head_a + ly * (V - head_cv) / head_b
     cv.rgb *= (1 + (shade - 1) * head_cov)[..., None]
+    return head, head_cov
 
-    # freckles and mole
+
+def _draw_skin_marks(cv: _Canvas, f: _Face, p: dict, head_cov: np.ndarray) -> None:
+    """Freckles, the mole, forehead lines and nasolabial folds."""
+    U, V, skin = f.U, f.V, f.skin
     fr = _col(p["freckles"].astype(np.float32))
     spots = (np.sin(23 * U) * np.sin(19 * V + 2 * U) > 0.85) & (np.abs(V - 0.45) < 0.25) & (np.abs(U) > 0.25)
     cv.rgb -= (0.12 * fr * spots * head_cov)[..., None] * skin
-    mole = _ellipse(at_depth(0.3), V, _col(p["mole_uv"][:, 0]), _col(p["mole_uv"][:, 1]), 0.05, 0.05)
+    mole = _ellipse(f.at_depth(0.3), V, _col(p["mole_uv"][:, 0]), _col(p["mole_uv"][:, 1]), 0.05, 0.05)
     cv.paint(mole + 9 * (1 - _col(p["mole"].astype(np.float32))), skin * 0.45)
-
-    # wrinkles: forehead lines and nasolabial folds
     wr = _col(p["wrinkles"])
-    Uf = at_depth(0.4)
+    Uf = f.at_depth(0.4)
     for k, v0 in enumerate((-0.62, -0.78, -0.94)):
         line = np.abs(V - v0 - 0.06 * Uf ** 2) - 0.012
         line = np.maximum(line, np.abs(Uf) - 0.55 + 0.1 * k)
@@ -285,34 +293,40 @@ def render(identity: dict, nuisance: dict, size: int = 64) -> np.ndarray:
         fold = np.maximum(np.abs(fold) - 0.012, np.maximum(side * (side * 0.22 - Uf), 0.6 - V))
         cv.paint(fold, skin * 0.62, opacity=0.9 * wr, soft=1.5)
 
-    # facial hair (drawn before the mouth so lips stay visible)
+
+def _draw_facial_hair(cv: _Canvas, f: _Face, p: dict, head: np.ndarray) -> None:
+    """Beard and moustache (drawn before the mouth so the lips stay visible)."""
+    V = f.V
     beard = p["beard"]
     dens = _col(p["beard_density"])
     has_beard = _col(((beard == 2) | (beard == 3)).astype(np.float32))
     has_moust = _col(((beard == 1) | (beard == 3)).astype(np.float32))
-    beard_sdf = np.maximum(head - 0.0, 0.62 - V + 0.25 * (Uh / head_a) ** 2)
-    cv.paint(beard_sdf, hair, opacity=has_beard * dens, soft=2.0)
-    Um = at_depth(0.55)
-    mv = _col(p["mouth_v"])
-    mw = _col(p["mouth_w"])
-    moust = _ellipse(Um, V, 0, mv - 0.14, 0.36 * mw, 0.08)
-    cv.paint(moust, hair, opacity=has_moust * dens, soft=1.5)
+    beard_sdf = np.maximum(head - 0.0, 0.62 - V + 0.25 * (f.Uh / f.head_a) ** 2)
+    cv.paint(beard_sdf, f.hair, opacity=has_beard * dens, soft=2.0)
+    moust = _ellipse(f.Um, V, 0, _col(p["mouth_v"]) - 0.14, 0.36 * _col(p["mouth_w"]), 0.08)
+    cv.paint(moust, f.hair, opacity=has_moust * dens, soft=1.5)
 
-    # front hair: a cap above the hairline, plus side locks for long hair, plus fringe
+
+def _draw_front_hair(cv: _Canvas, f: _Face, p: dict) -> None:
+    """A cap above the hairline, side locks for long hair, and the fringe."""
+    Uh, V, head_a, head_cv, vol = f.Uh, f.V, f.head_a, f.head_cv, f.volume
     hairline = _col(p["hairline"]) + _col(p["fringe"]) + 0.16 * (Uh / head_a) ** 2
-    bumps = 0.06 * curl * np.sin(16 * np.arctan2(V - head_cv, Uh))
-    cap_outer = _ellipse(Uh, V, 0, head_cv - 0.04 - vol * 0.3, head_a + 0.09 + vol, head_b + 0.06 + vol * 0.4) + bumps
+    bumps = 0.06 * f.curl * np.sin(16 * np.arctan2(V - head_cv, Uh))
+    cap_outer = _ellipse(Uh, V, 0, head_cv - 0.04 - vol * 0.3, head_a + 0.09 + vol, f.head_b + 0.06 + vol * 0.4) + bumps
     cap = np.maximum(cap_outer, V - hairline)
     part = _col(p["part"])
-    sides = np.maximum(cap_outer, np.maximum(V - (head_cv - 0.2 + 1.6 * hl), 0.84 * head_a - np.abs(Uh - 0.05 * part)))
-    sides = sides + 9.0 * (1 - has_long)
+    sides = np.maximum(cap_outer, np.maximum(V - (head_cv - 0.2 + 1.6 * f.hair_len),
+                                             0.84 * head_a - np.abs(Uh - 0.05 * part)))
+    sides = sides + 9.0 * (1 - f.has_long)
     front = np.minimum(cap, sides) + 9.0 * _col(p["bald"].astype(np.float32))
-    cv.paint(front, hair_tex)
+    cv.paint(front, f.hair_tex)
 
-    # eyes
+
+def _draw_eyes(cv: _Canvas, f: _Face, p: dict, q: dict) -> None:
+    """Whites, irises and pupils following the gaze, upper lids (with lashes for women), brows."""
+    V, Ue = f.V, f.Ue
     eye_w, eye_h = _col(p["eye_w"]), _col(p["eye_h"])
     open_ = np.clip(1 - _col(q["blink"]) - 0.25 * np.maximum(_col(q["smile"]) - 0.6, 0), 0.08, 1)
-    Ue = at_depth(0.35)
     ev = _col(p["eye_v"])
     female = _col((p["gender"] == 0).astype(np.float32))
     for side in (-1, 1):
@@ -322,37 +336,45 @@ def render(identity: dict, nuisance: dict, size: int = 64) -> np.ndarray:
         dv = dv + tilt * du
         white = _ellipse(du, dv, 0, 0, 0.2 * eye_w, 0.105 * eye_h * open_)
         cv.paint(white, np.float32(0.95))
-        gu = _col(q["gaze"][:, 0]) - yaw * 0.15
+        gu = _col(q["gaze"][:, 0]) - f.yaw * 0.15
         gv = _col(q["gaze"][:, 1])
         iris = np.maximum(_ellipse(du, dv, gu, gv, 0.085, 0.085), white)
         cv.paint(iris, _col(p["iris"]))
         pupil = np.maximum(_ellipse(du, dv, gu, gv, 0.038, 0.038), white)
         cv.paint(pupil, np.float32(0.03))
         lid = np.maximum(np.abs(white) - 0.012 - 0.018 * female, dv)  # upper lid line, lashes for women
-        cv.paint(lid, skin * 0.25, soft=1.2)
-        # brows
+        cv.paint(lid, f.skin * 0.25, soft=1.2)
         bu = du - side * 0.02
         bv = V - (ev + _col(p["brow_v"]) - _col(q["brow_raise"])) + _col(p["brow_tilt"]) * (side * bu) * 0.5
         bv = bv + 0.22 * (bu / 0.25) ** 2 * 0.25
         brow = _ellipse(bu, bv, 0, 0, 0.26 * _col(p["brow_w"]), 0.035 * _col(p["brow_thick"]))
-        cv.paint(brow, hair * 0.85)
+        cv.paint(brow, f.hair * 0.85)
 
-    # nose: bridge shadow on the light's far side, tip and nostrils
-    Un = at_depth(0.7)
+
+def _draw_nose(cv: _Canvas, f: _Face, p: dict, q: dict) -> None:
+    """Bridge shadow on the light's far side, tip and nostrils."""
+    V, skin = f.V, f.skin
+    Un = f.at_depth(0.7)
     nw = _col(p["nose_w"])
     nl = _col(p["nose_len"])
     tip_v = 0.55 * nl
-    cv.paint(_ellipse(Un, V, 0.05 - 0.1 * lx, tip_v - 0.25, 0.05, 0.28 * nl), skin_shadow, opacity=0.5, soft=3)
+    lx = _col(q["light"][:, 0])
+    cv.paint(_ellipse(Un, V, 0.05 - 0.1 * lx, tip_v - 0.25, 0.05, 0.28 * nl), f.skin_shadow, opacity=0.5, soft=3)
     cv.paint(_ellipse(Un, V, 0, tip_v, 0.13 * nw, 0.09), skin * 0.86, soft=1.5)
     for side in (-1, 1):
         cv.paint(_ellipse(Un, V, side * 0.085 * nw, tip_v + 0.04, 0.04 * nw, 0.025), skin * 0.35)
 
-    # mouth: lips bend with the smile; an open mouth shows the dark inside and teeth
+
+def _draw_mouth(cv: _Canvas, f: _Face, p: dict, q: dict) -> None:
+    """Lips that bend with the smile; an open mouth shows the dark inside and the teeth."""
+    Um, skin = f.Um, f.skin
+    mw = _col(p["mouth_w"])
     smile = _col(q["smile"])
     mo = _col(q["mouth_open"])
     du = Um / (0.36 * mw)
-    dv = V - mv + smile * 0.12 * (du ** 2 - 0.3)
-    lip_rgb = np.where(_col(p["lipstick"])[..., None], np.array([0.70, 0.12, 0.18], np.float32), skin * np.array([0.85, 0.62, 0.62], np.float32))
+    dv = f.V - _col(p["mouth_v"]) + smile * 0.12 * (du ** 2 - 0.3)
+    lip_rgb = np.where(_col(p["lipstick"])[..., None], np.array([0.70, 0.12, 0.18], np.float32),
+                       skin * np.array([0.85, 0.62, 0.62], np.float32))
     lip_h = 0.055 * _col(p["lip"])
     cv.paint(_ellipse(Um, dv, 0, 0, 0.36 * mw, lip_h + 0.06 * mo), lip_rgb)
     inner_h = np.maximum(0.11 * mo, 0.008)
@@ -361,7 +383,11 @@ def render(identity: dict, nuisance: dict, size: int = 64) -> np.ndarray:
     teeth = np.maximum(inner, dv - 0.02 + 0.0 * inner_h)
     cv.paint(teeth, np.float32(0.92), opacity=(mo > 0.05).astype(np.float32))
 
-    # glasses
+
+def _draw_glasses(cv: _Canvas, f: _Face, p: dict, q: dict) -> None:
+    """Two rims and the bridge, for the images that have glasses on."""
+    Ue, V = f.Ue, f.V
+    ev = _col(p["eye_v"])
     gl = _col(q["glasses"].astype(np.float32))
     grgb = _col(q["glasses_rgb"])
     for side in (-1, 1):
@@ -370,8 +396,23 @@ def render(identity: dict, nuisance: dict, size: int = 64) -> np.ndarray:
     bridge = _box(Ue, V + 0.04 * Ue ** 2, 0, ev - 0.04, 0.26, 0.022)
     cv.paint(bridge, grgb, opacity=gl)
 
-    # global exposure
-    cv.rgb *= _col(q["brightness"])[..., None]
+
+def render(identity: dict, nuisance: dict, size: int = 64) -> np.ndarray:
+    """Render a batch: identity and nuisance dicts of equal batch size -> uint8 [B, size, size, 3].
+    The layers are painted back to front on one canvas; each step reads the shared geometry."""
+    p, q = identity, nuisance
+    f = _Face(p, q, size)
+    cv = _Canvas(_background(f, q), f.px)
+    _draw_behind_head(cv, f, p, q)
+    head, head_cov = _draw_head(cv, f, p, q)
+    _draw_skin_marks(cv, f, p, head_cov)
+    _draw_facial_hair(cv, f, p, head)
+    _draw_front_hair(cv, f, p)
+    _draw_eyes(cv, f, p, q)
+    _draw_nose(cv, f, p, q)
+    _draw_mouth(cv, f, p, q)
+    _draw_glasses(cv, f, p, q)
+    cv.rgb *= _col(q["brightness"])[..., None]  # global exposure
     return (np.clip(cv.rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 

@@ -174,7 +174,7 @@ class SeedList(click.ParamType):
         if count > self.max_count:
             self.fail(f"{value!r} names {count:,} seeds, more than the {self.max_count:,} one run takes; split it "
                       "into several runs with smaller ranges", param, ctx)
-        from .generator.synthesis import parse_seeds
+        from ..generator.synthesis import parse_seeds
 
         return parse_seeds(str(value))
 
@@ -184,3 +184,20 @@ SEEDS = SeedList()
 
 __all__ = ["FiniteFloat", "FINITE", "PROBABILITY", "FRACTION", "FMR", "POSITIVE", "NONNEGATIVE", "POSITIVE_INT",
            "NONNEG_INT", "SEED", "SIMILARITY", "CommaList", "CELLS", "DEVICE", "SEEDS", "MAX_SEEDS"]
+
+
+LABELLER_HELP = ("Attribute labeller (repeatable): world, world-audit, onnx:PATH (JSON sidecar beside it), "
+                 "genderage:PACK_DIR_OR_ONNX, fairface:PT, fairface4:PT.")
+SCHEMA_HELP = ("Rename attributes / map label sets: a preset (fairface6, fairface4), a JSON file or inline JSON "
+               '{"ethnicity": {"from": "race", "classes": {"East Asian": "asian", ...}}}.')
+EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DIR, torchscript:PATH, arcface:PATH "
+                 "(arcface_torch model.pt), torch:PATH (synthface backbone.safetensors).")
+
+
+def load_network(network: str, device: str):
+    """Load --network ('world': the demo world's generator) on --device; returns (G, torch device)."""
+    from ..generator import load_generator, resolve_device
+    from .errors import run_api
+
+    dev = run_api(resolve_device, device)
+    return run_api(load_generator, network, device=dev), dev

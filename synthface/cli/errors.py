@@ -19,8 +19,8 @@ from pathlib import Path
 
 import click
 
-from .errors import SynthfaceError
-from .weights import scrub_torch_advice
+from ..errors import SynthfaceError
+from ..weights import scrub_torch_advice
 
 OPS_MODES = ("auto", "cuda", "ref")
 
@@ -136,3 +136,19 @@ def explain(e: Exception, command: str = "synthface") -> str:
     if os.environ.get("SYNTHFACE_DEBUG") == "1":
         raise e
     return internal_error_message(e, command)
+
+
+def run_api(fn, *args, **kwargs):
+    """Call into the API; its SynthfaceError becomes the command's one-line error."""
+    try:
+        return fn(*args, **kwargs)
+    except SynthfaceError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def api_iter(gen):
+    """Iterate an API generator, as run_api calls a function."""
+    try:
+        yield from gen
+    except SynthfaceError as e:
+        raise click.ClickException(str(e)) from None

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import click
 
-from .cli_errors import removed_on_failure
-from .cli_types import CELLS, DEVICE, FINITE, FMR, FRACTION, SEED, SIMILARITY, FiniteFloat
-from .errors import SynthfaceError
+from .errors import removed_on_failure
+from .options import CELLS, DEVICE, FINITE, FMR, FRACTION, SEED, SIMILARITY, FiniteFloat
+from ..errors import SynthfaceError
 
 LABELLER_HELP = "verifying labeller, as for generate (repeatable): world, world-audit, onnx:PATH, ..."
 
@@ -47,8 +47,8 @@ def capacity(network, model_path, recognizer, cells, separation, separation_fmr,
              align, accept_confidence, truncation, seed, batch_size, device, out):
     """Estimate how many distinct identities per cell the generator can supply at the separation
     threshold (accepted vs candidates, observed and extrapolated): capacity.json, capacity.png, report.md."""
-    from .dataset import DatasetConfig
-    from .dataset.capacity import run_capacity
+    from ..dataset import DatasetConfig
+    from ..dataset.capacity import run_capacity
 
     if reference_embeddings and reference_images:
         raise click.UsageError("give --reference-embeddings or --reference-images, not both")

@@ -7,8 +7,8 @@ import json
 
 import click
 
-from .cli_types import DEVICE, NONNEGATIVE, POSITIVE, SEED, FiniteFloat
-from .errors import SynthfaceError
+from .options import DEVICE, NONNEGATIVE, POSITIVE, SEED, FiniteFloat
+from ..errors import SynthfaceError
 
 
 @click.group()
@@ -51,7 +51,7 @@ def recognition(data, out, backbone, loss, margin, scale, embedding_dim, epochs,
                 warmup_epochs, held_out, crop, no_augment, drop_small, resume, seed, device, amp, workers,
                 checkpoint_every):
     """Train a face recogniser with a margin loss (arcface_torch's recipe) and export it."""
-    from .train.recognition import RecognitionConfig, train_recognition
+    from ..train.recognition import RecognitionConfig, train_recognition
 
     cfg = RecognitionConfig(data=data, out=out, backbone=backbone, loss=loss, margin=margin, scale=scale,
                             embedding_dim=embedding_dim, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
@@ -132,9 +132,9 @@ def attribute(data, task, out, weights, weighting, recognizer, cid_bandwidth, ci
               backbone, width, embedding_dim, size, crop, region, epochs, batch, lr, weight_decay, held_out,
               no_augment, resume, seed, device):
     """Train a face-attribute classifier, optionally identity-robust (CID); export ONNX + sidecar."""
-    from .methods.attribute_weights import make_weigher
-    from .methods.cid import CIDWeights
-    from .train.attribute import AttributeConfig, train_attribute
+    from ..methods.attribute_weights import make_weigher
+    from ..methods.cid import CIDWeights
+    from ..train.attribute import AttributeConfig, train_attribute
 
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     cfg = AttributeConfig(data=data, out=out, task=task, backbone=backbone, width=width, embedding_dim=embedding_dim,

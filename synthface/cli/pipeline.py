@@ -1,121 +1,20 @@
-"""Command-line interface (thin over the Python API). Option names follow NVIDIA's
+"""The main job, one command per step: `synthface label` (a bank of labelled latents), `fit` (the
+demographic latent model), `sample` (verified faces per cell), `generate` (N identities x K images per
+cell) and `merge` (a sharded dataset's manifest, exports and audit). Option names follow NVIDIA's
 generate.py where they overlap, so existing commands carry over."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
 
-from .cli_errors import SynthfaceGroup, check_environment, removed_on_failure
-from .cli_types import (CELLS, DEVICE, FINITE, FMR, FRACTION, NONNEG_INT, NONNEGATIVE, POSITIVE_INT, SEED, SEEDS,
-                        SIMILARITY, CommaList, FiniteFloat)
-from .errors import SynthfaceError
+from .errors import run_api as _run  # the command bodies below call it _run
+from .options import (CELLS, DEVICE, EMBEDDER_HELP, FINITE, FMR, FRACTION, LABELLER_HELP, NONNEG_INT, NONNEGATIVE,
+                      POSITIVE_INT, SCHEMA_HELP, SEED, SIMILARITY, CommaList, FiniteFloat, load_network)
 
 
-def _run(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except SynthfaceError as e:
-        raise click.ClickException(str(e)) from None
-
-
-@click.group(cls=SynthfaceGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="synthface")
-def main():
-    """synthface: demographically balanced synthetic faces from a pretrained StyleGAN2."""
-    check_environment()
-
-
-@main.command()
-@click.option("--network", "network", required=True, type=click.Path(dir_okay=False),
-              help="Generator file: NVIDIA .pkl, TensorFlow .pkl or synthface .safetensors.")
-@click.option("--seeds", required=True, type=SEEDS, help="Seeds, e.g. 0-7,12.")
-@click.option("--trunc", "truncation_psi", type=FINITE, default=1.0, show_default=True, help="Truncation psi.")
-@click.option("--trunc-cutoff", "truncation_cutoff", type=click.IntRange(min=0), default=None,
-              help="Truncate only the first N ws (default: all).")
-@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True)
-@click.option("--class-idx", type=NONNEG_INT, default=None, help="Class label (conditional networks only).")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to save seedNNNN.png.")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
-def images(network, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, device, batch_size):
-    """Generate images for a list of seeds (z = RandomState(seed).randn(1, z_dim))."""
-    from .fileio import save_image_atomic
-    from .generator.synthesis import generate_images
-    from .generator import load_generator, resolve_device
-
-    seed_list = seeds
-    dev = _run(resolve_device, device)
-    G = _run(load_generator, network, device=dev)
-    if truncation_cutoff is not None and truncation_cutoff > G.num_ws:
-        raise click.BadParameter(f"the network has {G.num_ws} ws; use a cutoff <= {G.num_ws}", param_hint="--trunc-cutoff")
-    out = Path(outdir)
-    count = 0
-    gen = generate_images(G, seed_list, truncation_psi, truncation_cutoff, noise_mode, class_idx, batch_size, dev,
-                          progress=True)
-    for seed, arr in _iter(gen):
-        save_image_atomic(arr, out / f"seed{seed:04d}.png")
-        count += 1
-    click.echo(f"wrote {count} images to {out}", err=True)
-
-
-def _iter(gen):
-    try:
-        yield from gen
-    except SynthfaceError as e:
-        raise click.ClickException(str(e)) from None
-
-
-@main.command()
-@click.argument("src", type=click.Path(dir_okay=False))
-@click.argument("dst", type=click.Path(dir_okay=False))
-def convert(src, dst):
-    """Convert a network (NVIDIA or TensorFlow pickle) to synthface's .safetensors format."""
-    from .generator import load_generator, save_generator
-    from .generator.checkpoint import file_sha256
-
-    if not dst.endswith(".safetensors"):
-        raise click.BadParameter("the output must end in .safetensors", param_hint="DST")
-    G, info = _run(load_generator, src, device="cpu", return_info=True)
-    save_generator(G, dst, source=f"{info.format} ({info.source})",
-                   extra_metadata={"source_sha256": file_sha256(src), "source_name": Path(src).name})
-    click.echo(f"wrote {dst}", err=True)
-
-
-@main.command()
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(path, as_json):
-    """Describe a network file: format, architecture, resolution, dims, parameters, sha256."""
-    from .generator import describe
-
-    d = _run(describe, path)
-    if as_json:
-        click.echo(json.dumps(d, indent=2))
-        return
-    width = max(map(len, d))
-    for k, v in d.items():
-        click.echo(f"{k:<{width}}  {v}")
-
-
-def _network(network: str, device: str):
-    """Load --network ('world': the demo world's generator) on --device."""
-    from .generator import load_generator, resolve_device
-
-    dev = _run(resolve_device, device)
-    return _run(load_generator, network, device=dev), dev
-
-
-LABELLER_HELP = ("Attribute labeller (repeatable): world, world-audit, onnx:PATH (JSON sidecar beside it), "
-                 "genderage:PACK_DIR_OR_ONNX, fairface:PT, fairface4:PT.")
-SCHEMA_HELP = ("Rename attributes / map label sets: a preset (fairface6, fairface4), a JSON file or inline JSON "
-               '{"ethnicity": {"from": "race", "classes": {"East Asian": "asian", ...}}}.')
-
-
-@main.command()
+@click.command()
 @click.option("--network", required=True, help="Generator file, or 'world' for the demo world's.")
 @click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True, help=LABELLER_HELP)
 @click.option("--schema", default=None, help=SCHEMA_HELP)
@@ -129,10 +28,10 @@ SCHEMA_HELP = ("Rename attributes / map label sets: a preset (fairface6, fairfac
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, batch_size, chunk_size, device):
     """Label a bank of generated faces: z -> w -> image -> attribute probabilities."""
-    from .labelling import load_labeller
-    from .latent import build_bank
+    from ..labelling import load_labeller
+    from ..latent import build_bank
 
-    G, dev = _network(network, device)
+    G, dev = load_network(network, device)
     lab = _run(load_labeller, labellers, schema, device=str(dev))
     bank = _run(build_bank, G, lab, out, n, seed=seed, truncation_psi=truncation_psi, noise_mode=noise_mode,
                 batch_size=batch_size, chunk_size=chunk_size, log=lambda m: click.echo(m, err=True))
@@ -140,7 +39,7 @@ def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, 
                + "; ".join(f"{a} ({', '.join(c)})" for a, c in bank.schema.items()), err=True)
 
 
-@main.command()
+@click.command()
 @click.option("--bank", required=True, type=click.Path(file_okay=False))
 @click.option("--attributes", type=CommaList(item="attribute"), default=None,
               help="comma-separated, e.g. gender,ethnicity (default: all)")
@@ -161,7 +60,7 @@ def fit(bank, attributes, out, confidence, projection, n_components, density, gm
     """Fit the demographic latent model (projection of W + one density per cell) on a bank."""
     import warnings
 
-    from .latent import DemographicLatentModel, LatentBank
+    from ..latent import DemographicLatentModel, LatentBank
 
     if shrinkage != "auto":
         try:
@@ -190,7 +89,7 @@ def fit(bank, attributes, out, confidence, projection, n_components, density, gm
     click.echo(f"wrote {out}", err=True)
 
 
-@main.command()
+@click.command()
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--network", required=True, help="the generator the bank was labelled with ('world' for the demo's)")
 @click.option("--cells", required=True, type=CELLS,
@@ -218,12 +117,12 @@ def fit(bank, attributes, out, confidence, projection, n_components, density, gm
 def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, audits, audit_schema,
            accept_confidence, truncation, budget, baseline_n, seed, save_images, batch_size, device):
     """Sample demographic cells with the latent model, verify, compare with the prior, report."""
-    from .labelling import load_labeller
-    from .latent import DemographicLatentModel, parse_cells, run_sampling
+    from ..labelling import load_labeller
+    from ..latent import DemographicLatentModel, parse_cells, run_sampling
 
     model = _run(DemographicLatentModel.load, model_path)
     specs = _run(parse_cells, cells, model.schema_, model.attributes_)
-    G, dev = _network(network, device)
+    G, dev = load_network(network, device)
     lab = None if no_verify else _run(load_labeller, labellers, schema, device=str(dev))
     aud = _run(load_labeller, audits, audit_schema, device=str(dev)) if audits else None
     rep = _run(run_sampling, model, G, specs, n, outdir, labeller=lab, audit=aud, seed=seed, truncation=truncation,
@@ -234,13 +133,7 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
     if short:
         raise click.ClickException(f"cells short of {n} accepted faces within the budget: {'; '.join(short)} "
                                    "(raise --budget, lower --accept-confidence, or refit on a larger bank)")
-
-
-EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DIR, torchscript:PATH, arcface:PATH "
-                 "(arcface_torch model.pt), torch:PATH (synthface backbone.safetensors).")
-
-
-@main.command()
+@click.command()
 @click.option("--network", required=True, help="the generator the latent model was fitted for ('world': the demo's)")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--cells", type=CELLS, default="all", show_default=True, help="'all' or cells separated by ';'")
@@ -314,7 +207,7 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
              identity_budget, capacity_candidates, variation_budget, full_res, seed, shard_index, num_shards,
              no_merge, ray_shards, audit_spec, rec_encoding, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
-    from .dataset import DatasetConfig, run_generate
+    from ..dataset import DatasetConfig, run_generate
 
     cfg = DatasetConfig(cells=cells, ids_per_cell=ids_per_cell, images_per_id=images_per_id, seed=seed,
                         separation=separation, separation_quantile=separation_quantile, separation_fmr=separation_fmr,
@@ -347,7 +240,7 @@ def _reference(embeddings, images):
     return embeddings or images
 
 
-@main.command("merge")
+@click.command("merge")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--audit", "audit_spec", default=None, help="recogniser that judges the set (" + EMBEDDER_HELP + ")")
 @click.option("--audit-threshold", type=SIMILARITY, default=None, help="its threshold, given (default: at --audit-fmr)")
@@ -364,7 +257,7 @@ def _reference(embeddings, images):
 def merge_cmd(out, audit_spec, audit_threshold, audit_fmr, audit_quantile, reference_embeddings, reference_images,
               network, rec_encoding, device):
     """Validate a (sharded) dataset; write manifest, RecordIO, HF metadata, pairs, metrics and card."""
-    from .dataset import run_merge
+    from ..dataset import run_merge
 
     _print_summary(_run(run_merge, out, audit_spec, audit_threshold, audit_quantile, network, device, audit_fmr,
                         _reference(reference_embeddings, reference_images), rec_encoding=rec_encoding,
@@ -382,142 +275,3 @@ def _print_summary(metrics: dict, out) -> None:
         click.echo(f"audit @ {a['threshold']:.3f}: cross-identity image pairs below {100 * a['cross_identity_image_pairs_below_threshold']:.2f}%, "
                    f"C_intra {a['C_intra']:.3f}, U_class {a['U_class']:.3f}", err=True)
     click.echo(f"wrote {Path(out) / 'README.md'}", err=True)
-
-
-@main.command()
-@click.option("--dataset", required=True, type=click.Path(file_okay=False),
-              help="a synthface dataset, or an ImageFolder of aligned 112x112 crops with --groups")
-@click.option("--recognizer", "--recogniser", "recognizers", multiple=True, required=True,
-              help="repeatable; compared side by side. " + EMBEDDER_HELP)
-@click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--groups", "groups_csv", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="CSV with columns identity,group (identity = folder name) for a plain ImageFolder")
-@click.option("--pairs", "pairs_path", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="reuse a pair list (pairs.csv of an earlier report)")
-@click.option("--genuine", type=POSITIVE_INT, default=3000, show_default=True, help="genuine pairs per group (at most)")
-@click.option("--impostor", type=POSITIVE_INT, default=3000, show_default=True,
-              help="impostor pairs per group (at most)")
-@click.option("--folds", type=click.IntRange(min=2), default=10, show_default=True)
-@click.option("--target-fmr", type=FMR, default=1e-3, show_default=True, help="FMR that sets the global threshold")
-@click.option("--cross-group", is_flag=True, help="draw impostors from every group, not only the same one")
-@click.option("--bootstrap", "n_boot", type=POSITIVE_INT, default=200, show_default=True,
-              help="resamples for the accuracy CIs")
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--device", type=DEVICE, default="cpu", show_default=True)
-@click.option("--method", "methods", multiple=True, type=click.Path(dir_okay=False),
-              help="repeatable: a fitted method (e.g. M.sensitivenets) applied to each recogniser's embeddings, "
-                   "scored beside the raw ones")
-def evaluate(dataset, recognizers, out, groups_csv, pairs_path, genuine, impostor, folds, target_fmr, cross_group,
-             n_boot, seed, device, methods):
-    """Per-group verification and fairness metrics of recognisers: report.md/.html, metrics.json, plots."""
-    from .evaluation import run_evaluation
-    from .identity import load_embedder
-    from .methods.projected import ProjectedEmbedder, load_method
-
-    recs = [(r, _run(load_embedder, r, device)) for r in recognizers]
-    fitted = [(m, _run(load_method, m)) for m in methods]
-    recs += [(f"{r}+{Path(m).name}", ProjectedEmbedder(e, f, m)) for r, e in list(recs) for m, f in fitted]
-    with removed_on_failure(out):
-        _run(run_evaluation, dataset, recs, out, groups_csv=groups_csv, pairs_path=pairs_path, genuine=genuine,
-             impostor=impostor, folds=folds, seed=seed, target_fmr=target_fmr, cross_group=cross_group,
-             n_boot=n_boot, log=lambda m: click.echo(m, err=True))
-    click.echo(f"wrote {Path(out) / 'report.html'}", err=True)
-
-
-@main.group()
-def ops():
-    """The StyleGAN2 CUDA kernels (stylegan_ops)."""
-
-
-@ops.command("doctor")
-def ops_doctor():
-    """Build the CUDA kernels, self-test them against the PyTorch ops and print a diagnosis."""
-    from stylegan_ops.doctor import run
-
-    ok = run(log=lambda m: click.echo(m))
-    if not ok:
-        sys.exit(1)
-
-
-@main.group()
-def world():
-    """The built-in demo world: procedural faces with known demographics."""
-
-
-@world.command("render")
-@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="image folder to create")
-@click.option("--identities", type=POSITIVE_INT, default=1000, show_default=True)
-@click.option("--images", "images_per_identity", type=POSITIVE_INT, default=6, show_default=True,
-              help="images per identity")
-@click.option("--size", type=click.IntRange(8, 4096), default=64, show_default=True)
-@click.option("--distribution", type=click.Choice(["biased", "balanced"]), default="biased", show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True, help="world seed")
-@click.option("--first-identity", type=NONNEG_INT, default=0, show_default=True)
-@click.option("--image-labels", is_flag=True, help="also record each image's smile, smile_score and glasses")
-def world_render(outdir, identities, images_per_identity, size, distribution, seed, first_identity, image_labels):
-    """Render a population as <identity>/<image>.png plus labels.jsonl (e.g. to train a GAN on)."""
-    from .world import BALANCED, BIASED, World
-    from .world.dataset import write_image_folder
-
-    w = World(seed=seed, distribution=BIASED if distribution == "biased" else BALANCED)
-    path = _run(write_image_folder, w, outdir, identities, images_per_identity, size, first_identity=first_identity,
-                log=lambda m: click.echo(m, err=True), per_image_labels=image_labels)
-    click.echo(str(path))
-
-
-@world.command("assess")
-@click.option("--network", default="world", show_default=True, help="Generator file, or 'world' for the shipped one.")
-@click.option("--seeds", type=SEEDS, default="0-1999", show_default=True, help="Seeds, e.g. 0-1999 or 50000-51999.")
-@click.option("--trunc", "truncation_psi", type=FINITE, default=1.0, show_default=True)
-@click.option("--outdir", required=True, type=click.Path(file_okay=False),
-              help="gets assessment.json, seed_grid.png and cells/<group>_<gender>.png contact sheets")
-@click.option("--device", type=DEVICE, default="auto", show_default=True)
-def world_assess(network, seeds, truncation_psi, outdir, device):
-    """Score a demo-world generator: confident labels, cell frequencies against the biased training mix."""
-    from .labelling import OnnxClassifier
-    from .world import BIASED
-    from .world.assess import assess_generator
-    from .assets import attribute_classifier_path
-
-    G, _ = _network(network, device)
-    clf = _run(OnnxClassifier, _run(attribute_classifier_path))
-    with removed_on_failure(outdir):
-        res = _run(assess_generator, G, clf, outdir, seeds=seeds, distribution=BIASED,
-                   truncation_psi=truncation_psi)
-    click.echo(json.dumps({k: v for k, v in res.items() if k != "contact_sheets"}, indent=2))
-
-
-@main.command()
-@click.option("--outdir", default="demo_out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--n", type=POSITIVE_INT, default=512, show_default=True, help="random faces to generate and label")
-@click.option("--bank-n", type=click.IntRange(min=1000), default=8000, show_default=True,
-              help="latents labelled to fit the latent model (from 1000: it needs 30 confident faces per cell)")
-@click.option("--per-cell", type=NONNEG_INT, default=100, show_default=True,
-              help="faces per cell in the balanced set (0: skip)")
-@click.option("--ids-per-cell", type=NONNEG_INT, default=10, show_default=True,
-              help="identities per cell in the dataset (0: skip)")
-@click.option("--images-per-id", type=POSITIVE_INT, default=5, show_default=True)
-def demo(outdir, n, bank_n, per_cell, ids_per_cell, images_per_id):
-    """Run the main job on the built-in demo world."""
-    from .demo import run_demo
-
-    _run(run_demo, outdir, n=n, bank_n=bank_n, per_cell=per_cell, ids_per_cell=ids_per_cell,
-         images_per_id=images_per_id, log=lambda m: click.echo(m, err=True))
-
-
-from .cli_train import train as _train_group  # noqa: E402  (the train group lives in its own file)
-main.add_command(_train_group)
-from .cli_attribute import evaluate_attribute as _evaluate_attribute  # noqa: E402
-main.add_command(_evaluate_attribute)
-from .cli_experiment import experiment as _experiment  # noqa: E402  (experiments registered in synthface.experiments)
-main.add_command(_experiment)
-from .cli_capacity import capacity as _capacity  # noqa: E402
-main.add_command(_capacity)
-from .cli_methods import register as _register_methods  # noqa: E402  (leakage; train sensitivenets)
-_register_methods(main)
-from .cli_san import register as _register_san  # noqa: E402  (train san, perturb, privacy)
-_register_san(main)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

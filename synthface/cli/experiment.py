@@ -9,8 +9,8 @@ import sys
 
 import click
 
-from .errors import SynthfaceError
-from .experiments import EXPERIMENTS
+from ..errors import SynthfaceError
+from ..experiments import EXPERIMENTS
 
 
 @click.group()
@@ -25,7 +25,7 @@ def _command(name: str, description: str) -> click.Command:
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="override a setting of the experiment's configuration (repeatable; values as JSON)")
     def cmd(out, quick, overrides):
-        from .experiments import get, parse_overrides
+        from ..experiments import get, parse_overrides
 
         try:
             run = get(name)

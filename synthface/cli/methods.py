@@ -1,73 +1,23 @@
-"""CLI of the embedding methods: `synthface train sensitivenets` and `synthface leakage`.
-
-Registered by synthface.cli through register(main): `leakage` at the top level, `sensitivenets` in the
-`train` group."""
+"""CLI of the embedding methods: `synthface train sensitivenets` and `synthface leakage` (cli/app.py puts
+`leakage` at the top level and `sensitivenets` in the `train` group)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Callable, Optional
 
 import click
 import numpy as np
 
-from .cli_errors import removed_on_failure
-from .cli_types import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, CommaList
+from .errors import removed_on_failure
+from .options import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, SEED, CommaList
 
 CLASSIFIERS = ("svm", "mlp", "rf", "logreg")
-from .errors import SynthfaceError
+from ..errors import SynthfaceError
 
 
 def _log(msg: str) -> None:
     click.echo(msg, err=True)
-
-
-def attributes_from_cells(cells) -> dict[str, np.ndarray]:
-    """Cell names to one label array per attribute: "group=group1,gender=female" gives {"group": ...,
-    "gender": ...}; a plain name (an ImageFolder's --groups CSV) is the attribute "group"."""
-    parsed = []
-    for c in cells:
-        c = str(c)
-        if "=" in c:
-            parsed.append(dict(part.split("=", 1) for part in c.split(",") if part))
-        else:
-            parsed.append({"group": c})
-    names = list(dict.fromkeys(k for p in parsed for k in p))
-    missing = [n for n in names if any(n not in p for p in parsed)]
-    if missing:
-        raise SynthfaceError(f"the dataset's cells do not all name {', '.join(missing)}; pass --sensitive with "
-                             f"attributes every cell has")
-    return {n: np.array([p[n] for p in parsed]) for n in names}
-
-
-def dataset_embeddings(dataset, recognizer: str, device: str = "cpu", cache_dir=None, groups_csv=None,
-                       method_path=None, log: Callable[[str], None] = _log):
-    """(X, identity, attributes) of every image of a dataset, embedded by a recogniser (optionally followed by
-    a fitted method), cached as `synthface evaluate` caches them."""
-    from .evaluation import embeddings, load_items
-    from .identity import load_embedder
-
-    items = load_items(dataset, groups_csv)
-    emb = load_embedder(recognizer, device)
-    if method_path:
-        from .methods.projected import ProjectedEmbedder, load_method
-        emb = ProjectedEmbedder(emb, load_method(method_path), method_path)
-    E = embeddings(emb, items, items.paths, Path(cache_dir) if cache_dir else None, log=log)
-    X = np.stack([E[p] for p in items.paths])
-    return X, np.asarray(items.identity), attributes_from_cells(items.group)
-
-
-def _pick(attrs: dict, sensitive: Optional[str]) -> dict:
-    if not sensitive:
-        return attrs
-    names = [s.strip() for s in (sensitive.split(",") if isinstance(sensitive, str) else sensitive) if s.strip()]
-    unknown = [n for n in names if n not in attrs]
-    if unknown:
-        raise SynthfaceError(f"unknown sensitive attribute(s) {', '.join(unknown)}; the dataset has "
-                             f"{', '.join(attrs)}")
-    return {n: attrs[n] for n in names}
 
 
 def _fail(e: SynthfaceError):
@@ -94,30 +44,16 @@ def _fail(e: SynthfaceError):
 def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classifiers, folds, n_boot, seed, device,
                 out):
     """How well fresh classifiers recover sensitive attributes from embeddings: report.md and report.json."""
-    from .evaluation.leakage import leakage, leakage_markdown
-    from .fileio import atomic_write, write_json_atomic
+    from ..methods.dataset_jobs import run_leakage
 
     out = Path(out)
-    clfs = tuple(classifiers)
     with removed_on_failure(out):
         try:
-            runs = [("raw", None)] + ([("projected", method_path)] if method_path else [])
-            report = {"dataset": str(dataset), "recognizer": recognizer, "method": method_path, "results": {}}
-            md = [f"# Attribute leakage\n\nDataset `{dataset}`, recogniser `{recognizer}`"
-                  + (f", method `{method_path}`" if method_path else "") + ".\n"]
-            for name, mp in runs:
-                X, ident, attrs = dataset_embeddings(dataset, recognizer, device, out / "cache", groups_csv, mp)
-                _log(f"{name}: {len(X)} embeddings of {len(np.unique(ident))} identities; probing "
-                     f"{', '.join(clfs)}")
-                res = leakage(X, _pick(attrs, sensitive), groups=ident, classifiers=clfs, folds=folds, seed=seed,
-                              n_boot=n_boot)
-                report["results"][name] = res
-                md.append(leakage_markdown(res, "raw embeddings" if name == "raw" else "after the method"))
-            write_json_atomic(out / "report.json", report)
-            atomic_write(out / "report.md", lambda f: f.write("\n".join(md).encode()))
+            _, md = run_leakage(dataset, recognizer, out, method_path, sensitive, groups_csv, classifiers, folds,
+                                n_boot, seed, device, log=_log)
         except SynthfaceError as e:
             _fail(e)
-    click.echo("\n".join(md))
+    click.echo(md)
     _log(f"wrote {out / 'report.md'}")
 
 
@@ -150,13 +86,14 @@ def leakage_cmd(dataset, recognizer, method_path, sensitive, groups_csv, classif
 def sensitivenets_cmd(dataset, recognizer, sensitive, groups_csv, out, cache, hidden, margin, lam, target,
                       target_prob, detectors, pool_size, detector_steps, warmup_epochs, epochs, batch_size, lr, seed, device):
     """Fit SensitiveNets on a dataset's embeddings: keep identity, remove the sensitive attributes."""
-    from .methods import SensitiveNets
+    from ..methods import SensitiveNets
+    from ..methods.dataset_jobs import dataset_embeddings, select_attributes
 
     out = Path(out)
     try:
         X, ident, attrs = dataset_embeddings(dataset, recognizer, device,
-                                             Path(cache) if cache else out.parent / "cache", groups_csv)
-        sens = _pick(attrs, sensitive)
+                                             Path(cache) if cache else out.parent / "cache", groups_csv, log=_log)
+        sens = select_attributes(attrs, sensitive)
         _log(f"{len(X)} embeddings of {len(np.unique(ident))} identities, {X.shape[1]}-d; removing "
              f"{', '.join(sens)}")
         m = SensitiveNets(hidden=hidden, margin=margin, lam=lam, target=target, target_prob=target_prob,
@@ -170,12 +107,3 @@ def sensitivenets_cmd(dataset, recognizer, sensitive, groups_csv, out, cache, hi
     last = m.history_[-1] if m.history_ else {}
     click.echo(json.dumps({"out": str(out), "epochs": len(m.history_), "seconds": round(m.fit_seconds_, 1),
                            "detector_acc": last.get("detector_acc")}, indent=2))
-
-
-def register(main: click.Group) -> None:
-    main.add_command(leakage_cmd)
-    train = main.commands.get("train")
-    if train is None:
-        print("synthface: no train group; `train sensitivenets` is unavailable", file=sys.stderr)
-        return
-    train.add_command(sensitivenets_cmd)

@@ -1,18 +1,15 @@
-"""CLI of Semi-Adversarial Networks: `synthface train san`, `synthface perturb`, `synthface privacy`.
-
-Registered by synthface.cli through register(main): perturb and privacy at the top level, san in the
-`train` group."""
+"""CLI of Semi-Adversarial Networks: `synthface train san`, `synthface perturb`, `synthface privacy`
+(cli/app.py puts perturb and privacy at the top level and san in the `train` group)."""
 
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from .cli_errors import removed_on_failure
-from .cli_types import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED
-from .errors import SynthfaceError
+from .errors import removed_on_failure
+from .options import DEVICE, NONNEG_INT, NONNEGATIVE, POSITIVE, POSITIVE_INT, SEED
+from ..errors import SynthfaceError
 
 
 def _log(msg: str) -> None:
@@ -72,9 +69,9 @@ def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channel
               epochs, matcher_start, gender_weight, rec_weight, matcher_weight, lr, batch, no_augment, members, rule,
               work_dir, seed, device, threads):
     """Train a Semi-Adversarial Network (or an ensemble) that hides gender and keeps faces matchable."""
-    from .methods.san import SemiAdversarialNet
-    from .methods.san_ensemble import SANEnsemble
-    from .methods.san_privacy import face_table, read_images
+    from ..methods.san import SemiAdversarialNet
+    from ..methods.san_ensemble import SANEnsemble
+    from ..methods.san_privacy import face_table, read_images
 
     _threads(threads)
     try:
@@ -111,8 +108,8 @@ def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channel
 def perturb(model_path, dataset, out, prototype, threads):
     """Perturb every face of a dataset with a SAN; writes a dataset every synthface command reads, and
     contact_sheet.png (original / same / opposite / neutral)."""
-    from .methods.san_ensemble import load_san
-    from .methods.san_privacy import perturb_dataset
+    from ..methods.san_ensemble import load_san
+    from ..methods.san_privacy import perturb_dataset
 
     _threads(threads)
     try:
@@ -138,7 +135,7 @@ def perturb(model_path, dataset, out, prototype, threads):
 def privacy(original, perturbed, classifiers, recognizers, layout, out, seed, device):
     """Gender-classifier error and AUC on original vs perturbed faces, and matcher TMR at FMR 1e-3 / 1e-2 of
     perturbed probes against original galleries, per cell: report.md, report.html, results.json."""
-    from .methods.san_privacy import evaluate_privacy, privacy_markdown, write_privacy_report
+    from ..methods.san_privacy import evaluate_privacy, privacy_markdown, write_privacy_report
 
     try:
         with removed_on_failure(out):
@@ -150,14 +147,4 @@ def privacy(original, perturbed, classifiers, recognizers, layout, out, seed, de
     _log(f"wrote {path}")
 
 
-def register(main: click.Group) -> None:
-    main.add_command(perturb)
-    main.add_command(privacy)
-    train = main.commands.get("train")
-    if train is None:
-        print("synthface: no train group; `train san` is unavailable", file=sys.stderr)
-        return
-    train.add_command(train_san)
-
-
-__all__ = ["register", "train_san", "perturb", "privacy"]
+__all__ = ["train_san", "perturb", "privacy"]
