@@ -88,7 +88,7 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     monkeypatch.setattr(P, "build_balanced", lambda cfg, G, path, log: _stand_in(5_000_000, "bal")(cfg, path, None))
     monkeypatch.setattr(P, "build_prior", lambda cfg, G, b, path, log: _stand_in(6_000_000, "prior")(cfg, path, None))
     over = {"ids_per_cell": 2, "images_per_id": 3, "bench_ids_per_cell": 4, "bench_images": 4, "epochs": 1,
-            "batch": 16, "n_boot": 10, "embedding_dim": 16}
+            "batch": 16, "n_boot": 10, "embedding_dim": 16, "sets": ["a", "b", "c", "d"]}
     res = P.run(tmp_path, overrides=over, log=lambda m: None)
     for f in ("report.md", "report.html", "results.json", "accuracy.png"):
         assert (tmp_path / f).is_file()
@@ -120,3 +120,23 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     assert {"data/benchmark", "data/real", "runs/a_real", "runs/d_mixed"} <= set(again["info"]["reused"])
     assert [r["accuracy_mean"] for r in again["table"]] == [r["accuracy_mean"] for r in saved["table"]]
     assert "reused from an earlier run" in (tmp_path / "report.md").read_text()
+
+
+def test_scale_sets_take_the_first_identities_of_each_cell(tmp_path):
+    """b2/b5 are the first 2x/5x identities per cell of the balanced selection; e1/e2/e5 add all of a."""
+    names = P.cell_names()
+    for sub, prefix, n_per_cell in (("real", "real", 4), ("balanced", "bal", 10)):
+        rows = [{"path": f"{c}-{i}.png", "identity": f"{prefix}{100 * c + i}", "cell": names[c]}
+                for c in range(6) for i in range(n_per_cell)]
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "rows.json").write_text(json.dumps(rows))
+    cfg = P.PretrainConfig(ids_per_cell=2, sets=("a", "b", "b2", "b5", "d", "e1", "e2", "e5"))
+    sets = P.training_sets(cfg, tmp_path)
+    ids = {k: {r["identity"] for r in v} for k, v in sets.items()}
+    assert [len(ids[k]) for k in ("a", "b", "b2", "b5")] == [24, 12, 24, 60]
+    assert ids["b"] < ids["b2"] < ids["b5"]
+    # the first identities of each cell, in selection order (bal{100c + i}, i < n)
+    assert ids["b2"] == {f"bal{100 * c + i}" for c in range(6) for i in range(4)}
+    for k, b in (("e1", "b"), ("e2", "b2"), ("e5", "b5")):
+        assert ids[k] == ids["a"] | ids[b] and len(sets[k]) == len(sets["a"]) + len(sets[b])
+    assert len(ids["d"]) == 12 and sum(i.startswith("bal") for i in ids["d"]) == 6
