@@ -124,6 +124,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local, True)
 
 
+def leave_distributed(di: DistInfo, finished: bool) -> None:
+    """Leave the process group this process joined. After a finished run every rank first waits at
+    a barrier: a rank that tears gloo down while its peer is still writing can abort the peer
+    ("terminate called without an active exception"). After an error there is no barrier, since
+    the other ranks may never arrive."""
+    if not di.initialised_here:
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -308,11 +320,12 @@ class Trainer:
         (model in eval mode; it is put back in train mode). meta: JSON-able facts about the run
         (architecture, class count, ...) that must match when resuming."""
         di = init_distributed(self.device)
+        finished = False
         try:
             self._fit(di, model, dataset, make_optimizer, make_scheduler, evaluate, meta or {}, collate_fn)
+            finished = True
         finally:
-            if di.initialised_here:
-                dist.destroy_process_group()
+            leave_distributed(di, finished)
         return self
 
     def _resume_or_seed(self, di, ckpt_path, meta, steps_per_epoch, total, model, optimizer, scheduler, scaler):

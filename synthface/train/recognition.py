@@ -33,7 +33,7 @@ from ..errors import SynthfaceError
 from ..fairness.metrics import kfold_accuracy
 from ..fileio import atomic_write, write_json_atomic
 from .data import FaceDataset
-from .engine import PolyWarmup, Trainer, init_distributed, seed_everything
+from .engine import PolyWarmup, Trainer, init_distributed, leave_distributed, seed_everything
 from .losses import MarginHead, margin_loss
 
 # recognisers train in channels_last on every device: faster convolutions on CUDA and, with oneDNN, on CPU
@@ -269,12 +269,12 @@ def train_recognition(cfg: RecognitionConfig, log: Callable[[str], None] = lambd
             "embedding_dim": cfg.embedding_dim, "num_classes": train_set.num_classes, "loss": cfg.loss,
             "margin": cfg.margin, "scale": cfg.scale, "held_out": cfg.held_out, "images": len(train_set)}
     t0 = time.perf_counter()
+    finished = False
     try:
         trainer.fit(model, train_set, make_optimizer, make_scheduler, evaluate=evaluate, meta=meta)
+        finished = True
     finally:
-        if di.initialised_here:
-            import torch.distributed as dist
-            dist.destroy_process_group()
+        leave_distributed(di, finished)
     if not main:
         return {"rank": di.rank}
     if trainer.stopped_:
