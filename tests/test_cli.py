@@ -121,3 +121,21 @@ def test_world_assess_rejects_a_missing_network(tmp_path):
     r = CliRunner().invoke(main, ["world", "assess", "--network", str(tmp_path / "nope.pkl"),
                                   "--outdir", str(tmp_path / "o")])
     assert r.exit_code != 0 and "nope.pkl" in r.output
+
+
+def _all_commands(group, prefix=()):
+    import click
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _all_commands(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,)
+
+
+def test_every_help_page_renders_cleanly():
+    """No unbounded range shown as 'x<=None' and no doubled '%%' in any command's --help."""
+    for path in _all_commands(main):
+        r = CliRunner().invoke(main, [*path, "--help"])
+        assert r.exit_code == 0, (path, r.output)
+        assert "None]" not in r.output and "<=None" not in r.output, (path, r.output)
+        assert "%%" not in r.output, (path, r.output)

@@ -46,6 +46,12 @@ class FiniteFloat(click.FloatRange):
             return ""
         return f" in the range {self._describe_range()}"
 
+    def _describe_range(self) -> str:
+        # click would print an unbounded range as 'x<=None' in --help
+        if self.min is None and self.max is None:
+            return ""
+        return super()._describe_range()
+
 
 FINITE = FiniteFloat()
 PROBABILITY = FiniteFloat(0.0, 1.0)

@@ -174,7 +174,7 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
 @click.option("--strength", type=NONNEGATIVE, default=None,
               help="step along the variation directions [default: 1.0 labelled (reach the target), 0.5 pca]")
 @click.option("--mix-from", type=NONNEG_INT, default=None,
-              help="style-mix layers from this w index on (default: 60%% of them)")
+              help="style-mix layers from this w index on (default: 60% of them)")
 @click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
 @click.option("--trunc", "truncation", type=FINITE, default=1.0, show_default=True)
 @click.option("--identity-budget", type=FiniteFloat(min=1.0), default=50.0, show_default=True,
