@@ -97,7 +97,8 @@ DEMO_SAMPLE = dict(accept_confidence=0.99, truncation=1.0, budget=8.0)
 # at FMR 1e-3, the usual verification operating point (at 1e-4 an identity of a latent model fitted on
 # a small bank could find no variation at all); the audit recogniser judges at its own FMR 1e-3.
 # Images of one identity vary along labelled nuisance directions (pose, expression, light, glasses read by
-# the world's nuisance regressor), each aimed at one renderer face's values (strength None: reach it).
+# the world's nuisance regressor), each aimed at one renderer face's values (strength None: the full
+# conditional-mean step, which moves a nuisance by about its W readout's R^2 times the distance to the target).
 DEMO_IDENTITIES = dict(accept_confidence=0.99, separation_fmr=1e-4, consistency_fmr=1e-3, reference="world",
                        variations="labelled", nuisance_regressor="world", strength=None, identity_budget=150.0,
                        variation_budget=60)

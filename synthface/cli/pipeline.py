@@ -172,7 +172,8 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
 @click.option("--nuisance-regressor", default=None,
               help="world (the demo's, default with --network world) or onnx:PATH (regressor + JSON sidecar)")
 @click.option("--strength", type=NONNEGATIVE, default=None,
-              help="step along the variation directions [default: 1.0 labelled (reach the target), 0.5 pca]")
+              help="step along the variation directions [default: 1.0 labelled (the full conditional-mean step "
+                   "towards a reference face's values), 0.5 pca]")
 @click.option("--mix-from", type=NONNEG_INT, default=None,
               help="style-mix layers from this w index on (default: 60% of them)")
 @click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
