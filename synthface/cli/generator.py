@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .errors import api_iter, run_api
-from .options import DEVICE, FINITE, NONNEG_INT, SEEDS
+from .options import DEVICE, FINITE, NONNEG_INT, PRECISION_HELP, SEEDS
 
 
 @click.command()
@@ -23,7 +23,10 @@ from .options import DEVICE, FINITE, NONNEG_INT, SEEDS
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where to save seedNNNN.png.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
-def images(network, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, device, batch_size):
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help=PRECISION_HELP)
+def images(network, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, device, batch_size,
+           precision):
     """Generate images for a list of seeds (z = RandomState(seed).randn(1, z_dim))."""
     from ..fileio import save_image_atomic
     from ..generator.synthesis import generate_images
@@ -31,7 +34,7 @@ def images(network, seeds, truncation_psi, truncation_cutoff, noise_mode, class_
 
     seed_list = seeds
     dev = run_api(resolve_device, device)
-    G = run_api(load_generator, network, device=dev)
+    G = run_api(load_generator, network, device=dev, precision=precision)
     if truncation_cutoff is not None and truncation_cutoff > G.num_ws:
         raise click.BadParameter(f"the network has {G.num_ws} ws; use a cutoff <= {G.num_ws}", param_hint="--trunc-cutoff")
     out = Path(outdir)

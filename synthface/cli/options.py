@@ -200,10 +200,14 @@ EMBEDDER_HELP = ("Recogniser: world, world-audit, onnx:PATH, insightface:PACK_DI
                  "(arcface_torch model.pt), torch:PATH (synthface backbone.safetensors).")
 
 
-def load_network(network: str, device: str):
+PRECISION_HELP = ("synthesis arithmetic on CPU: fp32, or bf16 (faster on CPUs with bf16 units, about 1e-1 largest "
+                  "pixel error on a [-1, 1] scale; a bank or dataset keeps the precision it was begun with)")
+
+
+def load_network(network: str, device: str, precision: str = "fp32"):
     """Load --network ('world': the demo world's generator) on --device; returns (G, torch device)."""
     from ..generator import load_generator, resolve_device
     from .errors import run_api
 
     dev = run_api(resolve_device, device)
-    return run_api(load_generator, network, device=dev), dev
+    return run_api(load_generator, network, device=dev, precision=precision), dev

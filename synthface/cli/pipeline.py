@@ -11,7 +11,8 @@ import click
 
 from .errors import run_api as _run  # the command bodies below call it _run
 from .options import (CELLS, DEVICE, EMBEDDER_HELP, FINITE, FMR, FRACTION, LABELLER_HELP, NONNEG_INT, NONNEGATIVE,
-                      POSITIVE_INT, SCHEMA_HELP, SEED, SIMILARITY, CommaList, FiniteFloat, load_network)
+                      POSITIVE_INT, PRECISION_HELP, SCHEMA_HELP, SEED, SIMILARITY, CommaList, FiniteFloat,
+                      load_network)
 
 
 @click.command()
@@ -26,12 +27,15 @@ from .options import (CELLS, DEVICE, EMBEDDER_HELP, FINITE, FMR, FRACTION, LABEL
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--chunk", "chunk_size", type=click.IntRange(min=1), default=4096, show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, batch_size, chunk_size, device):
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help=PRECISION_HELP)
+def label(network, labellers, schema, n, out, seed, truncation_psi, noise_mode, batch_size, chunk_size, device,
+          precision):
     """Label a bank of generated faces: z -> w -> image -> attribute probabilities."""
     from ..labelling import load_labeller
     from ..latent import build_bank
 
-    G, dev = load_network(network, device)
+    G, dev = load_network(network, device, precision)
     lab = _run(load_labeller, labellers, schema, device=str(dev))
     bank = _run(build_bank, G, lab, out, n, seed=seed, truncation_psi=truncation_psi, noise_mode=noise_mode,
                 batch_size=batch_size, chunk_size=chunk_size, log=lambda m: click.echo(m, err=True))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, SynthfaceError
-from .networks import Generator
+from .networks import CPU_PRECISIONS, Generator
 from ..weights import scrub_torch_advice
 from .safe_pickle import EasyDict, PersistentStub, TFNetworkStub, restricted_load
 from ..fileio import atomic_write
@@ -441,15 +441,19 @@ def resolve_network(path: PathLike) -> PathLike:
     return path
 
 
-def load_generator(path: PathLike, device: Union[str, torch.device, None] = "cpu", return_info: bool = False):
+def load_generator(path: PathLike, device: Union[str, torch.device, None] = "cpu", return_info: bool = False,
+                   precision: str = "fp32"):
     """Load a StyleGAN2 generator from any supported file, auto-detecting the format.
 
     `path` "world" names the demo world's shipped generator. Returns the network in eval mode
-    without gradients (and the CheckpointInfo if asked).
+    without gradients (and the CheckpointInfo if asked). `precision` "bf16" runs synthesis in
+    bfloat16 on CPU (Generator.set_cpu_precision).
     """
+    if precision not in CPU_PRECISIONS:
+        raise SynthfaceError(f"precision must be one of {', '.join(CPU_PRECISIONS)}, got {precision!r}")
     path = resolve_network(path)
     config, tensors, info = read_checkpoint(path)
-    G = build_generator(config, tensors, where=str(path)).to(resolve_device(device))
+    G = build_generator(config, tensors, where=str(path)).to(resolve_device(device)).set_cpu_precision(precision)
     return (G, info) if return_info else G
 
 

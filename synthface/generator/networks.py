@@ -243,8 +243,15 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
+CPU_PRECISIONS = ("fp32", "bf16")
+
+
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, C, R, R] in about [-1, 1]."""
+
+    # "bf16": run under CPU autocast (oneDNN uses AMX / AVX512-BF16 where the CPU has them); set by
+    # Generator.set_cpu_precision, not part of the weights. The image always comes back fp32.
+    cpu_precision = "fp32"
 
     def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, num_fp16_res=0,
                  **block_kwargs):
@@ -269,6 +276,12 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws, **block_kwargs):
         _check_shape(ws, [None, self.num_ws, self.w_dim], "ws")
         ws = ws.to(torch.float32)
+        if self.cpu_precision == "bf16" and ws.device.type == "cpu":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self._blocks(ws, **block_kwargs).float()
+        return self._blocks(ws, **block_kwargs)
+
+    def _blocks(self, ws, **block_kwargs):
         x = img = None
         w_idx = 0
         # A block's torgb shares its w with the next block's first conv.
@@ -304,6 +317,15 @@ class Generator(nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv,
                               noise_generator=noise_generator)
+
+    def set_cpu_precision(self, precision: str) -> "Generator":
+        """'fp32' (default) or 'bf16': the arithmetic of synthesis on CPU (CUDA runs the checkpoint's own
+        fp16/fp32 split whatever this says). bf16 trades about 1e-1 of largest pixel error (on a [-1, 1]
+        scale) for speed on CPUs with bf16 units; docs/benchmarks.md has the measured figures."""
+        if precision not in CPU_PRECISIONS:
+            raise ValueError(f"CPU precision must be one of {', '.join(CPU_PRECISIONS)}, got {precision!r}")
+        self.synthesis.cpu_precision = precision
+        return self
 
     def labels(self, class_idx: Optional[int], batch: int, device) -> Optional[torch.Tensor]:
         """One-hot class labels for conditional generators (None for unconditional ones)."""

@@ -55,6 +55,11 @@ def generator_hash(G) -> str:
     for name, t in sorted(G.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    # bf16 synthesis draws other pixels from the same weights: a bank or dataset begun in one
+    # precision must not resume in the other (fp32 keeps the hash it always had)
+    precision = getattr(getattr(G, "synthesis", None), "cpu_precision", "fp32")
+    if precision != "fp32":
+        h.update(f"cpu_precision={precision}".encode())
     return h.hexdigest()[:16]
 
 
