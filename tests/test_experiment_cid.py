@@ -15,7 +15,8 @@ TOY = ["--set", "n_train=48", "--set", "pool_people=30", "--set", "test_people=6
        "--set", "calib_people=4", "--set", "calib_images=2", "--set", "epochs=1", "--set", "rhos=[0.0,0.9]",
        "--set", "seeds=[0]", "--set", "width=4", "--set", "embedding_dim=8", "--set", "batch=16",
        "--set", "methods=[\"erm\",\"cid\",\"oracle\"]", "--set", "labeller_people=8", "--set", "labeller_images=2",
-       "--set", "labeller_epochs=1"]
+       "--set", "labeller_epochs=1", "--set", "test_lookalikes=4", "--set", "val_people=4", "--set", "val_lookalikes=2",
+       "--set", "bandwidth_grid=[0.5,1.0]"]
 
 
 def test_registry_and_overrides():
@@ -32,7 +33,8 @@ def test_registry_and_overrides():
 
 def test_bias_injected_data_and_weights():
     cfg = CIDExperimentConfig(n_train=40, pool_people=24, test_people=4, test_images=4, calib_people=2,
-                              calib_images=2, rhos=[0.0, 0.9])
+                              calib_images=2, rhos=[0.0, 0.9], test_smile_mix=[0.5], test_lookalikes=0,
+                              bandwidth_grid=[])  # issue 16's design
     data = build_data(cfg, log=lambda s: None)
     pool, test = data["pool"], data["test"]
     from synthface.world import World
@@ -40,6 +42,7 @@ def test_bias_injected_data_and_weights():
     assert World(0).identities(pool["dominant"].tolist())["glasses_habit"].all()
     dom = np.isin(pool["identity"], pool["dominant"])
     assert (pool["smile"][dom] == 1).all() and (pool["identity"] < 1_000_000).all()
+    assert data["val"] is None
     # test people are others, each with half smiling images
     assert not set(test["identity"]) & set(pool["identity"])
     for v in np.unique(test["identity"]):
@@ -162,3 +165,25 @@ def test_combine_pools_seed_split_runs(tmp_path, toy_run):
     assert mean == pytest.approx(res["aggregate"]["erm"]["0.0"]["accuracy"][0] + 0.05)
     assert std == pytest.approx(0.1 / np.sqrt(2))
     assert (tmp_path / "both" / "report.html").is_file()
+
+
+def test_cid_bandwidth_is_chosen_on_calibration_people(toy_run):
+    """Issue 26: CID's factor is the grid's best on the calibration people's validation images (not
+    the test people's), the touched people are scored, and the report says so."""
+    res = json.loads((toy_run / "results.json").read_text())
+    for row in res["runs"]:
+        assert "val_worst_10pct_identity_accuracy" in row and "touched_worst_10pct_identity_accuracy" in row
+        assert row["touched_people"] >= 4  # the look-alikes at least
+        if row["method"] != "cid":
+            assert "grid_val" not in row
+            continue
+        val = row["grid_val"]
+        assert set(val) == {"0.5", "1.0"} and row["bandwidth_factor"] in (0.5, 1.0)
+        best = max(val.values(), key=lambda v: (v["worst_10pct_identity_accuracy"], v["accuracy"]))
+        assert val[str(row["bandwidth_factor"])] == best
+        assert row["val_worst_10pct_identity_accuracy"] == best["worst_10pct_identity_accuracy"]
+        assert row["grid_test"][str(row["bandwidth_factor"])]["accuracy"] == row["accuracy"]
+    assert res["info"]["chosen_factors"]["0.9"] == [r["bandwidth_factor"] for r in res["runs"]
+                                                    if r["method"] == "cid" and r["rho"] == 0.9]
+    md = (toy_run / "report.md").read_text()
+    assert "chosen per training set" in md and "touched people" in md
