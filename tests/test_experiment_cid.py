@@ -187,3 +187,23 @@ def test_cid_bandwidth_is_chosen_on_calibration_people(toy_run):
                                                     if r["method"] == "cid" and r["rho"] == 0.9]
     md = (toy_run / "report.md").read_text()
     assert "chosen per training set" in md and "touched people" in md
+
+
+def test_rescore_reproduces_the_run_and_scores_another_design(toy_run, capsys):
+    """scripts/rescore_cid.py: the run's own design gives the run's figures; issue 16's design
+    (half of everyone's images smiling, no look-alikes) scores the same models on other people."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "rescore_cid.py"
+    spec = importlib.util.spec_from_file_location("rescore_cid", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = json.loads((toy_run / "results.json").read_text())
+    same = mod.main([str(toy_run)])
+    for m, per in same["aggregate"].items():
+        for rho, v in per.items():
+            for k in ("accuracy", "worst_10pct_identity_accuracy", "touched_worst_10pct_identity_accuracy"):
+                assert v[k][0] == pytest.approx(res["aggregate"][m][rho][k][0], abs=1e-12)
+    old = mod.main([str(toy_run), "--set", "test_smile_mix=[0.5]", "--set", "test_lookalikes=0"])
+    assert old["test_images"] == 6 * 4 < same["test_images"]
+    assert set(old["aggregate"]) == set(same["aggregate"])
