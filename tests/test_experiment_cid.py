@@ -65,6 +65,13 @@ def test_acceptance_reads_the_aggregate():
     acc = acceptance(agg, cfg)
     assert acc["per_rho"]["0.5"]["beyond_spread"] and not acc["per_rho"]["0.9"]["beyond_spread"]
     assert not acc["cid_beats_erm_at_rho_ge_0.5"] and acc["cid_drop_smaller_than_erm"]
+    # issue 26: rho 0.5 alone, over all test people and over the touched ones
+    assert acc["cid_beats_erm_at_rho_0.5"] and "cid_beats_erm_touched_at_rho_0.5" not in acc
+    t = "touched_worst_10pct_identity_accuracy"
+    agg["erm"]["0.5"][t], agg["cid"]["0.5"][t] = [0.3, 0.05], [0.34, 0.01]
+    acc = acceptance(agg, cfg)
+    assert acc["touched_per_rho"]["0.5"]["cid_minus_erm"] == pytest.approx(0.04)
+    assert not acc["cid_beats_erm_touched_at_rho_0.5"]  # +0.04 within the spread 0.05
 
 
 def _render_crops(first: int, n: int, images: int):
