@@ -15,7 +15,8 @@ TOY = ["--set", "n_train=48", "--set", "pool_people=30", "--set", "test_people=6
        "--set", "calib_people=4", "--set", "calib_images=2", "--set", "epochs=1", "--set", "rhos=[0.0,0.9]",
        "--set", "seeds=[0]", "--set", "width=4", "--set", "embedding_dim=8", "--set", "batch=16",
        "--set", "methods=[\"erm\",\"cid\",\"oracle\"]", "--set", "labeller_people=8", "--set", "labeller_images=2",
-       "--set", "labeller_epochs=1"]
+       "--set", "labeller_epochs=1", "--set", "test_lookalikes=4", "--set", "val_people=4", "--set", "val_lookalikes=2",
+       "--set", "bandwidth_grid=[0.5,1.0]"]
 
 
 def test_registry_and_overrides():
@@ -32,7 +33,8 @@ def test_registry_and_overrides():
 
 def test_bias_injected_data_and_weights():
     cfg = CIDExperimentConfig(n_train=40, pool_people=24, test_people=4, test_images=4, calib_people=2,
-                              calib_images=2, rhos=[0.0, 0.9])
+                              calib_images=2, rhos=[0.0, 0.9], test_smile_mix=[0.5], test_lookalikes=0,
+                              bandwidth_grid=[])  # issue 16's design
     data = build_data(cfg, log=lambda s: None)
     pool, test = data["pool"], data["test"]
     from synthface.world import World
@@ -40,6 +42,7 @@ def test_bias_injected_data_and_weights():
     assert World(0).identities(pool["dominant"].tolist())["glasses_habit"].all()
     dom = np.isin(pool["identity"], pool["dominant"])
     assert (pool["smile"][dom] == 1).all() and (pool["identity"] < 1_000_000).all()
+    assert data["val"] is None
     # test people are others, each with half smiling images
     assert not set(test["identity"]) & set(pool["identity"])
     for v in np.unique(test["identity"]):
@@ -62,6 +65,13 @@ def test_acceptance_reads_the_aggregate():
     acc = acceptance(agg, cfg)
     assert acc["per_rho"]["0.5"]["beyond_spread"] and not acc["per_rho"]["0.9"]["beyond_spread"]
     assert not acc["cid_beats_erm_at_rho_ge_0.5"] and acc["cid_drop_smaller_than_erm"]
+    # issue 26: rho 0.5 alone, over all test people and over the touched ones
+    assert acc["cid_beats_erm_at_rho_0.5"] and "cid_beats_erm_touched_at_rho_0.5" not in acc
+    t = "touched_worst_10pct_identity_accuracy"
+    agg["erm"]["0.5"][t], agg["cid"]["0.5"][t] = [0.3, 0.05], [0.34, 0.01]
+    acc = acceptance(agg, cfg)
+    assert acc["touched_per_rho"]["0.5"]["cid_minus_erm"] == pytest.approx(0.04)
+    assert not acc["cid_beats_erm_touched_at_rho_0.5"]  # +0.04 within the spread 0.05
 
 
 def _render_crops(first: int, n: int, images: int):
@@ -162,3 +172,45 @@ def test_combine_pools_seed_split_runs(tmp_path, toy_run):
     assert mean == pytest.approx(res["aggregate"]["erm"]["0.0"]["accuracy"][0] + 0.05)
     assert std == pytest.approx(0.1 / np.sqrt(2))
     assert (tmp_path / "both" / "report.html").is_file()
+
+
+def test_cid_bandwidth_is_chosen_on_calibration_people(toy_run):
+    """Issue 26: CID's factor is the grid's best on the calibration people's validation images (not
+    the test people's), the touched people are scored, and the report says so."""
+    res = json.loads((toy_run / "results.json").read_text())
+    for row in res["runs"]:
+        assert "val_worst_10pct_identity_accuracy" in row and "touched_worst_10pct_identity_accuracy" in row
+        assert row["touched_people"] >= 4  # the look-alikes at least
+        if row["method"] != "cid":
+            assert "grid_val" not in row
+            continue
+        val = row["grid_val"]
+        assert set(val) == {"0.5", "1.0"} and row["bandwidth_factor"] in (0.5, 1.0)
+        best = max(val.values(), key=lambda v: (v["worst_10pct_identity_accuracy"], v["accuracy"]))
+        assert val[str(row["bandwidth_factor"])] == best
+        assert row["val_worst_10pct_identity_accuracy"] == best["worst_10pct_identity_accuracy"]
+        assert row["grid_test"][str(row["bandwidth_factor"])]["accuracy"] == row["accuracy"]
+    assert res["info"]["chosen_factors"]["0.9"] == [r["bandwidth_factor"] for r in res["runs"]
+                                                    if r["method"] == "cid" and r["rho"] == 0.9]
+    md = (toy_run / "report.md").read_text()
+    assert "chosen per training set" in md and "touched people" in md
+
+
+def test_rescore_reproduces_the_run_and_scores_another_design(toy_run, capsys):
+    """scripts/rescore_cid.py: the run's own design gives the run's figures; issue 16's design
+    (half of everyone's images smiling, no look-alikes) scores the same models on other people."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "rescore_cid.py"
+    spec = importlib.util.spec_from_file_location("rescore_cid", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = json.loads((toy_run / "results.json").read_text())
+    same = mod.main([str(toy_run)])
+    for m, per in same["aggregate"].items():
+        for rho, v in per.items():
+            for k in ("accuracy", "worst_10pct_identity_accuracy", "touched_worst_10pct_identity_accuracy"):
+                assert v[k][0] == pytest.approx(res["aggregate"][m][rho][k][0], abs=1e-12)
+    old = mod.main([str(toy_run), "--set", "test_smile_mix=[0.5]", "--set", "test_lookalikes=0"])
+    assert old["test_images"] == 6 * 4 < same["test_images"]
+    assert set(old["aggregate"]) == set(same["aggregate"])

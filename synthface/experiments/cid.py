@@ -12,14 +12,18 @@ budget (it memorises the training images instead). Each set is trained with the 
 seeds under
 
     erm          uniform weights
-    cid          CID weights from the world recogniser's embeddings, bandwidth fixed once from the
-                 recogniser (half its median same-person distance on calibration people who are in
-                 neither the training pool nor the test set), never tuned on the test set
+    cid          CID weights from the world recogniser's embeddings, bandwidth a factor times the
+                 recogniser's median same-person distance on calibration people who are in neither
+                 the training pool nor the test set: the factor chosen from bandwidth_grid on those
+                 people's validation images, or fixed (bandwidth_factor); never tuned on the test set
     cid-default  CID with the issue's default bandwidth (per class, median 10th-neighbour distance)
     oracle       inverse identity frequency within the class (uses the true identities)
 
-and evaluated on an identity-disjoint test set of renderer people (balanced demographics, half of
-each person's images smiling): accuracy, per-identity accuracy std, worst 5 % / 10 % of people.
+and evaluated on an identity-disjoint test set of renderer people (balanced demographics; issue 26's
+design, cid_design.py: unbalanced label mixes per person and look-alikes of the dominant people, or
+issue 16's, half of each person's images smiling): accuracy, per-identity accuracy std, worst 5 % / 10 %
+of people, over all test people and over the people the bias touches. With `bandwidth_grid`, CID's
+bandwidth factor is chosen per training set on calibration people's validation images.
 """
 
 from __future__ import annotations
@@ -46,10 +50,13 @@ from ..methods.cid import CIDWeights, oracle_identity_weights
 from ..methods.weighting import bias_injected_indices
 from ..train.attribute import build_attribute_model, fit_attribute, predict_logits
 from .cid_data import ImageTensors, mirrored, model_file, render_images, to_model_input
+from .cid_design import choose_factor, design_lines, designed_people, label_draws, score
 
 METHODS = ("erm", "cid", "cid-default", "oracle")
 # identity index ranges of the world: pool, test and calibration people never overlap
 _TEST_BASE, _CALIB_BASE = 1_000_000, 2_000_000
+# within those ranges: look-alikes' own indices (test and validation) and the validation people
+_LOOKALIKE_OFFSET, _VAL_OFFSET = 500_000, 200_000
 
 
 @dataclass
@@ -69,9 +76,21 @@ class CIDExperimentConfig:
     pool_people: int = 600           # other people in the training pool
     pool_images: int = 4             # images per other person
     test_people: int = 300           # identity-disjoint test people
-    test_images: int = 8             # per test person: half smiling, half not
+    test_images: int = 8             # per test person
+    # the test design (issue 26, cid_design.py): each person's fraction of smiling images, cycled over
+    # the people ([0.5]: issue 16's, half of everyone's images smiling), and look-alikes of the dominant
+    # people (their faces blended with a fresh person's, weight lookalike_blend on the fresh one)
+    test_smile_mix: list = field(default_factory=lambda: [0.25, 0.75])
+    test_lookalikes: int = 50
+    lookalike_blend: float = 0.25
     calib_people: int = 100          # for the recogniser's same-person distance (CID bandwidth)
     calib_images: int = 4
+    # the CID bandwidth factor is chosen from this grid per training set, by worst-10 % identity accuracy
+    # on validation images of calibration people (val_people + val_lookalikes, in the test set's design,
+    # in neither pool nor test set); []: bandwidth_factor, fixed (issue 16)
+    bandwidth_grid: list = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    val_people: int = 100
+    val_lookalikes: int = 20
     rhos: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9])
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     methods: list = field(default_factory=lambda: list(METHODS))
@@ -97,26 +116,15 @@ class CIDExperimentConfig:
 
 
 QUICK = {"n_train": 2400, "pool_images": 8, "pool_people": 350, "test_people": 100, "calib_people": 40, "rhos": [0.0, 0.9],
-         "methods": ["erm", "cid", "oracle"]}
+         "methods": ["erm", "cid", "oracle"], "test_lookalikes": 20, "val_people": 40, "val_lookalikes": 10}
 
 
 # ------------------------------------------------------------------------------ data
 
-def _label_draws(world, people: dict, n_draws: int) -> dict:
-    """Per-image labels of images 0..n_draws-1 of every person, without rendering (the labels
-    are the renderer's nuisance draws)."""
+def _pool(cfg: CIDExperimentConfig, world) -> dict:
+    """The training pool: the dominant people's smiling images and the other pool people's images."""
     from ..world import take
     from ..world.dataset import image_labels
-    rows = np.repeat(np.arange(len(people["index"])), n_draws)
-    j = np.tile(np.arange(n_draws), len(people["index"]))
-    lab = image_labels(world, take(people, rows), j)
-    return {k: v.reshape(-1, n_draws) for k, v in lab.items()}
-
-
-def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
-    """Pool (dominant + other people), test and calibration images with labels."""
-    from ..world import BALANCED, World
-    world = World(seed=cfg.world_seed, distribution=BALANCED)
     n_pos = int(round(cfg.n_train / 2))
     need = math.ceil(max(cfg.rhos) * n_pos / cfg.n_dominant)  # positives each dominant person must give
     # dominant people: the first pool people with the glasses habit
@@ -126,7 +134,7 @@ def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
         raise SynthfaceError(f"n_dominant={cfg.n_dominant}: fewer glasses wearers among 200 candidates")
     others = list(range(200, 200 + cfg.pool_people))
     dom = world.identities(dom_idx)
-    draws = _label_draws(world, dom, max(8 * need, 16))
+    draws = label_draws(world, dom, max(8 * need, 16))
     rows, js = [], []
     for r in range(cfg.n_dominant):
         pos_j = np.flatnonzero((draws["smile"][r] == 1) & ((draws["glasses"][r] == 1) | (not cfg.dominant_glasses)))
@@ -135,9 +143,6 @@ def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
             raise SynthfaceError("a dominant person has too few smiling images drawn; raise the draw count")
         rows += [r] * len(pos_j)
         js += pos_j.tolist()
-    t0 = time.perf_counter()
-    from ..world import take
-    from ..world.dataset import image_labels
     dom_rows, dom_j = np.array(rows), np.array(js)
     oth = world.identities(others)
     oth_rows = np.repeat(np.arange(len(others)), cfg.pool_images)
@@ -145,34 +150,40 @@ def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
     pool_imgs = np.concatenate([render_images(world, dom, dom_rows, dom_j, cfg.render_size),
                                 render_images(world, oth, oth_rows, oth_j, cfg.render_size)])
     lab = [image_labels(world, take(dom, dom_rows), dom_j), image_labels(world, take(oth, oth_rows), oth_j)]
-    pool = {"images": pool_imgs,
+    return {"images": pool_imgs,
             "identity": np.r_[dom["index"][dom_rows], oth["index"][oth_rows]],
             "smile": np.r_[lab[0]["smile"], lab[1]["smile"]], "glasses": np.r_[lab[0]["glasses"], lab[1]["glasses"]],
-            "dominant": np.asarray(dom_idx)}
-    log(f"pool: {len(pool_imgs)} images ({len(dom_rows)} smiling images of {cfg.n_dominant} dominant glasses "
-        f"wearers, {len(oth_rows)} of {len(others)} others) in {time.perf_counter() - t0:.0f}s")
-    # test: balanced demographics, half of each person's images smiling
+            "dominant": np.asarray(dom_idx), "dominant_people": dom, "n_dominant_images": len(dom_rows)}
+
+
+def build_data(cfg: CIDExperimentConfig, log: Callable = print) -> dict:
+    """Pool (dominant + other people), test people, calibration people (for the recogniser's
+    same-person distance) and, when a bandwidth grid is given, calibration people with validation
+    images in the test set's design (cid_design.designed_people)."""
+    from ..world import BALANCED, World
+    world = World(seed=cfg.world_seed, distribution=BALANCED)
     t0 = time.perf_counter()
-    tp = world.identities(range(_TEST_BASE, _TEST_BASE + cfg.test_people))
-    td = _label_draws(world, tp, 6 * cfg.test_images)
-    half = cfg.test_images // 2
-    rows, js = [], []
-    for r in range(cfg.test_people):
-        p = np.flatnonzero(td["smile"][r] == 1)[:half]
-        q = np.flatnonzero(td["smile"][r] == 0)[:cfg.test_images - half]
-        rows += [r] * (len(p) + len(q))
-        js += p.tolist() + q.tolist()
-    rows, js = np.array(rows), np.array(js)
-    tl = image_labels(world, take(tp, rows), js)
-    test = {"images": render_images(world, tp, rows, js, cfg.render_size), "identity": tp["index"][rows],
-            "smile": tl["smile"], "glasses": tl["glasses"], "habit": tp["glasses_habit"][rows].astype(int),
-            "group": tp["group"][rows], "gender": tp["gender"][rows]}
-    log(f"test: {len(rows)} images of {cfg.test_people} people in {time.perf_counter() - t0:.0f}s")
+    pool = _pool(cfg, world)
+    log(f"pool: {len(pool['images'])} images ({pool['n_dominant_images']} smiling images of {cfg.n_dominant} "
+        f"dominant glasses wearers, {cfg.pool_people * cfg.pool_images} of {cfg.pool_people} others) in "
+        f"{time.perf_counter() - t0:.0f}s")
+    t0 = time.perf_counter()
+    design = {"images": cfg.test_images, "mixes": list(cfg.test_smile_mix), "render_size": cfg.render_size,
+              "dominant": pool["dominant_people"], "blend": cfg.lookalike_blend}
+    test = designed_people(world, _TEST_BASE, cfg.test_people, n_lookalikes=cfg.test_lookalikes,
+                           lookalike_first=_TEST_BASE + _LOOKALIKE_OFFSET, **design)
+    log(f"test: {len(test['identity'])} images of {cfg.test_people} people and {cfg.test_lookalikes} look-alikes "
+        f"({len(np.unique(test['identity'][test['touched'] == 1]))} touched: glasses habit or look-alike), "
+        f"smiling mixes {cfg.test_smile_mix}, in {time.perf_counter() - t0:.0f}s")
     cp = world.identities(range(_CALIB_BASE, _CALIB_BASE + cfg.calib_people))
     crow = np.repeat(np.arange(cfg.calib_people), cfg.calib_images)
     calib = {"images": render_images(world, cp, crow, np.tile(np.arange(cfg.calib_images), cfg.calib_people),
                                      cfg.render_size), "identity": cp["index"][crow]}
-    return {"pool": pool, "test": test, "calib": calib}
+    val = None
+    if cfg.bandwidth_grid:
+        val = designed_people(world, _CALIB_BASE + _VAL_OFFSET, cfg.val_people, n_lookalikes=cfg.val_lookalikes,
+                              lookalike_first=_CALIB_BASE + _VAL_OFFSET + _LOOKALIKE_OFFSET, **design)
+    return {"pool": pool, "test": test, "calib": calib, "val": val}
 
 
 def same_person_bandwidth(emb: np.ndarray, identity: np.ndarray, factor: float) -> tuple[float, float]:
@@ -198,14 +209,58 @@ def method_weights(method: str, y, identity, emb, bandwidth: float, max_ratio: f
     return w, {"bandwidth": [float(b) for b in est.bandwidth_]}
 
 
-def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: float, log: Callable = print,
+def _fit_predict(cfg: CIDExperimentConfig, x: torch.Tensor, y, w, seed: int, run_dir: Path, eval_x: list):
+    """Train one model (the sweep's network, budget and seed) on (x, y, w); its predicted classes on
+    every tensor of eval_x, and the network."""
+    torch.manual_seed(seed)
+    model = build_attribute_model("small", 2, cfg.embedding_dim, cfg.width, cfg.model_size, cfg.region)
+    trainer = fit_attribute(model, ImageTensors(*mirrored(cfg, x, y, w)), run_dir, cfg.epochs, cfg.batch, lr=cfg.lr,
+                            seed=seed, device="cpu")
+    net = trainer.model_.model.eval()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return [predict_logits(net, ImageTensors(e, np.zeros(len(e), int))).argmax(1) for e in eval_x], net
+
+
+def _train_method(cfg, method: str, data: dict, xs: dict, idx, emb, same: float, seed: int, tmp: Path):
+    """One method on one training set: (its row's figures, the trained network). CID with a grid
+    trains one model per factor and keeps the one the calibration people's validation images
+    prefer; the others' test figures are kept as a diagnosis only (`grid_test`)."""
+    pool = data["pool"]
+    y, ident = pool["smile"][idx], pool["identity"][idx]
+    pos, dom = y == 1, np.isin(ident, pool["dominant"])
+    grid = cfg.bandwidth_grid if method == "cid" and cfg.bandwidth_grid else [cfg.bandwidth_factor]
+    evals = [xs["test"]] + ([xs["val"]] if xs.get("val") is not None else [])
+    tried = {}
+    for f in grid:
+        w, extra = method_weights(method, y, ident, emb[idx], f * same, cfg.max_ratio)
+        preds, net = _fit_predict(cfg, xs["pool"][idx], y, w, seed, tmp / f"{method}-{f}-{seed}", evals)
+        val = score(data["val"], preds[1]) if len(preds) > 1 else None
+        tried[f] = (score(data["test"], preds[0]), val, w, extra, net)
+    f = choose_factor({k: v[1] for k, v in tried.items()}) if len(grid) > 1 else grid[0]
+    test_m, val_m, w, extra, net = tried[f]
+    row = {**test_m, **({"val_" + k: v for k, v in val_m.items()} if val_m else {}), **extra,
+           "dominant_weight_share": float(w[pos & dom].sum() / w[pos].sum()),
+           "train_glasses_rate_positives": float(pool["glasses"][idx][pos].mean())}
+    if method == "cid":
+        row["bandwidth_factor"] = f
+    if len(grid) > 1:
+        row["grid_val"] = {str(k): {m: v[1][m] for m in ("accuracy", "worst_10pct_identity_accuracy")}
+                           for k, v in tried.items()}
+        row["grid_test"] = {str(k): {m: v[0].get(m) for m in ("accuracy", "worst_10pct_identity_accuracy",
+                                                               "touched_worst_10pct_identity_accuracy")}
+                            for k, v in tried.items()}
+    return row, net
+
+
+def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, same: float, log: Callable = print,
               models_dir: Optional[Path] = None) -> list:
     """Train every (seed, rho, method) and score it on the renderer test set; each trained model's
-    weights go to models_dir (if given), named by model_file."""
-    pool, test = data["pool"], data["test"]
-    x_pool = to_model_input(pool["images"], cfg.model_size)
-    x_test = to_model_input(test["images"], cfg.model_size)
-    test_set = ImageTensors(x_test, test["smile"])
+    weights go to models_dir (if given), named by model_file. `same`: the recogniser's median
+    same-person distance on the calibration people (the CID bandwidth is a factor times it)."""
+    pool = data["pool"]
+    xs = {"pool": to_model_input(pool["images"], cfg.model_size),
+          "test": to_model_input(data["test"]["images"], cfg.model_size),
+          "val": None if data.get("val") is None else to_model_input(data["val"]["images"], cfg.model_size)}
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="synthface-cid-"))
     total = len(cfg.seeds) * len(cfg.rhos) * len(cfg.methods)
@@ -213,36 +268,13 @@ def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: 
     try:
         for seed in cfg.seeds:
             for rho in cfg.rhos:
-                split = bias_injected_indices(pool["identity"], pool["smile"], rho, cfg.n_train,
-                                              dominant=pool["dominant"], seed=seed)
-                idx = split.indices
-                y, ident = pool["smile"][idx], pool["identity"][idx]
-                pos = y == 1
-                dom = np.isin(ident, pool["dominant"])
+                idx = bias_injected_indices(pool["identity"], pool["smile"], rho, cfg.n_train,
+                                            dominant=pool["dominant"], seed=seed).indices
                 for method in cfg.methods:
-                    w, extra = method_weights(method, y, ident, emb[idx], bandwidth, cfg.max_ratio)
-                    torch.manual_seed(seed)
-                    model = build_attribute_model("small", 2, cfg.embedding_dim, cfg.width, cfg.model_size,
-                                                  cfg.region)
                     t0 = time.perf_counter()
-                    run_dir = tmp / f"{method}-{rho}-{seed}"
-                    trainer = fit_attribute(model, ImageTensors(*mirrored(cfg, x_pool[idx], y, w)), run_dir, cfg.epochs,
-                                            cfg.batch, lr=cfg.lr, seed=seed, device="cpu")
-                    net = trainer.model_.model.eval()
-                    pred = predict_logits(net, test_set).argmax(1)
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                    m = identity_robustness(test["smile"], pred, test["identity"], groups=test["group"])
-                    habit = test["habit"] == 1
+                    fig, net = _train_method(cfg, method, data, xs, idx, emb, same, seed, tmp)
                     row = {"method": method, "rho": rho, "seed": seed, "train_seconds": time.perf_counter() - t0,
-                           **{k: m[k] for k in ("accuracy", "identity_accuracy_mean", "identity_accuracy_std",
-                                                "worst_5pct_identity_accuracy", "worst_10pct_identity_accuracy",
-                                                "worst_group_accuracy", "equal_opportunity_gap")},
-                           "accuracy_glasses_habit": float((pred[habit] == test["smile"][habit]).mean()),
-                           "accuracy_no_habit": float((pred[~habit] == test["smile"][~habit]).mean()),
-                           "false_smile_rate_glasses_habit": float(pred[habit & (test["smile"] == 0)].mean()),
-                           "dominant_weight_share": float(w[pos & dom].sum() / w[pos].sum()),
-                           "train_glasses_rate_positives": float(pool["glasses"][idx][pos].mean()),
-                           **extra}
+                           **fig}
                     rows.append(row)
                     if models_dir is not None:
                         models_dir.mkdir(parents=True, exist_ok=True)
@@ -250,9 +282,11 @@ def run_sweep(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, bandwidth: 
                     done = len(rows)
                     eta = (time.perf_counter() - t_start) / done * (total - done)
                     log(f"[{done}/{total}] seed {seed} rho {rho:.2f} {method:<11} acc {row['accuracy']:.3f} "
-                        f"worst10 {row['worst_10pct_identity_accuracy']:.3f} std {row['identity_accuracy_std']:.3f} "
-                        f"dominant share {row['dominant_weight_share']:.2f} ({row['train_seconds']:.1f}s, "
-                        f"~{eta / 60:.1f} min left)")
+                        f"worst10 {row['worst_10pct_identity_accuracy']:.3f} touched worst10 "
+                        f"{row.get('touched_worst_10pct_identity_accuracy', float('nan')):.3f} dominant share "
+                        f"{row['dominant_weight_share']:.2f}"
+                        + (f" factor {row['bandwidth_factor']}" if "bandwidth_factor" in row else "")
+                        + f" ({row['train_seconds']:.1f}s, ~{eta / 60:.1f} min left)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
@@ -282,6 +316,10 @@ def weight_diagnostics(cfg: CIDExperimentConfig, data: dict, emb: np.ndarray, ba
 
 METRICS = [("accuracy", "accuracy"), ("identity_accuracy_std", "per-identity accuracy std"),
            ("worst_10pct_identity_accuracy", "worst-10 % identity accuracy"),
+           ("touched_worst_10pct_identity_accuracy", "worst-10 % identity accuracy of the touched people "
+            "(glasses habit or look-alike)"),
+           ("touched_accuracy", "accuracy on the touched people"),
+           ("lookalike_accuracy", "accuracy on the look-alikes"),
            ("worst_5pct_identity_accuracy", "worst-5 % identity accuracy"),
            ("accuracy_glasses_habit", "accuracy on glasses-habit people"),
            ("accuracy_no_habit", "accuracy on the other people"),
@@ -297,7 +335,8 @@ def aggregate(rows: list, cfg: CIDExperimentConfig) -> dict:
             sel = [r for r in rows if r["method"] == method and r["rho"] == rho]
             if not sel:
                 continue
-            keys = [k for k, _ in METRICS] + ["identity_accuracy_mean", "false_smile_rate_glasses_habit"]
+            keys = [k for k, _ in METRICS] + ["identity_accuracy_mean", "false_smile_rate_glasses_habit",
+                                              "bandwidth_factor", "val_worst_10pct_identity_accuracy"]
             keys += [k for k in sel[0] if k.startswith("idset_")]  # the identity dataset's, when evaluated
             out[method][str(rho)] = {
                 k: [float(np.mean([r[k] for r in sel])), float(np.std([r[k] for r in sel], ddof=1))
@@ -305,28 +344,41 @@ def aggregate(rows: list, cfg: CIDExperimentConfig) -> dict:
     return out
 
 
+def _beyond_spread(agg: dict, rho, key: str) -> Optional[dict]:
+    """CID's mean minus ERM's at one rho, and whether it exceeds the larger seed std of the two."""
+    e, c = agg["erm"].get(str(rho), {}).get(key), agg["cid"].get(str(rho), {}).get(key)
+    if e is None or c is None:
+        return None
+    margin = c[0] - e[0]
+    return {"cid_minus_erm": margin, "seed_spread": max(e[1], c[1]), "beyond_spread": margin > max(e[1], c[1])}
+
+
 def acceptance(agg: dict, cfg: CIDExperimentConfig) -> dict:
-    """The issue's done-when criteria, read off the aggregate: at every rho >= 0.5, CID's mean
-    worst-10 % accuracy beats ERM's by more than the larger seed std of the two; and CID's drop
-    in worst-10 % accuracy from the smallest to the largest rho is smaller than ERM's."""
-    key = "worst_10pct_identity_accuracy"
+    """The issues' done-when criteria, read off the aggregate. Issue 16: at every rho >= 0.5, CID's
+    mean worst-10 % accuracy beats ERM's by more than the larger seed std of the two, and CID's drop
+    in worst-10 % accuracy from the smallest to the largest rho is smaller than ERM's. Issue 26: the
+    same margin at rho 0.5, over all test people and over the touched people (where the design has
+    them)."""
+    key, tkey = "worst_10pct_identity_accuracy", "touched_worst_10pct_identity_accuracy"
     if "erm" not in agg or "cid" not in agg:
         return {}
-    out = {"per_rho": {}}
-    ok = True
+    out = {"per_rho": {}, "touched_per_rho": {}}
     for rho in cfg.rhos:
         if rho < 0.5:
             continue
-        e, c = agg["erm"][str(rho)][key], agg["cid"][str(rho)][key]
-        margin = c[0] - e[0]
-        beyond = margin > max(e[1], c[1])
-        out["per_rho"][str(rho)] = {"cid_minus_erm": margin, "seed_spread": max(e[1], c[1]), "beyond_spread": beyond}
-        ok = ok and beyond
+        out["per_rho"][str(rho)] = _beyond_spread(agg, rho, key)
+        t = _beyond_spread(agg, rho, tkey)
+        if t is not None:
+            out["touched_per_rho"][str(rho)] = t
     lo, hi = str(min(cfg.rhos)), str(max(cfg.rhos))
     drops = {m: agg[m][lo][key][0] - agg[m][hi][key][0] for m in agg}
     out["drop_low_to_high_rho"] = drops
-    out["cid_beats_erm_at_rho_ge_0.5"] = ok
+    out["cid_beats_erm_at_rho_ge_0.5"] = all(v["beyond_spread"] for v in out["per_rho"].values())
     out["cid_drop_smaller_than_erm"] = drops["cid"] < drops["erm"]
+    if 0.5 in cfg.rhos:
+        out["cid_beats_erm_at_rho_0.5"] = out["per_rho"]["0.5"]["beyond_spread"]
+        if "0.5" in out["touched_per_rho"]:
+            out["cid_beats_erm_touched_at_rho_0.5"] = out["touched_per_rho"]["0.5"]["beyond_spread"]
     return out
 
 
@@ -364,11 +416,14 @@ def _table(agg: dict, cfg: CIDExperimentConfig) -> list[str]:
     head = "| method | " + " | ".join(f"rho {r}" for r in cfg.rhos) + " |"
     lines = []
     for k, title in METRICS:
+        if not any(k in v for per in agg.values() for v in per.values()):
+            continue
         lines += [f"**{title}** (mean ± std over seeds {cfg.seeds})", "", head,
                   "|---|" + "---|" * len(cfg.rhos)]
         for method, per in agg.items():
             lines.append(f"| {method} | " + " | ".join(
-                f"{per[str(r)][k][0]:.3f} ± {per[str(r)][k][1]:.3f}" if str(r) in per else "" for r in cfg.rhos)
+                f"{per[str(r)][k][0]:.3f} ± {per[str(r)][k][1]:.3f}" if k in per.get(str(r), {}) else ""
+                for r in cfg.rhos)
                 + " |")
         lines.append("")
     return lines
@@ -378,30 +433,27 @@ def report_markdown(res: dict, png_name: Optional[str] = None) -> str:
     cfg = CIDExperimentConfig(**res["config"])
     agg, acc, info = res["aggregate"], res["acceptance"], res["info"]
     lines = [
-        "# CID bias-injection sweep (issue 16)", "",
+        "# CID bias-injection sweep (issues 16 and 26)", "",
         f"Command: `{res['command']}`  ", f"Machine: {info['machine']}  ",
         f"Time: {info['seconds']:.0f} s ({info['runs']} training runs, {info['run_seconds']:.0f} s of training)", "",
         "Smiling vs not on the demo world's rendered faces. Each training set has "
         f"{cfg.n_train} images (half smiling); a fraction rho of the smiling ones come from {cfg.n_dominant} people "
         "who all have the glasses habit and give no non-smiling images"
-        f"{' (their smiling images with glasses on)' if cfg.dominant_glasses else ''}. Test: "
-        f"{cfg.test_people} other people x {cfg.test_images} images (half smiling), balanced demographics. "
+        f"{' (their smiling images with glasses on)' if cfg.dominant_glasses else ''}. "
         f"Model: a SmallCNN (width {cfg.width}) on the region(s) {cfg.region} (top, bottom, left, right; several "
         f"stacked as channels) of the {cfg.model_size}x{cfg.model_size} face"
         f"{', trained on each image and its mirror image' if cfg.mirror else ''}, {cfg.epochs} epochs, batch "
         f"{cfg.batch}, AdamW lr {cfg.lr}, the same seeds and data order for every method.", "",
-        f"CID bandwidth: {info['bandwidth']:.3f} = {cfg.bandwidth_factor} x the recogniser's median same-person "
-        f"distance ({info['same_person_distance']:.3f}) on {cfg.calib_people} calibration people outside both "
-        f"the pool and the test set (fixed before training, not tuned on the test set). `cid-default` uses the "
-        f"issue's default bandwidth (median 10th-neighbour distance per class: {info['default_bandwidth']}).", "",
+        *design_lines(cfg, info), "",
     ]
     if png_name:
         lines += [f"![metrics versus rho]({png_name})", ""]
     lines += _table(agg, cfg)
     wd = res.get("weight_diagnostics")
     if wd:
-        lines += ["**Weights alone** (no training; every method, mean over seeds): dominant people's share of the "
-                  f"positive class's weight / Kish effective number of positives (of {cfg.n_train // 2})", "",
+        lines += ["**Weights alone** (no training; every method, mean over seeds; cid at the fixed bandwidth_factor "
+                  f"{cfg.bandwidth_factor}): dominant people's share of the positive class's weight / Kish effective "
+                  f"number of positives (of {cfg.n_train // 2})", "",
                   "| method | " + " | ".join(f"rho {r}" for r in cfg.rhos) + " |", "|---|" + "---|" * len(cfg.rhos)]
         for m, per in wd.items():
             lines.append(f"| {m} | " + " | ".join(
@@ -412,10 +464,15 @@ def report_markdown(res: dict, png_name: Optional[str] = None) -> str:
     lines += report_lines(res)
     if acc:
         lines += ["## Done-when criteria", "",
-                  f"- CID's worst-10 % identity accuracy beats ERM's beyond the seed spread at every rho >= 0.5: "
-                  f"**{'yes' if acc['cid_beats_erm_at_rho_ge_0.5'] else 'no'}** ("
+                  "- CID's worst-10 % identity accuracy beats ERM's beyond the seed spread at every rho >= 0.5 "
+                  f"(issue 16): **{'yes' if acc['cid_beats_erm_at_rho_ge_0.5'] else 'no'}** ("
                   + "; ".join(f"rho {r}: {v['cid_minus_erm']:+.3f} vs spread {v['seed_spread']:.3f}"
                               for r, v in acc["per_rho"].items()) + ")",
+                  *[f"- at rho 0.5, {what}: CID {v['cid_minus_erm']:+.3f} against ERM, seed spread "
+                    f"{v['seed_spread']:.3f}: **{'yes' if v['beyond_spread'] else 'no'}**"
+                    for what, v in (("worst-10 % over all test people", acc["per_rho"].get("0.5")),
+                                    ("worst-10 % over the touched people", acc["touched_per_rho"].get("0.5")))
+                    if v],
                   f"- drop of worst-10 % accuracy from rho {min(cfg.rhos)} to {max(cfg.rhos)}: "
                   + ", ".join(f"{m} {d:+.3f}" for m, d in acc["drop_low_to_high_rho"].items())
                   + f"; CID's smaller than ERM's: **{'yes' if acc['cid_drop_smaller_than_erm'] else 'no'}**", ""]
@@ -457,7 +514,7 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     log(f"embedded the pool and calibration people in {time.perf_counter() - te:.0f}s; recogniser same-person "
         f"distance {same:.3f}, CID bandwidth {bandwidth:.3f}")
     wdiag = weight_diagnostics(cfg, data, emb, bandwidth)
-    rows = run_sweep(cfg, data, emb, bandwidth, log=log, models_dir=out / "models")
+    rows = run_sweep(cfg, data, emb, same, log=log, models_dir=out / "models")
     idset = None
     if cfg.identity_eval:
         from .cid_identity import identity_evaluation
@@ -471,12 +528,19 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
                        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} threads",
             "bandwidth": bandwidth, "same_person_distance": same,
             "default_bandwidth": f"{min(default_bw):.3f}-{max(default_bw):.3f}" if default_bw else "not run",
+            "chosen_factors": chosen_factors(rows, cfg),
             "pool_images": int(len(data["pool"]["identity"])), "test_images": int(len(data["test"]["identity"]))}
     command = "synthface experiment cid --out " + str(out) + (" --quick" if quick else "") + "".join(
         f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
     res = {"experiment": "cid", "command": command, "config": asdict(cfg), "info": info, "aggregate": agg,
            "acceptance": acc, "weight_diagnostics": wdiag, "identity_dataset": idset, "runs": rows}
     return _write(res, out, log)
+
+
+def chosen_factors(rows: list, cfg: CIDExperimentConfig) -> dict:
+    """{rho: the CID bandwidth factor chosen on the calibration people, per seed}."""
+    return {str(rho): [r["bandwidth_factor"] for r in sorted(rows, key=lambda r: r["seed"])
+                       if r["method"] == "cid" and r["rho"] == rho and "grid_val" in r] for rho in cfg.rhos}
 
 
 def _write(res: dict, out: Path, log: Callable) -> dict:
@@ -514,7 +578,8 @@ def combine(folders, out, log: Callable = print) -> dict:
     info = dict(parts[0]["info"])
     info.update({"seconds": max(p["info"]["seconds"] for p in parts), "runs": len(rows),
                  "run_seconds": sum(r["train_seconds"] for r in rows),
-                 "machine": "; ".join(sorted({p["info"]["machine"] for p in parts}))})
+                 "machine": "; ".join(sorted({p["info"]["machine"] for p in parts})),
+                 "chosen_factors": chosen_factors(rows, cfg)})
     wd: dict = {}
     for p in parts:  # seeds pooled: means averaged over the parts
         for m, per in (p.get("weight_diagnostics") or {}).items():
