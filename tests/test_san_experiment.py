@@ -105,3 +105,11 @@ def test_default_auxiliaries_leave_every_judge_unseen(tmp_path):
     line = san._aux_line(0, {**aux[0], "val_accuracy": 0.95}, {"aux_ids_per_cell": 30, "aux_images": 4})
     assert "180 renderer people x 4 images" in line and "7,000,000+" in line and "95.0 %" in line
     assert "synthetic train set" in san._aux_line(0, {"spec": "r", "variant": "v", "val_accuracy": 0.5}, {})
+
+
+def test_the_balanced_training_set_holds_ids_per_cell_identities_per_cell():
+    from synthface.experiments.pretrain_data import balanced_scale
+    cfg = san.make_config(quick=True)
+    p = san._pretrain_cfg(cfg)
+    assert balanced_scale(p) == 1 and p.ids_per_cell == cfg.ids_per_cell == 10
+
