@@ -18,7 +18,7 @@ from synthface.world.reference import COVERAGE_FIRST_IDENTITY
 def test_defaults_are_renderer_auxiliaries_and_a_three_member_ensemble():
     cfg = san.make_config()
     assert cfg.aux_source == "renderer" and cfg.aux_classifiers == [] and cfg.members == 3
-    assert (cfg.aux_ids_per_cell, cfg.aux_images, cfg.size) == (100, 4, 112)
+    assert (cfg.aux_ids_per_cell, cfg.aux_images, cfg.aux_epochs, cfg.size) == (150, 4, 10, 112)
     q = san.make_config(quick=True)
     assert q.aux_source == "renderer" and q.members == 3 and q.aux_ids_per_cell == 30
     assert san.make_config(overrides={"aux_source": "synthetic"}).aux_source == "synthetic"

@@ -74,9 +74,9 @@ class SANExperimentConfig:
     rule: str = "confound"
     aux_classifiers: list = field(default_factory=list)  # specs to use instead of training CNNs here
     aux_source: str = "renderer"      # what the CNNs trained here learn on: renderer people or the synthetic set
-    aux_ids_per_cell: int = 100       # renderer people per cell for the auxiliaries (aux_source="renderer")
+    aux_ids_per_cell: int = 150       # renderer people per cell for the auxiliaries (aux_source="renderer")
     aux_images: int = 4
-    aux_epochs: int = 8
+    aux_epochs: int = 10
     aux_size: int = 64
     oversample_group: str = "group1"  # the third auxiliary classifier sees this group's faces 3 times
     seed: int = 0
