@@ -7,9 +7,13 @@ Data (demo world, seed 0):
            experiments.pretrain_data.build_balanced), written as a dataset with gender labels
     test   balanced renderer people (TEST_FIRST+, a range no model, generator or other experiment uses),
            never used in training
-Auxiliary (seen) networks: small gender CNNs trained here on the train set with `synthface train
-attribute`'s trainer, differing as the ensemble paper's do (seed; augmentation; over-sampling of one group),
-and the world recogniser as the matcher. Judges never seen in training: the audit attribute classifier
+    aux    (default auxiliaries) balanced renderer people from AUX_FIRST+, disjoint from the test people and
+           from every model, generator and other experiment: the "real faces" the auxiliaries learn gender on
+Auxiliary (seen) networks: gender CNNs trained here with `synthface train attribute`'s trainer, differing as
+the ensemble paper's do (seed; augmentation; over-sampling of one group): by default on the renderer people
+above (aux_source="renderer", the strong auxiliaries: the paper's are trained on real faces too), or on the
+synthetic train set (aux_source="synthetic", the weak ones of the first runs), or given specs
+(aux_classifiers); the world recogniser as the matcher. Judges never seen in training: the audit attribute classifier
 (world-audit), the world attribute classifier (ONNX), insightface's genderage model of the demo pack (the same
 network as the world attribute classifier, run through the genderage labeller), a fresh logistic regression
 on the audit recogniser's embeddings (sklearn:world-audit); the audit recogniser as the unseen matcher (the
@@ -38,6 +42,8 @@ from ..errors import SynthfaceError
 from ..fileio import atomic_write, write_json_atomic
 
 TEST_FIRST = 5_000_000
+AUX_FIRST = 7_000_000   # renderer people the default auxiliary classifiers learn on (up to 7,600,000)
+AUX_SOURCES = ("renderer", "synthetic")
 
 
 @dataclass
@@ -66,8 +72,11 @@ class SANExperimentConfig:
     matcher: str = "world-recognizer"
     members: int = 3                  # ensemble size; member 0 is the single SAN
     rule: str = "confound"
-    aux_classifiers: list = field(default_factory=list)  # specs to use instead of training small CNNs here
-    aux_epochs: int = 8
+    aux_classifiers: list = field(default_factory=list)  # specs to use instead of training CNNs here
+    aux_source: str = "renderer"      # what the CNNs trained here learn on: renderer people or the synthetic set
+    aux_ids_per_cell: int = 150       # renderer people per cell for the auxiliaries (aux_source="renderer")
+    aux_images: int = 4
+    aux_epochs: int = 10
     aux_size: int = 64
     oversample_group: str = "group1"  # the third auxiliary classifier sees this group's faces 3 times
     seed: int = 0
@@ -75,7 +84,8 @@ class SANExperimentConfig:
 
 
 QUICK = {"ids_per_cell": 10, "images_per_id": 5, "bank_n": 2000, "test_ids_per_cell": 20, "test_images": 4,
-         "size": 64, "dec_channels": [64, 32], "epochs": 6, "matcher_start": 2, "lr": 1e-3, "aux_epochs": 5}
+         "size": 64, "dec_channels": [64, 32], "epochs": 6, "matcher_start": 2, "lr": 1e-3, "aux_epochs": 5,
+         "aux_ids_per_cell": 30}
 
 
 def make_config(quick: bool = False, overrides: Optional[dict] = None) -> SANExperimentConfig:
@@ -84,14 +94,22 @@ def make_config(quick: bool = False, overrides: Optional[dict] = None) -> SANExp
     bad = sorted(set(values) - known)
     if bad:
         raise SynthfaceError(f"unknown setting(s) {', '.join(bad)}; the SAN experiment has {', '.join(sorted(known))}")
-    return SANExperimentConfig(**values)
+    cfg = SANExperimentConfig(**values)
+    if cfg.aux_source not in AUX_SOURCES:
+        raise SynthfaceError(f"aux_source {cfg.aux_source!r}: choose {' or '.join(AUX_SOURCES)}")
+    if not 1 <= cfg.aux_ids_per_cell <= 100_000:
+        raise SynthfaceError(f"aux_ids_per_cell must be 1..100000 (one cell's identity range), "
+                             f"got {cfg.aux_ids_per_cell}")
+    return cfg
 
 
 def _pretrain_cfg(cfg: SANExperimentConfig):
+    """The pretrain builder's settings for set b alone: with its default sets (b5 among them) the balanced set
+    would hold 5x ids_per_cell identities per cell."""
     from .pretrain_data import PretrainConfig
     return PretrainConfig(world_seed=cfg.world_seed, render_size=cfg.render_size, ids_per_cell=cfg.ids_per_cell,
                           images_per_id=cfg.images_per_id, bank_n=cfg.bank_n, variation_budget=cfg.variation_budget,
-                          variation_strength=cfg.variation_strength, seed=cfg.seed)
+                          variation_strength=cfg.variation_strength, seed=cfg.seed, sets=["b"])
 
 
 def _write_dataset(rows: list[dict], path: Path) -> Path:
@@ -127,6 +145,15 @@ def build_test(cfg: SANExperimentConfig, path: Path, log: Callable) -> Path:
                               cfg.render_size, log, "test set", gender_column=True)
 
 
+def build_aux_set(cfg: SANExperimentConfig, path: Path, log: Callable) -> Path:
+    """Balanced renderer people from AUX_FIRST (disjoint from the test people) for the auxiliary classifiers."""
+    from .pretrain_data import build_renderer_set
+    key = {"stage": "san-aux", "first": AUX_FIRST, **{k: getattr(cfg, k) for k in (
+        "world_seed", "render_size", "aux_ids_per_cell", "aux_images")}}
+    return build_renderer_set(path, key, cfg.world_seed, AUX_FIRST, cfg.aux_ids_per_cell, cfg.aux_images,
+                              cfg.render_size, log, "auxiliary classifiers' renderer set", gender_column=True)
+
+
 class _Oversampled:
     """A training view with one group's items repeated (the ensemble paper's over-sampling)."""
 
@@ -145,32 +172,43 @@ class _Oversampled:
 
 def _oversampler(group: str) -> Callable:
     def weigh(view):
-        grp = [str(r.get("group")) for r in view.base.rows_]
+        grp = [str(r.get("group") or str(r.get("cell", "")).split("/")[0]) for r in view.base.rows_]
         items = [i for i, g in enumerate(grp) for _ in range(3 if g == group else 1)]
         return _Oversampled(view, items), {"scheme": f"oversample {group} x3"}
     return weigh
 
 
-def train_aux(cfg: SANExperimentConfig, train: Path, runs: Path, log: Callable) -> list[dict]:
-    """Auxiliary gender classifiers: k=0 seed 0 with augmentation, k=1 seed 1 without, k=2 seed 2 with
-    `oversample_group` three times; cycled when there are more members."""
-    from ..train.attribute import AttributeConfig, train_attribute
+def _aux_config(cfg: SANExperimentConfig, data: Path, run: Path, k: int):
+    from ..train.attribute import AttributeConfig
+    return AttributeConfig(data=str(data), out=str(run), task="gender", backbone="small", size=cfg.aux_size,
+                           epochs=cfg.aux_epochs, batch=32, held_out=0.1, augment=k != 1, seed=cfg.seed + k,
+                           device="cpu")
+
+
+def train_aux(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callable) -> list[dict]:
+    """Auxiliary gender classifiers trained on `data` (the renderer aux set or the synthetic train set, per
+    aux_source): k=0 seed 0 with augmentation, k=1 seed 1 without, k=2 seed 2 with `oversample_group` three
+    times; cycled when there are more members. Each is kept in runs/aux-<source><k> with its settings and
+    reused only when they match."""
+    from ..train.attribute import train_attribute
     if cfg.aux_classifiers:
         return [{"spec": str(s), "variant": "given", "val_accuracy": None} for s in cfg.aux_classifiers]
     out = []
     for k in range(max(1, min(cfg.members, 3))):
-        run = runs / f"aux{k}"
+        run = runs / f"aux-{cfg.aux_source}{k}"
         variant = ["seed 0, flips", "seed 1, no augmentation", f"seed 2, {cfg.oversample_group} x3"][k]
-        if not (run / "results.json").is_file():
+        acfg = _aux_config(cfg, data, run, k)
+        settings = {**asdict(acfg), "oversample": cfg.oversample_group if k == 2 else None}
+        side = run / "aux_settings.json"
+        if not ((run / "results.json").is_file() and side.is_file() and json.loads(side.read_text()) == settings):
             shutil.rmtree(run, ignore_errors=True)
-            weigh = _oversampler(cfg.oversample_group) if k == 2 else None
-            acfg = AttributeConfig(data=str(train), out=str(run), task="gender", backbone="small", size=cfg.aux_size,
-                                   epochs=cfg.aux_epochs, batch=32, held_out=0.1, augment=k != 1, seed=cfg.seed + k,
-                                   device="cpu")
-            train_attribute(acfg, weigh=weigh, log=lambda m: None)
+            train_attribute(acfg, weigh=_oversampler(cfg.oversample_group) if k == 2 else None, log=lambda m: None)
+            write_json_atomic(side, settings)
         res = json.loads((run / "results.json").read_text())
-        log(f"auxiliary gender classifier {k} ({variant}): held-out accuracy {res['val_accuracy']:.3f}")
-        out.append({"spec": str(run), "variant": variant, "val_accuracy": res["val_accuracy"]})
+        log(f"auxiliary gender classifier {k} ({cfg.aux_source} faces, {variant}): held-out accuracy "
+            f"{res['val_accuracy']:.3f}")
+        out.append({"spec": str(run), "variant": variant, "source": cfg.aux_source,
+                    "val_accuracy": res["val_accuracy"]})
     return out
 
 
@@ -321,6 +359,15 @@ def plot(res: dict, aux: list[dict]) -> bytes:
     return buf.getvalue()
 
 
+def _aux_line(k: int, a: dict, cfg: dict) -> str:
+    if a["val_accuracy"] is None:
+        return f"aux{k}: {a['spec']}"
+    src = a.get("source", "synthetic")
+    on = (f"{6 * cfg['aux_ids_per_cell']} renderer people x {cfg['aux_images']} images (identities {AUX_FIRST:,}+, "
+          f"disjoint from the test people)" if src == "renderer" else "the synthetic train set")
+    return f"aux{k}: small CNN trained on {on}, {a['variant']}, held-out accuracy {100 * a['val_accuracy']:.1f} %"
+
+
 def report_markdown(res: dict) -> str:
     cfg, info, aux = res["config"], res["info"], res["aux"]
     v = res["verdict"]
@@ -336,8 +383,8 @@ def report_markdown(res: dict) -> str:
           f"{cfg['batch']}; matcher {cfg['matcher']}. Training time per member: "
           + ", ".join(f"{s:.0f} s" for s in info["member_seconds"]) + ".\n",
           "Auxiliary (seen) gender classifiers: "
-          + "; ".join(f"aux{k}: small CNN, {a['variant']}, held-out accuracy {100 * a['val_accuracy']:.1f} %"
-                      if a["val_accuracy"] is not None else f"aux{k}: {a['spec']}" for k, a in enumerate(aux)) + f". Ensemble: {cfg['members']} members, release rule "
+          + "; ".join(_aux_line(k, a, cfg) for k, a in enumerate(aux))
+          + f". Ensemble: {cfg['members']} members, release rule "
           f"`{cfg['rule']}` (synthface.methods.san_ensemble).\n",
           "## Done-when check (single SAN, opposite prototype)\n",
           f"Smallest error increase of an unseen gender classifier: **{100 * v['min_error_increase']:+.1f} points** "
@@ -392,8 +439,10 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     build_balanced(_pretrain_cfg(cfg), load_generator(generator_path(), device="cpu"), data / "balanced", log)
     train = build_train(cfg, data / "balanced", data / "train", log)
     test = build_test(cfg, data / "test", log)
+    aux_data = build_aux_set(cfg, data / "aux", log) if cfg.aux_source == "renderer" and not cfg.aux_classifiers \
+        else train
     t_data = time.perf_counter() - t0
-    aux = train_aux(cfg, train, runs, log)
+    aux = train_aux(cfg, aux_data, runs, log)
     single, ens, member_seconds = train_sans(cfg, train, aux, runs, log)
     t_train = time.perf_counter() - t0 - t_data
     conds = evaluate_conditions(cfg, test, single, ens, aux, out, log)

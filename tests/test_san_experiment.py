@@ -1,0 +1,115 @@
+"""The SAN experiment's auxiliary classifiers (issue 26): by default gender CNNs trained on renderer people
+(the "real" faces) from their own identity range, three of them for the ensemble; the synthetic-face CNNs and
+given specs stay reachable; no judge is among the seen networks. No rendering or training here: the trainer is
+replaced by a recorder."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from synthface.errors import SynthfaceError
+from synthface.experiments import san
+from synthface.experiments.pretrain_data import BENCH_FIRST, CELL_STRIDE, REAL_FIRST
+from synthface.experiments.sensitivenets import RENDERER_TRAIN_FIRST
+from synthface.world.reference import COVERAGE_FIRST_IDENTITY
+
+
+def test_defaults_are_renderer_auxiliaries_and_a_three_member_ensemble():
+    cfg = san.make_config()
+    assert cfg.aux_source == "renderer" and cfg.aux_classifiers == [] and cfg.members == 3
+    assert (cfg.aux_ids_per_cell, cfg.aux_images, cfg.aux_epochs, cfg.size) == (150, 4, 10, 112)
+    q = san.make_config(quick=True)
+    assert q.aux_source == "renderer" and q.members == 3 and q.aux_ids_per_cell == 30
+    assert san.make_config(overrides={"aux_source": "synthetic"}).aux_source == "synthetic"
+    with pytest.raises(SynthfaceError, match="aux_source 'celeba'"):
+        san.make_config(overrides={"aux_source": "celeba"})
+    with pytest.raises(SynthfaceError, match="aux_ids_per_cell"):
+        san.make_config(overrides={"aux_ids_per_cell": 0})
+
+
+def test_auxiliary_people_are_a_range_of_their_own():
+    """Identities AUX_FIRST + cell * CELL_STRIDE + i: the largest allowed per-cell count stays inside
+    [AUX_FIRST, next range), apart from the test people and every other experiment's renderer people."""
+    lo, hi = san.AUX_FIRST, san.AUX_FIRST + 5 * CELL_STRIDE + 100_000
+    for first in (san.TEST_FIRST, REAL_FIRST, BENCH_FIRST, RENDERER_TRAIN_FIRST):
+        assert first + 6 * CELL_STRIDE <= lo or first >= hi
+    assert hi <= COVERAGE_FIRST_IDENTITY
+
+
+class _View:
+    def __init__(self, rows):
+        self.base = SimpleNamespace(rows_=rows)
+        self.epochs = []
+
+    def set_epoch(self, e):
+        self.epochs.append(e)
+
+    def __getitem__(self, i):
+        return i
+
+
+def test_oversampler_reads_the_group_from_the_cell_when_there_is_no_group_column():
+    rows = [{"cell": "group1/female"}, {"cell": "group2/male"}, {"cell": "group1/male"},
+            {"group": "group2", "cell": "group2/female"}]
+    view = _View(rows)
+    over, info = san._oversampler("group1")(view)
+    assert [over[i] for i in range(len(over))] == [0, 0, 0, 1, 2, 2, 2, 3]
+    assert info == {"scheme": "oversample group1 x3"}
+    over.set_epoch(4)
+    assert view.epochs == [4]
+
+
+def _fake_trainer(monkeypatch, calls):
+    import synthface.train.attribute as attribute
+
+    def fake(acfg, weigh=None, log=None):
+        calls.append((acfg, weigh))
+        from pathlib import Path
+        Path(acfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(acfg.out) / "results.json").write_text(json.dumps({"val_accuracy": 0.9 + 0.01 * acfg.seed}))
+        return {}
+    monkeypatch.setattr(attribute, "train_attribute", fake)
+
+
+def test_train_aux_trains_three_differing_classifiers_on_the_given_set_and_reuses_them(tmp_path, monkeypatch):
+    calls = []
+    _fake_trainer(monkeypatch, calls)
+    cfg = san.make_config(quick=True)
+    aux = san.train_aux(cfg, tmp_path / "aux-data", tmp_path / "runs", log=lambda m: None)
+    assert [a["spec"] for a in aux] == [str(tmp_path / "runs" / f"aux-renderer{k}") for k in range(3)]
+    assert [a["source"] for a in aux] == ["renderer"] * 3 and aux[2]["val_accuracy"] == pytest.approx(0.92)
+    assert [c.data for c, _ in calls] == [str(tmp_path / "aux-data")] * 3
+    assert [(c.seed, c.augment, w is not None) for c, w in calls] == [(0, True, False), (1, False, False),
+                                                                      (2, True, True)]
+    assert all(c.task == "gender" and c.size == cfg.aux_size and c.epochs == cfg.aux_epochs for c, _ in calls)
+    san.train_aux(cfg, tmp_path / "aux-data", tmp_path / "runs", log=lambda m: None)
+    assert len(calls) == 3                                  # same settings: reused
+    more = san.make_config(quick=True, overrides={"aux_epochs": 7})
+    san.train_aux(more, tmp_path / "aux-data", tmp_path / "runs", log=lambda m: None)
+    assert len(calls) == 6 and calls[-1][0].epochs == 7     # other settings: trained again
+    syn = san.make_config(quick=True, overrides={"aux_source": "synthetic", "members": 1})
+    a = san.train_aux(syn, tmp_path / "train", tmp_path / "runs", log=lambda m: None)
+    assert a[0]["spec"].endswith("aux-synthetic0") and calls[-1][0].data == str(tmp_path / "train")
+    given = san.make_config(overrides={"aux_classifiers": ["world-attributes"]})
+    assert san.train_aux(given, tmp_path, tmp_path / "runs", log=lambda m: None) == [
+        {"spec": "world-attributes", "variant": "given", "val_accuracy": None}]
+    assert len(calls) == 7
+
+
+def test_default_auxiliaries_leave_every_judge_unseen(tmp_path):
+    classifiers, recognisers = san.judges()
+    aux = [{"spec": str(tmp_path / f"aux-renderer{k}"), "variant": "v", "source": "renderer"} for k in range(3)]
+    assert not any(san.seen(c, aux) for c in classifiers) and len(classifiers) == 4
+    assert san.seen(aux[1]["spec"], aux)
+    line = san._aux_line(0, {**aux[0], "val_accuracy": 0.95}, {"aux_ids_per_cell": 30, "aux_images": 4})
+    assert "180 renderer people x 4 images" in line and "7,000,000+" in line and "95.0 %" in line
+    assert "synthetic train set" in san._aux_line(0, {"spec": "r", "variant": "v", "val_accuracy": 0.5}, {})
+
+
+def test_the_balanced_training_set_holds_ids_per_cell_identities_per_cell():
+    from synthface.experiments.pretrain_data import balanced_scale
+    cfg = san.make_config(quick=True)
+    p = san._pretrain_cfg(cfg)
+    assert balanced_scale(p) == 1 and p.ids_per_cell == cfg.ids_per_cell == 10
+
