@@ -85,7 +85,7 @@ def _stand_in(first, key):
 
 
 def test_plumbing_toy_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "build_balanced", lambda cfg, G, path, log: _stand_in(5_000_000, "bal")(cfg, path, None))
+    monkeypatch.setattr(P, "build_balanced", lambda cfg, G, path, log, scale=1: _stand_in(5_000_000, "bal")(cfg, path, None))
     monkeypatch.setattr(P, "build_prior", lambda cfg, G, b, path, log: _stand_in(6_000_000, "prior")(cfg, path, None))
     over = {"ids_per_cell": 2, "images_per_id": 3, "bench_ids_per_cell": 4, "bench_images": 4, "epochs": 1,
             "batch": 16, "n_boot": 10, "embedding_dim": 16, "sets": ["a", "b", "c", "d"]}
@@ -140,3 +140,26 @@ def test_scale_sets_take_the_first_identities_of_each_cell(tmp_path):
     for k, b in (("e1", "b"), ("e2", "b2"), ("e5", "b5")):
         assert ids[k] == ids["a"] | ids[b] and len(sets[k]) == len(sets["a"]) + len(sets[b])
     assert len(ids["d"]) == 12 and sum(i.startswith("bal") for i in ids["d"]) == 6
+
+
+def test_only_the_pretrain_experiment_asks_for_more_balanced_identities(tmp_path, monkeypatch):
+    """Experiments that borrow set (b) (SensitiveNets, SAN, the CID identity set) get ids_per_cell per
+    cell by default; pretrain.run asks build_balanced for the scale of its largest set (b5: 5x)."""
+    import inspect
+
+    from synthface.experiments import pretrain_data as D
+
+    assert inspect.signature(D.build_balanced).parameters["scale"].default == 1
+    asked = []
+
+    def stop(cfg, G, path, log, scale=1):
+        asked.append(scale)
+        raise StopIteration
+
+    monkeypatch.setattr(P, "build_benchmark", lambda cfg, path, log: path)
+    monkeypatch.setattr(P, "build_real", lambda cfg, path, log: path)
+    monkeypatch.setattr(P, "build_balanced", stop)
+    for sets, scale in ((["a", "b", "d"], 1), (["b", "b2"], 2), (["a", "b5", "e5"], 5), (None, 5)):
+        with pytest.raises(StopIteration):
+            P.run(tmp_path, overrides={"ids_per_cell": 4, **({"sets": sets} if sets else {})}, log=lambda m: None)
+        assert asked[-1] == scale, sets

@@ -48,7 +48,7 @@ from .pretrain_data import (  # noqa: F401  (re-exported: the experiment's confi
     SETS, REAL_FIRST, BENCH_FIRST, CELL_STRIDE, PRIOR_INDEX, PretrainConfig,
     QUICK, CELLS, cell_names, quotas, biased_quotas, _done,
     _finish, _fresh, _save_png, render_people, build_benchmark, build_real,
-    _cell_of, _identity_settings, build_balanced, select_prior_identities, build_prior)
+    _cell_of, _identity_settings, balanced_scale, build_balanced, select_prior_identities, build_prior)
 
 
 def _rows(path: Path, prefix: str) -> list[dict]:
@@ -369,7 +369,7 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
         from ..assets import generator_path
         from ..generator import load_generator
         G = load_generator(generator_path(), device="cpu")
-        build_balanced(cfg, G, data / "balanced", log)
+        build_balanced(cfg, G, data / "balanced", log, scale=balanced_scale(cfg))
         if "c" in cfg.sets:
             build_prior(cfg, G, data / "balanced", data / "prior", log)
     sets = training_sets(cfg, data) if set(cfg.sets) - {"a"} else {"a": _rows(data / "real", "real")}

@@ -210,9 +210,11 @@ def balanced_scale(cfg: PretrainConfig) -> int:
     return max([SCALE[s] for s in cfg.sets if s in SCALE] + [1])
 
 
-def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
+def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable, scale: int = 1) -> Path:
     """(b): the demo's pipeline (synthface.demo.balanced_set / identity_set): label a bank, fit the
-    latent model, generate ids_per_cell identities x images_per_id per cell."""
+    latent model, generate scale x ids_per_cell identities x images_per_id per cell. The pretrain
+    experiment asks for balanced_scale(cfg) (its b2 / b5 sets are the first 2x / 5x identities); the
+    other experiments that borrow set (b) take the default, ids_per_cell."""
     import warnings
 
     from ..dataset import DatasetConfig, generate_dataset
@@ -221,7 +223,7 @@ def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable) -> Path:
     from ..labelling import load_labeller
     from ..latent import DemographicLatentModel, build_bank
 
-    n_cell = cfg.ids_per_cell * balanced_scale(cfg)
+    n_cell = cfg.ids_per_cell * scale
     key = {"stage": "balanced", "ids_per_cell_written": n_cell,
            **{k: getattr(cfg, k) for k in ("bank_n", "ids_per_cell", "images_per_id", "seed", "variation_budget")},
            "fit": DEMO_FIT, "identities": _identity_settings(cfg)}

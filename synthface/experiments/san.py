@@ -104,8 +104,7 @@ def make_config(quick: bool = False, overrides: Optional[dict] = None) -> SANExp
 
 
 def _pretrain_cfg(cfg: SANExperimentConfig):
-    """The pretrain builder's settings for set b alone: with its default sets (b5 among them) the balanced set
-    would hold 5x ids_per_cell identities per cell."""
+    """The pretrain builder's settings for set b alone (build_balanced writes ids_per_cell per cell)."""
     from .pretrain_data import PretrainConfig
     return PretrainConfig(world_seed=cfg.world_seed, render_size=cfg.render_size, ids_per_cell=cfg.ids_per_cell,
                           images_per_id=cfg.images_per_id, bank_n=cfg.bank_n, variation_budget=cfg.variation_budget,
