@@ -58,3 +58,19 @@ def test_too_few_samples_and_bad_features_are_refused():
 def test_intra_identity_spread_is_the_mean_within_identity_std():
     v = np.array([[0.0], [2.0], [10.0], [10.0]])
     assert intra_identity_spread(v, np.array([0, 0, 1, 1]))[0] == pytest.approx(np.std([0, 2], ddof=1) / 2)
+
+
+def test_renderer_coverage_sets_do_not_depend_on_the_render_chunk(monkeypatch):
+    """The renderer reference sets are drawn in chunks (memory); each face comes from its own
+    identity's stream, so the chunk size changes nothing."""
+    from synthface.world import reference as R
+
+    cell = "group=group2,gender=female"
+    monkeypatch.setattr(R, "RENDER_CHUNK", 7)
+    a = R.renderer_coverage_sets([cell], 4, 3)[cell]
+    monkeypatch.setattr(R, "RENDER_CHUNK", 1000)
+    b = R.renderer_coverage_sets([cell], 4, 3)[cell]
+    assert a["real"].shape == (12, 112, 112, 3) and a["real"].dtype == np.uint8
+    for k in ("real", "real2", "real_identity", "real2_identity"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["real"], a["real2"])  # two disjoint sets of people

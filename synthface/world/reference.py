@@ -64,6 +64,9 @@ _COVERAGE_CELL_STRIDE = 100_000
 _COVERAGE_SECOND = 50_000             # the second real set, for the real data's own figures
 
 
+RENDER_CHUNK = 256  # faces rendered at once (each image is drawn from its own identity's stream alone)
+
+
 def renderer_coverage_sets(cells, n_people: int, images: int, size: int = 64) -> dict:
     """Per cell name ('group=G,gender=S'): two disjoint sets of n_people renderer people x `images`
     images each (nuisance varied as the renderer varies it), as 112x112 ArcFace crops: what a
@@ -83,8 +86,12 @@ def renderer_coverage_sets(cells, n_people: int, images: int, size: int = 64) ->
         for first in (base, base + _COVERAGE_SECOND):
             ident = world.identities(range(first, first + n_people), group=gi, gender=si)
             rows = np.repeat(np.arange(n_people), images)
-            imgs = world.render(take(ident, rows), np.tile(np.arange(images), n_people), size=size)
-            crops = arcface_crop(imgs, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            shots = np.tile(np.arange(images), n_people)
+            # in chunks: the renderer's per-pixel layers for thousands of faces at once took ~10 GB
+            crops = np.concatenate([
+                arcface_crop(world.render(take(ident, rows[s:s + RENDER_CHUNK]), shots[s:s + RENDER_CHUNK], size=size),
+                             112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+                for s in range(0, len(rows), RENDER_CHUNK)])
             sets.append((crops, ident["index"][rows]))
         out[name] = {"real": sets[0][0], "real_identity": sets[0][1], "real2": sets[1][0],
                      "real2_identity": sets[1][1], "source": f"renderer people {base}+ and {base + _COVERAGE_SECOND}+"}
