@@ -54,3 +54,21 @@ def test_bad_torch_specs(tmp_path):
         load_embedder("torch:world-attributes")
     with pytest.raises(SynthfaceError, match="arcface:PATH"):
         load_embedder("pytorch:x.pt")
+
+
+def test_onnx_embed_aligned_runs_in_batches(faces):
+    """embed_aligned feeds the network batch_size crops at a time (a whole dataset at once held GBs of
+    activations): the same embeddings as one big batch, and an empty input still gives [0, D]."""
+    from synthface.align import arcface_crop
+
+    crops = arcface_crop(faces, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    emb = load_embedder("world-audit")
+    whole = emb.embed_aligned(crops)
+    emb.batch_size = 3
+    calls = []
+    run = emb.model.session.run
+    emb.model.session.run = lambda names, feed: calls.append(len(next(iter(feed.values())))) or run(names, feed)
+    chunked = emb.embed_aligned(crops)
+    assert calls == [3] * (len(crops) // 3) + ([len(crops) % 3] if len(crops) % 3 else [])
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    assert emb.embed_aligned(crops[:0]).shape == (0, whole.shape[1])
