@@ -95,6 +95,7 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["recogniser"] for r in saved["table"]] == ["world", "a_real", "b_balanced", "c_prior", "d_mixed"]
+    assert [r["label"] for r in saved["table"]][1:] == ["(a) real", "(b) balanced", "(c) prior", "(d) mixed"]
     # the same number of identities and images in every set; d is half a, half b
     tr = saved["training"]
     assert {(t["identities"], t["images"]) for t in tr.values()} == {(12, 36)}
@@ -130,6 +131,8 @@ def test_scale_sets_take_the_first_identities_of_each_cell(tmp_path):
                 for c in range(6) for i in range(n_per_cell)]
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "rows.json").write_text(json.dumps(rows))
+    assert [P.set_label(k, P.SETS[k][0]) for k in ("a", "b2", "e5")] == ["(a) real", "(b2) balanced 2x",
+                                                                          "(e5) real + b5"]
     cfg = P.PretrainConfig(ids_per_cell=2, sets=("a", "b", "b2", "b5", "d", "e1", "e2", "e5"))
     sets = P.training_sets(cfg, tmp_path)
     ids = {k: {r["identity"] for r in v} for k, v in sets.items()}

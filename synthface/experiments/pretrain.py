@@ -86,6 +86,11 @@ def training_sets(cfg: PretrainConfig, data: Path) -> dict[str, list[dict]]:
     return {k: v for k, v in sets.items() if k in cfg.sets}
 
 
+def set_label(key: str, name: str) -> str:
+    """'(e5) real + b5' for the set e5 named e5_real_plus_b5."""
+    return f"({key}) " + name.split("_", 1)[1].replace("_plus_", " + ").replace("_", " ")
+
+
 def write_csv(rows: list[dict], path: Path) -> Path:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -394,7 +399,7 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     for name, r in rep["recognisers"].items():
         row = summary_row(name, r)
         k = next((s for s, (n, _) in SETS.items() if n == name), None)
-        row["label"] = f"({k}) {name[2:]}" if k else "world recogniser (reference)"
+        row["label"] = set_label(k, name) if k else "world recogniser (reference)"
         row["data"] = (f"{training[k]['identities']} ids x {cfg.images_per_id}" if k else
                        "2,500 renderer people x 12 (world identities 100000+)")
         table.append(row)
