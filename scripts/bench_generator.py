@@ -13,10 +13,11 @@ reaches. Prints a JSON record to stdout (and to --out FILE); progress goes to st
         --batches 1,8,32 --precisions fp32,fp16 --out bench_out/gpu.json
 
 Precision fp16 is the FFHQ config's own (num_fp16_res=4: the four highest resolutions run in
-fp16, CUDA only); fp32 sets num_fp16_res=0 for both networks. bf16 (CPU) runs synthface's fp32
-network under torch.autocast(bfloat16), which oneDNN maps to AMX / AVX512-BF16 where the CPU has
-them, against NVIDIA's in fp32 (it has no bf16 path): the ratio is then the speed-up a user gets
-by asking for bf16, and the difference is bf16's error, reported but not held to --tolerance.
+fp16, CUDA only); fp32 sets num_fp16_res=0 for both networks. bf16 (CPU) runs synthface's
+synthesis network under torch.autocast(bfloat16) (Generator.set_cpu_precision), which oneDNN maps
+to AMX / AVX512-BF16 where the CPU has them, against NVIDIA's in fp32 (it has no bf16 path): the
+ratio is then the speed-up a user gets by asking for bf16, and the difference is bf16's error,
+reported but not held to --tolerance.
 
 NVIDIA's code is only imported at run time from the checkout given with --reference; none of
 it lives in this repository.
@@ -168,10 +169,10 @@ def make_pair(resolution: int, device: torch.device, networks, precision: str = 
 
 
 def forward_fns(ours, ref, device: torch.device, precision: str = "fp32"):
+    if precision == "bf16":
+        ours.set_cpu_precision("bf16")  # what `--precision bf16` gives users: synthesis under bf16 autocast
+
     def run_ours(z):
-        if precision == "bf16":
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                return ours(z, None, truncation_psi=1, noise_mode="const")
         return ours(z, None, truncation_psi=1, noise_mode="const")
 
     def run_ref(z):
@@ -336,6 +337,8 @@ def main(argv=None) -> int:
     precisions = args.precisions or (["fp32", "fp16"] if on_cuda else ["fp32"])
     if "fp16" in precisions and not on_cuda:
         sys.exit("--precisions fp16 needs --device cuda (both generators run fp32 on CPU)")
+    if "bf16" in precisions and on_cuda:
+        sys.exit("--precisions bf16 is the CPU option (--device cpu); on CUDA use fp16")
     if on_cuda:
         torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     tolerance = args.tolerance if args.tolerance is not None else default_tolerance(device)
