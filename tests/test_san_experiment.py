@@ -107,9 +107,18 @@ def test_default_auxiliaries_leave_every_judge_unseen(tmp_path):
     assert "synthetic train set" in san._aux_line(0, {"spec": "r", "variant": "v", "val_accuracy": 0.5}, {})
 
 
-def test_the_balanced_training_set_holds_ids_per_cell_identities_per_cell():
-    from synthface.experiments.pretrain_data import balanced_scale
-    cfg = san.make_config(quick=True)
-    p = san._pretrain_cfg(cfg)
-    assert balanced_scale(p) == 1 and p.ids_per_cell == cfg.ids_per_cell == 10
+def test_the_balanced_training_set_holds_ids_per_cell_identities_per_cell(tmp_path, monkeypatch):
+    """SAN asks the pretrain builder for set b alone: ids_per_cell identities per cell (scale 1), never
+    pretrain's 5x (the bug between b618866 and a7305f0)."""
+    from synthface.experiments import pretrain_data
+    asked = []
+
+    def stop(cfg, G, path, log, scale=1):
+        asked.append((cfg.ids_per_cell, scale))
+        raise StopIteration
+
+    monkeypatch.setattr(pretrain_data, "build_balanced", stop)
+    with pytest.raises(StopIteration):
+        san.run(tmp_path, quick=True, log=lambda m: None)
+    assert asked == [(10, 1)]
 

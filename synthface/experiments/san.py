@@ -108,7 +108,7 @@ def _pretrain_cfg(cfg: SANExperimentConfig):
     from .pretrain_data import PretrainConfig
     return PretrainConfig(world_seed=cfg.world_seed, render_size=cfg.render_size, ids_per_cell=cfg.ids_per_cell,
                           images_per_id=cfg.images_per_id, bank_n=cfg.bank_n, variation_budget=cfg.variation_budget,
-                          variation_strength=cfg.variation_strength, seed=cfg.seed, sets=["b"])
+                          variation_strength=cfg.variation_strength, seed=cfg.seed)
 
 
 def _write_dataset(rows: list[dict], path: Path) -> Path:
