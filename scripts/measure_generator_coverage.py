@@ -2,6 +2,7 @@
 generator's bottleneck?), in the audit recogniser's and the audit attribute net's feature spaces.
 
     python scripts/measure_generator_coverage.py [--n 200] [--out coverage.json]
+    python scripts/measure_generator_coverage.py --cells "group=group1,gender=female;group=group2,gender=female" --truncations 1,1.3,1.6 --skip-prior
 
 For each group x gender cell: N faces of the generator's prior (z ~ N(0, I), psi 1) that the world's
 labeller puts confidently (>= 0.99) in the cell, and N faces sampled from the latent model's cell
@@ -44,31 +45,47 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--model", default="demo_out/model.synthface")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--cells", default="all", help="cells to measure (as `generate --cells`)")
+    ap.add_argument("--truncations", default="1", help="comma-separated scales of the latent model's cell "
+                    "Gaussian about its mean (1: as fitted; above 1 widens it)")
+    ap.add_argument("--psis", default="1", help="comma-separated truncation psi of the prior latents the "
+                    "latent model lifts its samples with (1: none; above 1 extrapolates away from the mean w)")
+    ap.add_argument("--skip-prior", action="store_true", help="measure only the latent model's samples")
+    ap.add_argument("--network", default=None, help="generator (default: the demo world's)")
     a = ap.parse_args()
     t0 = time.time()
-    G = load_generator(generator_path())
+    G = load_generator(a.network or generator_path())
+    truncations = [float(t) for t in a.truncations.split(",")]
+    psis = [float(t) for t in a.psis.split(",")]
     model = DemographicLatentModel.load(a.model)
     lab = load_labeller("world")
     audit = load_embedder("world-audit")
     attr = load_backbone(asset("torch/audit_attributes.safetensors"))
     feats = {"audit recogniser": audit.embed_aligned, "audit attributes": lambda x: attribute_features(attr, x)}
-    specs = parse_cells("all", model.schema_, model.attributes_)
+    specs = parse_cells(a.cells, model.schema_, model.attributes_)
     names = [spec_name(s) for s in specs]
     real = renderer_coverage_sets(names, a.n, 1)
     # prior faces, labelled once, split by cell
-    pool_w = prior_latents(G, keyed_rng(0, 0xC0F).integers(0, 2**32 - 1, 30 * a.n).tolist(), 1.0)
-    pool = synthesize(G, pool_w, "const")
-    out = {"n": a.n, "cells": {}}
+    if not a.skip_prior:
+        pool_w = prior_latents(G, keyed_rng(0, 0xC0F).integers(0, 2**32 - 1, 30 * a.n).tolist(), 1.0)
+        pool = synthesize(G, pool_w, "const")
+    out = {"n": a.n, "truncations": truncations, "psis": psis, "cells": {}}
     for spec, name in zip(specs, names):
-        ok = in_cell(model, lab, pool, spec)
-        prior = crops(pool[ok][:a.n])
-        rng = keyed_rng(0, 0xC0E, name_key(name))
-        S, _ = model.sample_projection(spec, 6 * a.n, rng, 1.0)
-        W = model.lift(S, prior_latents(G, rng.integers(0, 2**32 - 1, len(S)).tolist(), 1.0)).astype(np.float32)
-        imgs = synthesize(G, W, "const")
-        cell = crops(imgs[in_cell(model, lab, imgs, spec)][:a.n])
+        sources = []
+        if not a.skip_prior:
+            sources.append(("prior", crops(pool[in_cell(model, lab, pool, spec)][:a.n])))
+        for t, psi in [(t, p) for t in truncations for p in psis]:
+            # same draws for every setting, so the settings differ only in the spread
+            rng = keyed_rng(0, 0xC0E, name_key(name))
+            S, _ = model.sample_projection(spec, 6 * a.n, rng, t)
+            W = model.lift(S, prior_latents(G, rng.integers(0, 2**32 - 1, len(S)).tolist(), psi)).astype(np.float32)
+            imgs = synthesize(G, W, "const")
+            ok = in_cell(model, lab, imgs, spec)
+            src = "latent model" + (f" x{t:g}" if t != 1 else "") + (f" psi {psi:g}" if psi != 1 else "")
+            sources.append((src, crops(imgs[ok][:a.n])))
+            out.setdefault("label_pass", {}).setdefault(name, {})[src] = float(ok.mean())
         res = {}
-        for src, x in (("prior", prior), ("latent model", cell)):
+        for src, x in sources:
             if len(x) < a.n:
                 res[src] = {"error": f"only {len(x)} confident faces"}
                 continue
