@@ -51,6 +51,10 @@ def main():
     ap.add_argument("--psis", default="1", help="comma-separated truncation psi of the prior latents the "
                     "latent model lifts its samples with (1: none; above 1 extrapolates away from the mean w)")
     ap.add_argument("--skip-prior", action="store_true", help="measure only the latent model's samples")
+    ap.add_argument("--prior-pool", type=int, default=30, help="prior faces drawn, as a multiple of --n (the "
+                    "rarest cell needs ~60 for n faces)")
+    ap.add_argument("--skip-latent", action="store_true", help="measure only the prior's faces (e.g. for a "
+                    "generator the latent model was not fitted to)")
     ap.add_argument("--network", default=None, help="generator (default: the demo world's)")
     a = ap.parse_args()
     t0 = time.time()
@@ -67,14 +71,14 @@ def main():
     real = renderer_coverage_sets(names, a.n, 1)
     # prior faces, labelled once, split by cell
     if not a.skip_prior:
-        pool_w = prior_latents(G, keyed_rng(0, 0xC0F).integers(0, 2**32 - 1, 30 * a.n).tolist(), 1.0)
+        pool_w = prior_latents(G, keyed_rng(0, 0xC0F).integers(0, 2**32 - 1, a.prior_pool * a.n).tolist(), 1.0)
         pool = synthesize(G, pool_w, "const")
     out = {"n": a.n, "truncations": truncations, "psis": psis, "cells": {}}
     for spec, name in zip(specs, names):
         sources = []
         if not a.skip_prior:
             sources.append(("prior", crops(pool[in_cell(model, lab, pool, spec)][:a.n])))
-        for t, psi in [(t, p) for t in truncations for p in psis]:
+        for t, psi in [] if a.skip_latent else [(t, p) for t in truncations for p in psis]:
             # same draws for every setting, so the settings differ only in the spread
             rng = keyed_rng(0, 0xC0E, name_key(name))
             S, _ = model.sample_projection(spec, 6 * a.n, rng, t)
