@@ -10,6 +10,16 @@ synthface.train.stylegan2 (resumable: rerun to continue), --kimg at lr 0.0025, t
 synthface/world/assets/generator.safetensors and assess it with the world's classifier
 (confidence, cell frequencies against the training distribution, contact sheets).
 The defaults are the shipped CPU build's schedule; on a GPU a larger --kimg does better.
+
+    python scripts/build_world_generator.py --workdir runs/world-v2 --identities 12000 --images 2 \
+        --extra-rare 1000 --threads 1 --no-ship          # issue 25: more people, more of the rare female cells
+
+--extra-rare adds that many more people of group1/female and of group2/female each (identities
+20,000,000+, a range no evaluation uses): the shipped generator's own faces cover those cells' renderer
+people least (docs/benchmarks.md), and more of their variety to learn from is the lever left once the
+sampling side is ruled out; the population stays biased (group3/male remains the largest cell).
+--no-ship trains (and resumes) without touching the shipped assets; assess a snapshot with
+`synthface world assess --network ...` and scripts/measure_generator_coverage.py --network ....
 """
 
 import json
@@ -29,6 +39,25 @@ from synthface.world.dataset import write_image_folder
 
 DATASET = dict(identities=6000, images_per_identity=6, size=64)
 FINETUNE_KIMG = 40.0
+EXTRA_FIRST = 20_000_000
+RARE_CELLS = (("group1", "female"), ("group2", "female"))
+
+
+def write_training_set(workdir: Path, identities: int, images: int, extra_rare: int) -> Path:
+    """The biased population as an image folder; with extra_rare, plus that many people of each rare
+    female cell in sibling folders (the trainer reads every image under the returned folder)."""
+    if extra_rare <= 0:
+        return write_image_folder(World(seed=0, distribution=BIASED), workdir / "biased64", identities, images,
+                                  DATASET["size"])
+    root = workdir / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    write_image_folder(World(seed=0, distribution=BIASED), root / "biased", identities, images, DATASET["size"])
+    for k, (group, gender) in enumerate(RARE_CELLS):
+        # same seed, one cell: people drawn as the renderer draws that cell's people
+        cell = World(seed=0, distribution={"group": {group: 1.0}, "gender": {gender: 1.0}})
+        write_image_folder(cell, root / f"{group}_{gender}", extra_rare, images, DATASET["size"],
+                           first_identity=EXTRA_FIRST + k * 1_000_000)
+    return root
 
 
 def config(data: Path, run: Path, kimg: float, lr: float = 0.0025) -> TrainConfig:
@@ -42,7 +71,7 @@ def describe_metadata(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def card(cfg: TrainConfig, res: dict) -> str:
+def card(cfg: TrainConfig, res: dict, data: dict) -> str:
     ref = res["renderer_reference"]
     rows = "\n".join(f"| {c} | {100 * res['training_cell_frequency'][c]:.1f} | {100 * ref['cell_frequency'][c]:.1f} | "
                      f"{100 * res['cell_frequency'][c]:.1f} |" for c in res["cell_frequency"])
@@ -51,7 +80,7 @@ def card(cfg: TrainConfig, res: dict) -> str:
 - **Network:** synthface's StyleGAN2 (`skip` generator, residual discriminator), {cfg.resolution}x{cfg.resolution},
   z/w {cfg.z_dim}/{cfg.w_dim}, {cfg.mapping_layers} mapping layers, channels base {cfg.channel_base} / max {cfg.channel_max}.
 - **Data:** the biased demo-world population (world seed 0; groups 25/15/60 %, genders 35/65 %;
-  {DATASET['identities']} identities x {DATASET['images_per_identity']} images at {DATASET['size']}x{DATASET['size']}),
+  {data['identities']} identities x {data['images']} images at {DATASET['size']}x{DATASET['size']}){extra_text(data)},
   x-flips.
 - **Training:** `scripts/build_world_generator.py` (seed {cfg.seed}, batch {cfg.batch}, lr {res['schedule']}, lazy R1 with
   NVIDIA's gamma heuristic, style mixing 0.9, G EMA), on CPU, snapshot at **{res['trained_kimg']} kimg**
@@ -78,18 +107,31 @@ def card(cfg: TrainConfig, res: dict) -> str:
 """
 
 
+def extra_text(data: dict) -> str:
+    if data["extra_rare"] <= 0:
+        return ""
+    return (f", plus {data['extra_rare']} more people x {data['images']} images of each of "
+            + " and ".join(f"{g}/{s}" for g, s in RARE_CELLS))
+
+
 @click.command()
 @click.option("--workdir", default="build/world", show_default=True)
+@click.option("--identities", default=DATASET["identities"], show_default=True, help="people of the biased population")
+@click.option("--images", default=DATASET["images_per_identity"], show_default=True, help="images per person")
+@click.option("--extra-rare", default=0, show_default=True,
+              help="more people of group1/female and of group2/female each")
+@click.option("--ship/--no-ship", default=True, show_default=True,
+              help="copy the result into the assets and assess it (--no-ship: train only)")
 @click.option("--assets", default="synthface/world/assets", show_default=True)
 @click.option("--kimg", default=720.0, show_default=True, help="main phase, at lr 0.0025")
 @click.option("--finetune-kimg", default=FINETUNE_KIMG, show_default=True, help="then this many more at --finetune-lr")
 @click.option("--finetune-lr", default=0.0005, show_default=True)
 @click.option("--threads", default=0, show_default=True)
 @click.option("--skip-training", is_flag=True, help="export and assess the run's latest snapshot as it is")
-def main(workdir, assets, kimg, finetune_kimg, finetune_lr, threads, skip_training):
+def main(workdir, identities, images, extra_rare, ship, assets, kimg, finetune_kimg, finetune_lr, threads,
+         skip_training):
     workdir, assets = Path(workdir), Path(assets)
-    data = write_image_folder(World(seed=0, distribution=BIASED), workdir / "biased64", DATASET["identities"],
-                              DATASET["images_per_identity"], DATASET["size"])
+    data = write_training_set(workdir, identities, images, extra_rare)
     run = workdir / "stylegan2"
     # At the full rate the samples stopped improving (the CPU build plateaued from ~680 kimg);
     # going on at a lower rate lets G settle, which sharpens the cues the classifiers read.
@@ -100,6 +142,9 @@ def main(workdir, assets, kimg, finetune_kimg, finetune_lr, threads, skip_traini
         cfg.threads = threads
         if not skip_training:
             snapshot = train(cfg)  # resumes; a phase already done returns at once
+    if not ship:
+        click.echo(f"G_ema -> {snapshot} (not shipped)")
+        return
     assets.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(snapshot, assets / "generator.safetensors.tmp")
     (assets / "generator.safetensors.tmp").replace(assets / "generator.safetensors")
@@ -115,7 +160,8 @@ def main(workdir, assets, kimg, finetune_kimg, finetune_lr, threads, skip_traini
     (assets / "generator.json").write_text(json.dumps(res, indent=2) + "\n")
     (assets / "cards").mkdir(exist_ok=True)
     shutil.copyfile(workdir / "assessment" / "seed_grid.png", assets / "cards" / "generator_seed_grid.png")
-    (assets / "cards" / "generator.md").write_text(card(cfg, res))
+    (assets / "cards" / "generator.md").write_text(
+        card(cfg, res, dict(identities=identities, images=images, extra_rare=extra_rare)))
     click.echo(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}, indent=2))
 
 
