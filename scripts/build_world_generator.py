@@ -12,7 +12,7 @@ synthface/world/assets/generator.safetensors and assess it with the world's clas
 The defaults are the shipped CPU build's schedule; on a GPU a larger --kimg does better.
 
     python scripts/build_world_generator.py --workdir runs/world-v2 --identities 12000 --images 2 \
-        --extra-rare 1000 --threads 1 --no-ship          # issue 25: more people, more of the rare female cells
+        --extra-rare 1000 --threads 1 --no-ship --keep-snapshots     # issue 25: more people, more of the rare female cells
 
 --extra-rare adds that many more people of group1/female and of group2/female each (identities
 20,000,000+, a range no evaluation uses): the shipped generator's own faces cover those cells' renderer
@@ -127,9 +127,10 @@ def extra_text(data: dict) -> str:
 @click.option("--finetune-kimg", default=FINETUNE_KIMG, show_default=True, help="then this many more at --finetune-lr")
 @click.option("--finetune-lr", default=0.0005, show_default=True)
 @click.option("--threads", default=0, show_default=True)
+@click.option("--keep-snapshots", is_flag=True, help="keep every 10-kimg snapshot, to compare them afterwards")
 @click.option("--skip-training", is_flag=True, help="export and assess the run's latest snapshot as it is")
 def main(workdir, identities, images, extra_rare, ship, assets, kimg, finetune_kimg, finetune_lr, threads,
-         skip_training):
+         keep_snapshots, skip_training):
     workdir, assets = Path(workdir), Path(assets)
     data = write_training_set(workdir, identities, images, extra_rare)
     run = workdir / "stylegan2"
@@ -139,7 +140,7 @@ def main(workdir, identities, images, extra_rare, ship, assets, kimg, finetune_k
     snapshot = run / "network-snapshot.safetensors"
     for end, lr in phases:
         cfg = config(data, run, end, lr)
-        cfg.threads = threads
+        cfg.threads, cfg.keep_snapshots = threads, keep_snapshots
         if not skip_training:
             snapshot = train(cfg)  # resumes; a phase already done returns at once
     if not ship:

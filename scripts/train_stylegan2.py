@@ -35,6 +35,8 @@ D = TrainConfig()  # the one source of defaults
 @click.option("--g-topk", default=D.g_topk, show_default=True,
               help="fraction of fakes, those D rates most real, that G's loss uses")
 @click.option("--snapshot-kimg", default=D.snapshot_kimg, show_default=True)
+@click.option("--keep-snapshots", is_flag=True, help="keep every snapshot (network-snapshot-<kimg>.safetensors), "
+              "not only the latest")
 @click.option("--seed", default=D.seed, show_default=True)
 @click.option("--device", default=D.device, show_default=True)
 @click.option("--threads", default=D.threads, show_default=True, help="CPU threads (0: torch's default)")

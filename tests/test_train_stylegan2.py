@@ -56,6 +56,7 @@ def test_train_snapshot_and_resume(folder, tmp_path):
     assert st2["nimg"] == 12
     assert not torch.equal(st["G"]["synthesis.b16.conv1.weight"], st2["G"]["synthesis.b16.conv1.weight"])
     assert (out / "fakes-latest.png").exists() and (out / "reals.png").exists()
+    assert not list(out.glob("network-snapshot-*"))  # only the latest, unless asked
     assert st2["opt_G"]["param_groups"][0]["lr"] == pytest.approx(cfg.g_lr)
     # going on at a lower rate (a fine-tuning phase): the new rates replace the checkpoint's
     cfg.kimg, cfg.g_lr, cfg.d_lr = 0.016, cfg.g_lr / 5, cfg.d_lr / 5
@@ -64,6 +65,20 @@ def test_train_snapshot_and_resume(folder, tmp_path):
     assert st3["nimg"] == 16
     assert st3["opt_G"]["param_groups"][0]["lr"] == pytest.approx(cfg.g_lr)
     assert st3["opt_D"]["param_groups"][0]["lr"] == pytest.approx(cfg.d_lr * 2 / 3)  # r1_interval 2: mb = 2/3
+
+
+def test_keep_snapshots_keeps_each_one_loadable(folder, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(folder), outdir=str(out), resolution=16, z_dim=8, w_dim=8, mapping_layers=2,
+                      channel_base=128, channel_max=16, batch=4, kimg=0.004, snapshot_kimg=0.004, grid_seeds=4,
+                      r1_interval=2, threads=1, keep_snapshots=True)
+    train(cfg, log=lambda s: None)
+    kept = sorted(p.name for p in out.glob("network-snapshot-*"))
+    assert kept == ["network-snapshot-000000.safetensors"]  # named by whole kimg, as NVIDIA names them
+    a, b = load_generator(out / kept[0]), load_generator(out / "network-snapshot.safetensors")
+    z = torch.randn(2, 8)
+    assert torch.equal(a(z, None, noise_mode="const"), b(z, None, noise_mode="const"))
+    assert not list(out.glob("*.tmp"))
 
 
 def test_non_square_images_get_a_clear_error(tmp_path):

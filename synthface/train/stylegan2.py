@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +60,7 @@ class TrainConfig:
     mirror: bool = True
     seed: int = 0
     snapshot_kimg: float = 10.0
+    keep_snapshots: bool = False          # also keep each snapshot as network-snapshot-<kimg 6 digits>.safetensors
     grid_seeds: int = 32
     device: str = "auto"
     threads: int = 0
@@ -173,6 +176,10 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
         save_generator(G_ema, out / "network-snapshot.safetensors",
                        source=f"synthface train_stylegan2 ({nimg / 1000:.1f} kimg on {Path(cfg.data).name})",
                        extra_metadata={"kimg": f"{nimg / 1000:.1f}"})
+        if cfg.keep_snapshots:  # for comparing snapshots afterwards (NVIDIA keeps every one too)
+            shutil.copyfile(out / "network-snapshot.safetensors", out / f"network-snapshot-{nimg // 1000:06d}.tmp")
+            os.replace(out / f"network-snapshot-{nimg // 1000:06d}.tmp",
+                       out / f"network-snapshot-{nimg // 1000:06d}.safetensors")
 
     total = int(cfg.kimg * 1000)
     next_snap = (nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
