@@ -73,6 +73,14 @@ def list_images(root: Path) -> list[Path]:
     return files
 
 
+def _keep_snapshot(out: Path, nimg: int) -> None:
+    """Copy the latest snapshot to network-snapshot-<kimg>.safetensors, to compare snapshots
+    afterwards (NVIDIA's trainer keeps every one too)."""
+    name = out / f"network-snapshot-{nimg // 1000:06d}"
+    shutil.copyfile(out / "network-snapshot.safetensors", name.with_suffix(".tmp"))
+    os.replace(name.with_suffix(".tmp"), name.with_suffix(".safetensors"))
+
+
 def load_image_folder(root, resolution: int, log: Callable = print) -> torch.Tensor:
     """Every image under `root`, as uint8 [N, 3, R, R]; square images of another size are resized."""
     root = Path(root)
@@ -176,10 +184,8 @@ def _train(cfg: TrainConfig, log: Callable) -> Path:
         save_generator(G_ema, out / "network-snapshot.safetensors",
                        source=f"synthface train_stylegan2 ({nimg / 1000:.1f} kimg on {Path(cfg.data).name})",
                        extra_metadata={"kimg": f"{nimg / 1000:.1f}"})
-        if cfg.keep_snapshots:  # for comparing snapshots afterwards (NVIDIA keeps every one too)
-            shutil.copyfile(out / "network-snapshot.safetensors", out / f"network-snapshot-{nimg // 1000:06d}.tmp")
-            os.replace(out / f"network-snapshot-{nimg // 1000:06d}.tmp",
-                       out / f"network-snapshot-{nimg // 1000:06d}.safetensors")
+        if cfg.keep_snapshots:
+            _keep_snapshot(out, nimg)
 
     total = int(cfg.kimg * 1000)
     next_snap = (nimg // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
