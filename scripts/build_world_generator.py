@@ -43,20 +43,21 @@ EXTRA_FIRST = 20_000_000
 RARE_CELLS = (("group1", "female"), ("group2", "female"))
 
 
-def write_training_set(workdir: Path, identities: int, images: int, extra_rare: int) -> Path:
+def write_training_set(workdir: Path, identities: int, images: int, extra_rare: int, workers: int = 1) -> Path:
     """The biased population as an image folder; with extra_rare, plus that many people of each rare
     female cell in sibling folders (the trainer reads every image under the returned folder)."""
     if extra_rare <= 0:
         return write_image_folder(World(seed=0, distribution=BIASED), workdir / "biased64", identities, images,
-                                  DATASET["size"])
+                                  DATASET["size"], workers=workers)
     root = workdir / "data"
     root.mkdir(parents=True, exist_ok=True)
-    write_image_folder(World(seed=0, distribution=BIASED), root / "biased", identities, images, DATASET["size"])
+    write_image_folder(World(seed=0, distribution=BIASED), root / "biased", identities, images, DATASET["size"],
+                       workers=workers)
     for k, (group, gender) in enumerate(RARE_CELLS):
         # same seed, one cell: people drawn as the renderer draws that cell's people
         cell = World(seed=0, distribution={"group": {group: 1.0}, "gender": {gender: 1.0}})
         write_image_folder(cell, root / f"{group}_{gender}", extra_rare, images, DATASET["size"],
-                           first_identity=EXTRA_FIRST + k * 1_000_000)
+                           first_identity=EXTRA_FIRST + k * 1_000_000, workers=workers)
     return root
 
 
@@ -127,12 +128,13 @@ def extra_text(data: dict) -> str:
 @click.option("--finetune-kimg", default=FINETUNE_KIMG, show_default=True, help="then this many more at --finetune-lr")
 @click.option("--finetune-lr", default=0.0005, show_default=True)
 @click.option("--threads", default=0, show_default=True)
+@click.option("--render-workers", default=1, show_default=True, help="processes rendering the training set")
 @click.option("--keep-snapshots", is_flag=True, help="keep every 10-kimg snapshot, to compare them afterwards")
 @click.option("--skip-training", is_flag=True, help="export and assess the run's latest snapshot as it is")
 def main(workdir, identities, images, extra_rare, ship, assets, kimg, finetune_kimg, finetune_lr, threads,
-         keep_snapshots, skip_training):
+         render_workers, keep_snapshots, skip_training):
     workdir, assets = Path(workdir), Path(assets)
-    data = write_training_set(workdir, identities, images, extra_rare)
+    data = write_training_set(workdir, identities, images, extra_rare, render_workers)
     run = workdir / "stylegan2"
     # At the full rate the samples stopped improving (the CPU build plateaued from ~680 kimg);
     # going on at a lower rate lets G settle, which sharpens the cues the classifiers read.

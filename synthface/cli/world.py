@@ -25,14 +25,17 @@ def world():
 @click.option("--seed", type=SEED, default=0, show_default=True, help="world seed")
 @click.option("--first-identity", type=NONNEG_INT, default=0, show_default=True)
 @click.option("--image-labels", is_flag=True, help="also record each image's smile, smile_score and glasses")
-def world_render(outdir, identities, images_per_identity, size, distribution, seed, first_identity, image_labels):
+@click.option("--workers", type=POSITIVE_INT, default=1, show_default=True,
+              help="render in this many processes (same files, byte for byte)")
+def world_render(outdir, identities, images_per_identity, size, distribution, seed, first_identity, image_labels,
+                 workers):
     """Render a population as <identity>/<image>.png plus labels.jsonl (e.g. to train a GAN on)."""
     from ..world import BALANCED, BIASED, World
     from ..world.dataset import write_image_folder
 
     w = World(seed=seed, distribution=BIASED if distribution == "biased" else BALANCED)
     path = run_api(write_image_folder, w, outdir, identities, images_per_identity, size, first_identity=first_identity,
-                log=lambda m: click.echo(m, err=True), per_image_labels=image_labels)
+                log=lambda m: click.echo(m, err=True), per_image_labels=image_labels, workers=workers)
     click.echo(str(path))
 
 

@@ -48,13 +48,15 @@ def render_population(world: World, identity_indices, images_per_identity: int, 
 
 
 def write_image_folder(world: World, outdir, n_identities: int, images_per_identity: int, size: int = 64,
-                       first_identity: int = 0, log: Callable = print, per_image_labels: bool = False) -> Path:
+                       first_identity: int = 0, log: Callable = print, per_image_labels: bool = False,
+                       workers: int = 1) -> Path:
     """`outdir/<identity>/<image>.png` plus `labels.jsonl` (identity, group, gender, age per image;
     with per_image_labels also smile, smile_score and glasses, see image_labels: off by default so
     existing folders stay byte-identical). Rendered into a temporary folder inside `outdir`, moved
     into place at the end and labels.jsonl written last, so a folder without labels.jsonl is
     unfinished (a rerun redoes it). The folder is this process's alone while it writes; an existing
-    folder keeps its mode."""
+    folder keeps its mode. workers > 1 renders contiguous identity ranges in that many processes:
+    the same files, byte for byte (every image depends only on the world, its identity and its index)."""
     outdir = Path(outdir)
     if (outdir / "labels.jsonl").exists():
         log(f"{outdir} exists, keeping it")
@@ -68,8 +70,11 @@ def write_image_folder(world: World, outdir, n_identities: int, images_per_ident
                                  "empty folder")
         tmp = temp_path(outdir / "render", directory=True)
         try:
-            lines = _render_into(tmp, world, range(first_identity, first_identity + n_identities),
-                                 images_per_identity, size, log, per_image_labels)
+            ids = range(first_identity, first_identity + n_identities)
+            if workers > 1 and n_identities > 1:
+                lines = _render_parallel(tmp, world, ids, images_per_identity, size, log, per_image_labels, workers)
+            else:
+                lines = _render_into(tmp, world, ids, images_per_identity, size, log, per_image_labels)
             for d in sorted(tmp.iterdir()):
                 shutil.rmtree(outdir / d.name, ignore_errors=True)  # left by a run that failed while moving
                 os.replace(d, outdir / d.name)
@@ -77,6 +82,27 @@ def write_image_folder(world: World, outdir, n_identities: int, images_per_ident
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return outdir
+
+
+def _render_parallel(tmp: Path, world: World, ids: range, images_per_identity: int, size: int, log: Callable,
+                     per_image_labels: bool, workers: int) -> list[str]:
+    """_render_into over `workers` contiguous slices of ids in spawned processes (the renderer is
+    numpy; spawn keeps the parent's threads out of the children); the lines come back in order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(workers, len(ids))
+    bounds = np.linspace(0, len(ids), workers + 1).astype(int)
+    parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    log(f"  rendering {len(ids)} identities in {workers} processes")
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_render_into, tmp, world, part, images_per_identity, size, _quiet, per_image_labels)
+                   for part in parts]
+        return [line for f in futures for line in f.result()]
+
+
+def _quiet(message: str) -> None:
+    """A picklable no-op log for the worker processes."""
 
 
 def _render_into(tmp: Path, world: World, ids, images_per_identity: int, size: int, log: Callable,
