@@ -167,23 +167,29 @@ def _layer_in_place(x, weight, styles, bias, noise, up, padding, resample_filter
         bias_g = None
     else:
         x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, flip_weight=flip_weight)
-    if n > 1:
-        x.mul_(dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
+    d = dcoefs.to(x.dtype).reshape(n, -1, 1, 1) if n > 1 else None
     # x is the convolution's fresh output, so the epilogue may work in place. Broadcasting
     # operands in another memory format than x take a slow path, hence the explicit formats.
     bias_g = bias_g.reshape(1, -1, 1, 1) if bias_g is not None else None
+    addend = None  # added in the same pass as the demodulation (x * d + addend)
     if noise is None:
-        if bias_g is not None:
-            x.add_(bias_g)
+        addend = bias_g
     elif n == 1 or noise.shape[0] == n or bias_g is None:
+        if d is not None:
+            x.mul_(d)
+            d = None
         x.add_((noise * g).to(x.dtype))
-        if bias_g is not None:
-            x.add_(bias_g)
+        addend = bias_g
     else:
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        offset = torch.empty((1, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
-        torch.add((noise * g).to(x.dtype).expand(1, 1, *x.shape[2:]), bias_g, out=offset)
-        x.add_(offset)
+        addend = torch.empty((1, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
+        torch.add((noise * g).to(x.dtype).expand(1, 1, *x.shape[2:]), bias_g, out=addend)
+    if d is not None and addend is not None:
+        torch.addcmul(addend, x, d, out=x)
+    elif d is not None:
+        x.mul_(d)
+    elif addend is not None:
+        x.add_(addend)
     if act == "lrelu":
         F.leaky_relu_(x, _HOMOGENEOUS[act])
     elif act == "relu":
