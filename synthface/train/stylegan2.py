@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ from PIL import Image
 from ..errors import SynthfaceError
 from ..generator import Discriminator, Generator, load_generator, resolve_device, save_generator
 from ..generator.synthesis import to_uint8
-from ..fileio import image_grid, save_image_atomic, write_json_atomic
+from ..fileio import atomic_write, image_grid, save_image_atomic, write_json_atomic
 from .engine import append_jsonl, save_checkpoint, seed_everything
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -76,9 +75,8 @@ def list_images(root: Path) -> list[Path]:
 def _keep_snapshot(out: Path, nimg: int) -> None:
     """Copy the latest snapshot to network-snapshot-<kimg>.safetensors, to compare snapshots
     afterwards (NVIDIA's trainer keeps every one too)."""
-    name = out / f"network-snapshot-{nimg // 1000:06d}"
-    shutil.copyfile(out / "network-snapshot.safetensors", name.with_suffix(".tmp"))
-    os.replace(name.with_suffix(".tmp"), name.with_suffix(".safetensors"))
+    with open(out / "network-snapshot.safetensors", "rb") as src:
+        atomic_write(out / f"network-snapshot-{nimg // 1000:06d}.safetensors", lambda f: shutil.copyfileobj(src, f))
 
 
 def load_image_folder(root, resolution: int, log: Callable = print) -> torch.Tensor:
