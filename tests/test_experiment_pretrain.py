@@ -123,6 +123,34 @@ def test_plumbing_toy_run(tmp_path, monkeypatch):
     assert "reused from an earlier run" in (tmp_path / "report.md").read_text()
 
 
+def test_reduced_variation_sets_render_the_same_people_with_less_pose_and_expression(tmp_path):
+    """a50 and a0 hold a's identities and image numbers, rendered with the renderer's pose / expression /
+    light variation scaled down: same backgrounds, a still face at strength 0, and only real sets trained."""
+    from PIL import Image
+
+    over = {"ids_per_cell": 2, "images_per_id": 3, "bench_ids_per_cell": 4, "bench_images": 4, "epochs": 1,
+            "batch": 16, "n_boot": 10, "embedding_dim": 16, "sets": ["a", "a50", "a0"]}
+    saved = P.run(tmp_path, overrides=over, log=lambda m: None)
+    assert [r["label"] for r in saved["table"]][1:] == ["(a) real", "(a50) real half variation",
+                                                      "(a0) real no variation"]
+    data = tmp_path / "data"
+    assert not (data / "balanced").exists()  # no generator needed for renderer-only sets
+    rows = {k: json.loads((data / f / "rows.json").read_text()) for k, f in
+            (("a", "real"), ("a50", "real_s50"), ("a0", "real_s0"))}
+    assert [(r["identity"], r["path"]) for r in rows["a0"]] == [(r["identity"], r["path"]) for r in rows["a"]]
+
+    def images(folder, ident):
+        return np.stack([np.asarray(Image.open(data / folder / r["path"]), np.float32)
+                         for r in rows["a"] if r["identity"] == ident])
+
+    spread = {k: [] for k in rows}
+    for ident in sorted({r["identity"] for r in rows["a"]}):
+        for k, f in (("a", "real"), ("a50", "real_s50"), ("a0", "real_s0")):
+            im = images(f, ident)
+            spread[k].append(np.abs(im[:, 40:80, 30:82] - im[:1, 40:80, 30:82]).mean())  # the face's centre
+    assert np.mean(spread["a0"]) < np.mean(spread["a50"]) < np.mean(spread["a"])
+
+
 def test_scale_sets_take_the_first_identities_of_each_cell(tmp_path):
     """b2/b5 are the first 2x/5x identities per cell of the balanced selection; e1/e2/e5 add all of a."""
     names = P.cell_names()
@@ -160,7 +188,7 @@ def test_only_the_pretrain_experiment_asks_for_more_balanced_identities(tmp_path
         raise StopIteration
 
     monkeypatch.setattr(P, "build_benchmark", lambda cfg, path, log: path)
-    monkeypatch.setattr(P, "build_real", lambda cfg, path, log: path)
+    monkeypatch.setattr(P, "build_real", lambda cfg, path, log, strength=1.0: path)
     monkeypatch.setattr(P, "build_balanced", stop)
     for sets, scale in ((["a", "b", "d"], 1), (["b", "b2"], 2), (["a", "b5", "e5"], 5), (None, 5)):
         with pytest.raises(StopIteration):

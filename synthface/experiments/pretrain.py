@@ -45,7 +45,7 @@ from ..errors import SynthfaceError
 from ..fileio import atomic_write, write_json_atomic
 
 from .pretrain_data import (  # noqa: F401  (re-exported: the experiment's configuration and data)
-    SETS, REAL_FIRST, BENCH_FIRST, CELL_STRIDE, PRIOR_INDEX, PretrainConfig,
+    SETS, REAL_STRENGTH, REAL_FIRST, BENCH_FIRST, CELL_STRIDE, PRIOR_INDEX, PretrainConfig,
     QUICK, CELLS, cell_names, quotas, biased_quotas, _done,
     _finish, _fresh, _save_png, render_people, build_benchmark, build_real,
     _cell_of, _identity_settings, balanced_scale, build_balanced, select_prior_identities, build_prior)
@@ -74,6 +74,9 @@ def training_sets(cfg: PretrainConfig, data: Path) -> dict[str, list[dict]]:
     n = cfg.ids_per_cell
     sets = {"a": real, "b": first_per_cell(bal, n), "b2": first_per_cell(bal, 2 * n), "b5": first_per_cell(bal, 5 * n)}
     sets.update({"e1": real + sets["b"], "e2": real + sets["b2"], "e5": real + sets["b5"]})
+    for k in ("a50", "a0"):
+        if k in cfg.sets:
+            sets[k] = _rows(data / real_folder(k), real_folder(k))
     if (data / "prior" / "rows.json").is_file():
         sets["c"] = _rows(data / "prior", "prior")
     half = len(CELLS) * n // 2
@@ -84,6 +87,12 @@ def training_sets(cfg: PretrainConfig, data: Path) -> dict[str, list[dict]]:
         take.update(ids[:q])
     sets["d"] = [r for r in real if r["identity"] in take] + first_per_cell(bal, n // 2)
     return {k: v for k, v in sets.items() if k in cfg.sets}
+
+
+def real_folder(key: str) -> str:
+    """Folder of a renderer set under data/: real, real_s50, real_s0."""
+    s = REAL_STRENGTH[key]
+    return "real" if s == 1.0 else f"real_s{round(100 * s)}"
 
 
 def set_label(key: str, name: str) -> str:
@@ -282,7 +291,11 @@ def _how_made_section(cfg: dict) -> list:
           "- (d) the first identities of (a) by the biased quotas of half the set, plus the first half of (b)'s "
           "identities in every cell: half real, half synthetic, the same total.",
           "- (e1), (e2), (e5): all of (a) plus all of (b), (b2), (b5): real data with 1x, 2x, 5x as many synthetic "
-          "identities added."]
+          "identities added.",
+          "- (a50), (a0), diagnostics: (a)'s people and image numbers rendered with the renderer's pose, expression "
+          "and light variation at half strength and not at all (backgrounds, shirts and habitual glasses vary as in "
+          "(a)): what a recogniser loses when each identity varies less, the real-data counterpart of a generator's "
+          "narrow variations."]
     return L
 
 
@@ -370,14 +383,17 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
     t0, started = time.perf_counter(), time.time()
     bench = build_benchmark(cfg, data / "benchmark", log)
     build_real(cfg, data / "real", log)
-    if set(cfg.sets) - {"a"}:
+    for k in set(cfg.sets) & {"a50", "a0"}:
+        build_real(cfg, data / real_folder(k), log, strength=REAL_STRENGTH[k])
+    if set(cfg.sets) - set(REAL_STRENGTH):
         from ..assets import generator_path
         from ..generator import load_generator
         G = load_generator(generator_path(), device="cpu")
         build_balanced(cfg, G, data / "balanced", log, scale=balanced_scale(cfg))
         if "c" in cfg.sets:
             build_prior(cfg, G, data / "balanced", data / "prior", log)
-    sets = training_sets(cfg, data) if set(cfg.sets) - {"a"} else {"a": _rows(data / "real", "real")}
+    sets = (training_sets(cfg, data) if set(cfg.sets) - set(REAL_STRENGTH) else
+            {k: _rows(data / real_folder(k), real_folder(k)) for k in cfg.sets})
     t_data = time.perf_counter() - t0
     runs, training = {}, {}
     t1 = time.perf_counter()
@@ -404,7 +420,8 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
                        "2,500 renderer people x 12 (world identities 100000+)")
         table.append(row)
     # stages finished by an earlier invocation into the same folder: their time is not in this one's
-    stages = [data / "benchmark", data / "real", data / "balanced", data / "prior"] + list(runs.values())
+    stages = ([data / "benchmark", data / "balanced", data / "prior"] +
+              [data / real_folder(k) for k in REAL_STRENGTH] + list(runs.values()))
     reused = [str(p.relative_to(out)) for p in stages
               if (p / ".done.json").is_file() and (p / ".done.json").stat().st_mtime < started]
     info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data, "train_seconds": t_train, "reused": reused,

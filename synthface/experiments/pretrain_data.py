@@ -25,7 +25,14 @@ SETS = {"a": ("a_real", "real renderer faces, biased (25/15/60 %, 35/65 %)"),
         "b5": ("b5_balanced_5x", "balanced synthetic, 5x as many identities as a"),
         "e1": ("e1_real_plus_b", "all of a + b (real : synthetic identities 1 : 1)"),
         "e2": ("e2_real_plus_b2", "all of a + b2 (1 : 2)"),
-        "e5": ("e5_real_plus_b5", "all of a + b5 (1 : 5)")}
+        "e5": ("e5_real_plus_b5", "all of a + b5 (1 : 5)"),
+        # diagnostics: how much does the renderer's own intra-identity variation teach? (a)'s people and
+        # images with pose, expression and light drawn at half strength or not at all (background, shirt and
+        # habitual glasses still vary): the real-data counterpart of a generator that varies an identity less
+        "a50": ("a50_real_half_variation", "a's people, pose / expression / light at half strength"),
+        "a0": ("a0_real_no_variation", "a's people, no pose / expression / light variation")}
+# nuisance strength of each renderer set drawn from a's people (1: the renderer's own variation)
+REAL_STRENGTH = {"a": 1.0, "a50": 0.5, "a0": 0.0}
 # synthetic identities of each set that draws on the balanced dataset, as a multiple of ids_per_cell
 # (b2 and b5 extend b: the first 1x / 2x identities per cell of one greedy selection of 5x)
 SCALE = {"b": 1, "d": 1, "e1": 1, "b2": 2, "e2": 2, "b5": 5, "e5": 5}
@@ -123,9 +130,11 @@ def _save_png(arr: np.ndarray, path: Path):
     Image.fromarray(arr).save(path, format="PNG")
 
 
-def render_people(world, first: int, per_cell: list[int], images: int, size: int, batch: int = 32):
+def render_people(world, first: int, per_cell: list[int], images: int, size: int, batch: int = 32,
+                  strength: float = 1.0):
     """Yield (cell index, identity index, [images] uint8 112x112 ArcFace crops) for per_cell[c]
-    people forced into each cell c, identities first + c * CELL_STRIDE + i."""
+    people forced into each cell c, identities first + c * CELL_STRIDE + i; `strength` scales the
+    renderer's pose, expression and light variation."""
     from ..dataset.writer import crop112
     from ..world import take
     for c, (g, s) in enumerate(CELLS):
@@ -134,7 +143,8 @@ def render_people(world, first: int, per_cell: list[int], images: int, size: int
             chunk = idx[b:b + batch]
             ident = world.identities(chunk, group=g, gender=s)
             rows = np.repeat(np.arange(len(chunk)), images)
-            crops = crop112(world.render(take(ident, rows), np.tile(np.arange(images), len(chunk)), size))
+            crops = crop112(world.render(take(ident, rows), np.tile(np.arange(images), len(chunk)), size,
+                                         strength=strength))
             for r, i in enumerate(chunk):
                 yield c, i, crops[r * images:(r + 1) * images]
 
@@ -171,12 +181,13 @@ def build_benchmark(cfg: PretrainConfig, path: Path, log: Callable) -> Path:
                               cfg.render_size, log, "benchmark")
 
 
-def build_real(cfg: PretrainConfig, path: Path, log: Callable) -> Path:
-    """(a): renderer people in the biased population's exact cell quotas."""
+def build_real(cfg: PretrainConfig, path: Path, log: Callable, strength: float = 1.0) -> Path:
+    """(a): renderer people in the biased population's exact cell quotas; with strength < 1 the same
+    people and images with the renderer's pose, expression and light variation scaled down (a50, a0)."""
     from ..world import BIASED, World
     n = len(CELLS) * cfg.ids_per_cell
     key = {"stage": "real", "first": REAL_FIRST, "n": n, **{k: getattr(cfg, k) for k in (
-        "world_seed", "render_size", "images_per_id")}}
+        "world_seed", "render_size", "images_per_id")}, **({"strength": strength} if strength != 1.0 else {})}
     if _done(path, key):
         return path
     t0 = time.perf_counter()
@@ -184,13 +195,14 @@ def build_real(cfg: PretrainConfig, path: Path, log: Callable) -> Path:
     names = cell_names()
     rows = []
     for c, i, crops in render_people(World(seed=cfg.world_seed, distribution=BIASED), REAL_FIRST,
-                                     biased_quotas(n), cfg.images_per_id, cfg.render_size):
+                                     biased_quotas(n), cfg.images_per_id, cfg.render_size, strength=strength):
         for k, im in enumerate(crops):
             rel = f"{i}/{k:03d}.png"
             _save_png(im, tmp / rel)
             rows.append({"path": rel, "identity": f"real{i}", "cell": names[c], "rank": len(rows)})
     write_json_atomic(tmp / "rows.json", rows)
-    log(f"(a) real: {len(rows)} images of {n} renderer people in {time.perf_counter() - t0:.0f}s")
+    log(f"(a) real{'' if strength == 1.0 else f' at variation strength {strength}'}: {len(rows)} images of {n} "
+        f"renderer people in {time.perf_counter() - t0:.0f}s")
     return _finish(tmp, path, key)
 
 
