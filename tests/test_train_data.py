@@ -133,6 +133,57 @@ def test_augmentation_is_seeded_by_epoch_and_item(tiny):
     assert 0 < sum(flipped) < 20   # the flip happens about half the time
 
 
+class _Fixed:
+    """A stand-in generator whose random() returns given values (then 0.99: no blur, no flip)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def random(self, n=None):
+        take, self.values = self.values[:n], self.values[n:]
+        return np.array(take + [0.99] * (n - len(take)))
+
+
+def test_strong_augmentation_rotates_scales_and_shifts_about_the_centre():
+    from synthface.train.data import _geometric
+
+    im = np.zeros((112, 112, 3), np.uint8)
+    im[54:58, 84:88] = 255                       # a dot 30 px right of the centre (56, 56)
+
+    def dot(out):
+        a = np.asarray(out, np.float64)[:, :, 0]
+        ys, xs = np.nonzero(a > 40)
+        w = a[ys, xs]
+        return (xs * w).sum() / w.sum() + 0.5, (ys * w).sum() / w.sum() + 0.5
+
+    x0, y0 = dot(Image.fromarray(im))
+    same = _geometric(Image.fromarray(im), _Fixed([0.5, 0.5, 0.5, 0.5]))   # angle 0, scale 1, shift 0
+    assert np.abs(np.asarray(same, np.int16) - im).max() <= 1
+    rot = dot(_geometric(Image.fromarray(im), _Fixed([1.0, 0.5, 0.5, 0.5])))   # +10 degrees
+    ang = np.degrees(np.arctan2(rot[1] - 56, rot[0] - 56) - np.arctan2(y0 - 56, x0 - 56))
+    assert abs(abs(ang) - 10) < 1.0 and abs(np.hypot(rot[0] - 56, rot[1] - 56) - np.hypot(x0 - 56, y0 - 56)) < 0.5
+    big = dot(_geometric(Image.fromarray(im), _Fixed([0.5, 1.0, 0.5, 0.5])))   # scale 1.1
+    assert abs((big[0] - 56) / (x0 - 56) - 1.1) < 0.02
+    moved = dot(_geometric(Image.fromarray(im), _Fixed([0.5, 0.5, 1.0, 0.0])))   # shift (+4.48, -4.48) px
+    assert abs(moved[0] - x0 - 4.48) < 0.3 and abs(moved[1] - y0 + 4.48) < 0.3
+    blurred = np.asarray(_geometric(Image.fromarray(im), _Fixed([0.5, 0.5, 0.5, 0.5, 0.0, 1.0])))
+    assert blurred.max() < 255 and (blurred[:, :, 0] > 0).sum() > 16   # the dot spread out
+
+
+def test_augment_levels(tiny):
+    from synthface.train.data import augment_level
+
+    assert [augment_level(v) for v in (True, False, "none", "basic", "strong")] == \
+        ["basic", "none", "none", "basic", "strong"]
+    with pytest.raises(SynthfaceError, match="choose none, basic .* or strong"):
+        augment_level("heavy")
+    basic, strong = FaceDataset(tiny, augment="basic", seed=3), FaceDataset(tiny, augment="strong", seed=3)
+    assert torch.equal(basic[2]["image"], FaceDataset(tiny, augment=True, seed=3)[2]["image"])
+    assert torch.equal(strong[2]["image"], strong[2]["image"])     # seeded by (seed, epoch, item)
+    assert not torch.equal(strong[2]["image"], basic[2]["image"])
+    assert strong[2]["image"].shape == basic[2]["image"].shape
+
+
 def test_dataset_error_messages(tiny, tmp_path):
     with pytest.raises(SynthfaceError, match="does not exist"):
         FaceDataset(tmp_path / "nope")

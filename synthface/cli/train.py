@@ -37,7 +37,9 @@ def train():
               show_default=True, help="fraction of identities kept for verification after each epoch")
 @click.option("--crop", type=click.Choice(["none", "arcface"]), default="none", show_default=True,
               help="arcface: warp FFHQ-aligned full faces (synthface world render) to the 112x112 ArcFace crop")
-@click.option("--no-augment", is_flag=True, help="no flip / colour jitter on training images")
+@click.option("--no-augment", is_flag=True, help="no flip / colour jitter on training images (= --augment none)")
+@click.option("--augment", type=click.Choice(["none", "basic", "strong"]), default="basic", show_default=True,
+              help="basic: flip + colour jitter; strong: also rotation, scale, shift and blur (for synthetic faces)")
 @click.option("--drop-small", is_flag=True, help="drop identities with a single image instead of stopping")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -48,16 +50,16 @@ def train():
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="also checkpoint every N steps (0: at each epoch's end)")
 def recognition(data, out, backbone, loss, margin, scale, embedding_dim, epochs, batch, lr, weight_decay,
-                warmup_epochs, held_out, crop, no_augment, drop_small, resume, seed, device, amp, workers,
+                warmup_epochs, held_out, crop, no_augment, augment, drop_small, resume, seed, device, amp, workers,
                 checkpoint_every):
     """Train a face recogniser with a margin loss (arcface_torch's recipe) and export it."""
     from ..train.recognition import RecognitionConfig, train_recognition
 
     cfg = RecognitionConfig(data=data, out=out, backbone=backbone, loss=loss, margin=margin, scale=scale,
                             embedding_dim=embedding_dim, epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
-                            warmup_epochs=warmup_epochs, held_out=held_out, crop=crop, augment=not no_augment,
-                            drop_small=drop_small, resume=resume, seed=seed, device=device, amp=amp, workers=workers,
-                            checkpoint_every=checkpoint_every)
+                            warmup_epochs=warmup_epochs, held_out=held_out, crop=crop,
+                            augment="none" if no_augment else augment, drop_small=drop_small, resume=resume, seed=seed,
+                            device=device, amp=amp, workers=workers, checkpoint_every=checkpoint_every)
     try:
         res = train_recognition(cfg, log=lambda m: click.echo(m, err=True))
     except SynthfaceError as e:

@@ -89,6 +89,12 @@ def training_sets(cfg: PretrainConfig, data: Path) -> dict[str, list[dict]]:
     return {k: v for k, v in sets.items() if k in cfg.sets}
 
 
+def augment_text(augment) -> str:
+    from ..train.data import augment_level
+    return {"none": "off", "basic": "flip + colour jitter",
+            "strong": "flip + colour jitter + rotation, scale, shift and blur (strong)"}[augment_level(augment)]
+
+
 def real_folder(key: str) -> str:
     """Folder of a renderer set under data/: real, real_s50, real_s0."""
     s = REAL_STRENGTH[key]
@@ -313,7 +319,7 @@ def report_markdown(res: dict, png: Optional[str]) -> str:
          f"({n_ids * cfg['images_per_id']} images; {100 * cfg['held_out']:.0f} % of the identities held out for "
          f"per-epoch verification). Same backbone ({cfg['backbone']}, {cfg['embedding_dim']}-d), {cfg['loss']} loss "
          f"(scale {cfg['scale']}, margin {cfg['margin'] or 'default'}), SGD lr {cfg['lr']}, {cfg['epochs']} epochs, "
-         f"batch {cfg['batch']}, flip + colour jitter {'on' if cfg['augment'] else 'off'}, seed {cfg['seed']}.", "",
+         f"batch {cfg['batch']}, augmentation {augment_text(cfg['augment'])}, seed {cfg['seed']}.", "",
          f"Benchmark: {len(CELLS) * cfg['bench_ids_per_cell']} renderer people ({cfg['bench_ids_per_cell']} per cell, "
          f"balanced; world seed {cfg['world_seed']}, identities {BENCH_FIRST:,} + {CELL_STRIDE:,} x cell + "
          f"0..{cfg['bench_ids_per_cell'] - 1}, used for nothing else) x {cfg['bench_images']} images, ArcFace 112x112 "
@@ -364,6 +370,8 @@ def make_config(quick: bool = False, overrides: Optional[dict] = None) -> Pretra
     bad = [s for s in cfg.sets if s not in SETS]
     if bad or not cfg.sets:
         raise SynthfaceError(f"sets {cfg.sets}: choose from {', '.join(SETS)}")
+    from ..train.data import augment_level
+    augment_level(cfg.augment)
     if cfg.ids_per_cell < 2 or cfg.ids_per_cell % 2:
         raise SynthfaceError(f"ids_per_cell={cfg.ids_per_cell}: give an even number >= 2 (set d takes half of a and b)")
     if cfg.images_per_id < 2 or cfg.bench_images < 2 or cfg.bench_ids_per_cell < 4:

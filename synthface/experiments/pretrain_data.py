@@ -66,7 +66,7 @@ class PretrainConfig:
     lr: float = 0.1
     weight_decay: float = 5e-4
     held_out: float = 0.1             # identities of each set kept for its per-epoch verification
-    augment: bool = True
+    augment: object = True            # True (flip + colour jitter), or none | basic | strong (train/data.py)
     seed: int = 0
     n_boot: int = 200
     sets: list = field(default_factory=lambda: list(SETS))

@@ -295,9 +295,14 @@ class FaceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         # numpy rather than torch for the per-image work: small torch ops cost more in thread
         # hand-offs than in arithmetic
-        x = np.asarray(self._pil(i), np.float32).transpose(2, 0, 1)
-        if self.augment:
-            x = self._augment(x, np.random.default_rng([self.seed, self.epoch, i]))
+        level = augment_level(self.augment)
+        im = self._pil(i)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if level == "strong":
+            im = _geometric(im, rng)
+        x = np.asarray(im, np.float32).transpose(2, 0, 1)
+        if level != "none":
+            x = self._augment(x, rng)
         item = {"image": torch.from_numpy(np.ascontiguousarray((x - self.mean) / self.std, np.float32))}
         for name, t in self.targets_.items():
             item[name] = t[i]
@@ -321,6 +326,49 @@ class FaceDataset(torch.utils.data.Dataset):
     def label_counts(self, name: str = "identity") -> dict:
         t = self.targets_[name]
         return {self.classes_[name][k]: int(v) for k, v in enumerate(torch.bincount(t).tolist())}
+
+
+AUGMENT_LEVELS = ("none", "basic", "strong")
+
+
+def augment_level(augment) -> str:
+    """True/False (the older boolean setting) or a level name -> none | basic | strong."""
+    if augment is True or augment is False:
+        return "basic" if augment else "none"
+    if augment not in AUGMENT_LEVELS:
+        raise SynthfaceError(f"augment {augment!r}: choose none, basic (flip + colour jitter) or strong "
+                             "(basic + rotation, scale, shift and blur)")
+    return augment
+
+
+# strong augmentation (the recipe synthetic-face training uses against narrow synthetic variation, cf.
+# DigiFace-1M): a random similarity about the crop centre and an occasional Gaussian blur; ranges are generic
+# face-recognition values, not fitted to any benchmark
+ROTATE_DEG, SCALE, SHIFT, BLUR_P, BLUR_SIGMA = 10.0, 0.1, 0.04, 0.3, (0.3, 1.2)
+
+
+def _geometric(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Rotation U(+-10 deg), scale U(1 +- 0.1), shift U(+-4 % of the side) per axis, then with p = 0.3 a
+    Gaussian blur of sigma U(0.3, 1.2) px at 112; borders filled with the edge's mean colour."""
+    from PIL import ImageFilter
+
+    r = rng.random(6)
+    a = np.deg2rad(ROTATE_DEG * (2 * r[0] - 1))
+    sc = 1 + SCALE * (2 * r[1] - 1)
+    n = im.width
+    t = SHIFT * n * (2 * r[2:4] - 1)
+    # PIL's AFFINE maps output -> input: x_in = M^-1 (x_out - c - t) + c
+    c = n / 2
+    ca, sa = np.cos(a) / sc, np.sin(a) / sc
+    ox, oy = c + t[0], c + t[1]
+    coeffs = (ca, sa, c - ca * ox - sa * oy, -sa, ca, c + sa * ox - ca * oy)
+    arr = np.asarray(im)
+    edge = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(0).astype(np.uint8)
+    im = im.transform(im.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=tuple(int(v) for v in edge))
+    if r[4] < BLUR_P:
+        sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * r[5]
+        im = im.filter(ImageFilter.GaussianBlur(float(sigma * n / 112)))
+    return im
 
 
 @functools.lru_cache(maxsize=16)

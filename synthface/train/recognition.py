@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import SynthfaceError
 from ..fairness.metrics import kfold_accuracy
 from ..fileio import atomic_write, write_json_atomic
-from .data import FaceDataset
+from .data import FaceDataset, augment_level
 from .engine import PolyWarmup, Trainer, init_distributed, leave_distributed, seed_everything
 from .losses import MarginHead, margin_loss
 
@@ -58,7 +58,8 @@ class RecognitionConfig:
     warmup_epochs: float = 1.0
     held_out: float = 0.1               # fraction of identities kept for verification
     pairs: int = 3000                   # genuine pairs (and as many impostor pairs) scored per epoch at most
-    augment: bool = True                # flip + small colour jitter on training images
+    augment: Union[bool, str] = True    # none | basic (= True: flip + colour jitter) | strong (+ rotation, scale,
+                                        # shift, blur: train/data.py)
     drop_small: bool = False            # drop identities with one image instead of stopping
     data_format: str = "auto"
     crop: str = "none"                  # "arcface": warp FFHQ-aligned full faces to the ArcFace crop first
@@ -186,7 +187,7 @@ def _split_data(cfg: RecognitionConfig):
                        drop_small=cfg.drop_small, seed=cfg.seed)
     train_items, val_items = full.split_identities(cfg.held_out, seed=cfg.seed)
     train_set, val_set = full.subset(train_items), full.subset(val_items)
-    train_set.augment = cfg.augment
+    train_set.augment = augment_level(cfg.augment)
     if train_set.num_classes < 2:
         raise SynthfaceError(f"{cfg.data}: {train_set.num_classes} training identity after holding out "
                              f"{val_set.num_classes}; a margin loss needs at least 2")
