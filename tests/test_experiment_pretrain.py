@@ -85,7 +85,7 @@ def _stand_in(first, key):
 
 
 def test_plumbing_toy_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "build_balanced", lambda cfg, G, path, log, scale=1: _stand_in(5_000_000, "bal")(cfg, path, None))
+    monkeypatch.setattr(P, "build_balanced", lambda cfg, G, path, log, scale=1, reuse_larger=False: _stand_in(5_000_000, "bal")(cfg, path, None))
     monkeypatch.setattr(P, "build_prior", lambda cfg, G, b, path, log: _stand_in(6_000_000, "prior")(cfg, path, None))
     over = {"ids_per_cell": 2, "images_per_id": 3, "bench_ids_per_cell": 4, "bench_images": 4, "epochs": 1,
             "batch": 16, "n_boot": 10, "embedding_dim": 16, "sets": ["a", "b", "c", "d"]}
@@ -151,6 +151,17 @@ def test_reduced_variation_sets_render_the_same_people_with_less_pose_and_expres
     assert np.mean(spread["a0"]) < np.mean(spread["a50"]) < np.mean(spread["a"])
 
 
+def test_a_larger_balanced_set_serves_a_smaller_request_only_with_the_same_settings(tmp_path):
+    from synthface.experiments import pretrain_data as D
+
+    key = {"stage": "balanced", "ids_per_cell_written": 50, "ids_per_cell": 50, "seed": 0}
+    assert not D._holds_more(tmp_path, key)
+    (tmp_path / ".done.json").write_text(json.dumps({**key, "ids_per_cell_written": 250}))
+    assert D._holds_more(tmp_path, key) and not D._done(tmp_path, key)
+    assert not D._holds_more(tmp_path, {**key, "ids_per_cell_written": 300})   # holds fewer than asked
+    assert not D._holds_more(tmp_path, {**key, "seed": 1})                     # other settings
+
+
 def test_scale_sets_take_the_first_identities_of_each_cell(tmp_path):
     """b2/b5 are the first 2x/5x identities per cell of the balanced selection; e1/e2/e5 add all of a."""
     names = P.cell_names()
@@ -183,7 +194,7 @@ def test_only_the_pretrain_experiment_asks_for_more_balanced_identities(tmp_path
     assert inspect.signature(D.build_balanced).parameters["scale"].default == 1
     asked = []
 
-    def stop(cfg, G, path, log, scale=1):
+    def stop(cfg, G, path, log, scale=1, reuse_larger=False):
         asked.append(scale)
         raise StopIteration
 

@@ -397,7 +397,7 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
         from ..assets import generator_path
         from ..generator import load_generator
         G = load_generator(generator_path(), device="cpu")
-        build_balanced(cfg, G, data / "balanced", log, scale=balanced_scale(cfg))
+        build_balanced(cfg, G, data / "balanced", log, scale=balanced_scale(cfg), reuse_larger=True)
         if "c" in cfg.sets:
             build_prior(cfg, G, data / "balanced", data / "prior", log)
     sets = (training_sets(cfg, data) if set(cfg.sets) - set(REAL_STRENGTH) else

@@ -66,7 +66,7 @@ class PretrainConfig:
     lr: float = 0.1
     weight_decay: float = 5e-4
     held_out: float = 0.1             # identities of each set kept for its per-epoch verification
-    augment: object = True            # True (flip + colour jitter), or none | basic | strong (train/data.py)
+    augment: str = "basic"            # none | basic (flip + colour jitter) | strong (+ rotation, scale, shift, blur)
     seed: int = 0
     n_boot: int = 200
     sets: list = field(default_factory=lambda: list(SETS))
@@ -106,6 +106,17 @@ def _done(path: Path, key: dict) -> bool:
     """A stage is done when its marker holds the same key (settings); a stale one is redone."""
     m = path / ".done.json"
     return m.is_file() and json.loads(m.read_text()) == key
+
+
+def _holds_more(path: Path, key: dict) -> bool:
+    """A balanced set written with the same settings but more identities per cell serves a smaller request:
+    every set takes the first identities of each cell in selection order (first_per_cell)."""
+    m = path / ".done.json"
+    if not m.is_file():
+        return False
+    have = json.loads(m.read_text())
+    n = have.get("ids_per_cell_written", -1)
+    return n >= key["ids_per_cell_written"] and {**have, "ids_per_cell_written": 0} == {**key, "ids_per_cell_written": 0}
 
 
 def _finish(tmp: Path, path: Path, key: dict) -> Path:
@@ -222,11 +233,13 @@ def balanced_scale(cfg: PretrainConfig) -> int:
     return max([SCALE[s] for s in cfg.sets if s in SCALE] + [1])
 
 
-def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable, scale: int = 1) -> Path:
+def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable, scale: int = 1,
+                   reuse_larger: bool = False) -> Path:
     """(b): the demo's pipeline (synthface.demo.balanced_set / identity_set): label a bank, fit the
     latent model, generate scale x ids_per_cell identities x images_per_id per cell. The pretrain
     experiment asks for balanced_scale(cfg) (its b2 / b5 sets are the first 2x / 5x identities); the
-    other experiments that borrow set (b) take the default, ids_per_cell."""
+    other experiments that borrow set (b) take the default, ids_per_cell. reuse_larger: a set already
+    written with more identities per cell is kept (for callers that take the first ids per cell only)."""
     import warnings
 
     from ..dataset import DatasetConfig, generate_dataset
@@ -239,7 +252,7 @@ def build_balanced(cfg: PretrainConfig, G, path: Path, log: Callable, scale: int
     key = {"stage": "balanced", "ids_per_cell_written": n_cell,
            **{k: getattr(cfg, k) for k in ("bank_n", "ids_per_cell", "images_per_id", "seed", "variation_budget")},
            "fit": DEMO_FIT, "identities": _identity_settings(cfg)}
-    if _done(path, key):
+    if _done(path, key) or (reuse_larger and _holds_more(path, key)):
         return path
     t0 = time.perf_counter()
     # generate_dataset resumes within the partial folder, but only a run with the same settings may
