@@ -180,6 +180,10 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
                    "towards a reference face's values), 0.5 pca]")
 @click.option("--mix-from", type=NONNEG_INT, default=None,
               help="style-mix layers from this w index on (default: 60% of them)")
+@click.option("--refine-steps", type=NONNEG_INT, default=0, show_default=True,
+              help="labelled variations: gradient steps through the generator toward each image's target pose / "
+                   "expression / light, keeping the identity (needs a recogniser torch can differentiate: world, "
+                   "torch:PATH or arcface:PATH); 0: the linear step only")
 @click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
 @click.option("--trunc", "truncation", type=FINITE, default=1.0, show_default=True)
 @click.option("--identity-budget", type=FiniteFloat(min=1.0), default=50.0, show_default=True,
@@ -208,7 +212,7 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
              separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
-             reference_images, leakage_gallery, leakage_threshold, variations, nuisance_regressor, strength, mix_from, accept_confidence, truncation,
+             reference_images, leakage_gallery, leakage_threshold, variations, nuisance_regressor, strength, mix_from, refine_steps, accept_confidence, truncation,
              identity_budget, capacity_candidates, variation_budget, full_res, seed, shard_index, num_shards,
              no_merge, ray_shards, audit_spec, rec_encoding, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
@@ -219,7 +223,7 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
                         consistency=consistency, consistency_fmr=consistency_fmr,
                         reference=_reference(reference_embeddings, reference_images),
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
-                        variations=variations, nuisance_regressor=nuisance_regressor,
+                        variations=variations, nuisance_regressor=nuisance_regressor, refine_steps=refine_steps,
                         truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
                         full_res=full_res, leakage_threshold=leakage_threshold, batch_size=batch_size)
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,

@@ -62,6 +62,8 @@ class DatasetConfig:
     variations: Optional[str] = None          # labelled | pca; None: labelled when a nuisance regressor is known
     nuisance_regressor: Optional[str] = None  # world | onnx:PATH (labelled variations' nuisance reader)
     direction_samples: int = 4000             # generated faces the labelled directions are fitted on
+    refine_steps: int = 0                     # labelled variations: gradient steps through G toward each image's
+                                              # target nuisances (identity.refine); 0: the linear step only
     accept_confidence: Optional[float] = None
     truncation: float = 1.0
     identity_budget: float = 50.0
@@ -292,6 +294,8 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
     """Variations and images of this shard's identities (identity i belongs to shard i % num_shards).
     Returns (identities written now, this shard's identities, whether the shard is complete)."""
     basis, scales, directions = variation_directions(out, model, G, cfg, log)
+    from ..identity.refine import make_refiner
+    refiner = make_refiner(cfg, embedder, directions)
     mine = [i for i in range(len(idset.cell)) if i % num_shards == shard_index]
     todo = [i for i in mine if not (out / "records" / f"{id_name(i)}.json").is_file()]
     if len(todo) < len(mine):
@@ -304,7 +308,7 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
             if stop_after is not None and done >= stop_after:
                 break
             _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales,
-                            directions)
+                            directions, refiner)
             done += 1
             bar.update(1)
     finally:
@@ -321,13 +325,13 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
 
 
 def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, cfg, thr, basis, scales,
-                    directions=None):
+                    directions=None, refiner=None):
     name = id_name(i)
     cell = idset.cells[int(idset.cell[i])]
     res = make_variations(model, G, verifier, embedder, specs_by_name[cell], idset.w[i], idset.embedding[i], i,
                           cfg.images_per_id, cfg.seed, basis, scales, variation_strength(cfg), cfg.mix_from,
                           thr["consistency"], cfg.variation_confidence, cfg.variation_budget, cfg.batch_size,
-                          directions=directions)
+                          directions=directions, refiner=refiner)
     var = res["variations"]
     if len(var) < cfg.images_per_id:
         raise SynthfaceError(
@@ -363,7 +367,7 @@ def _write_identity(out, i, idset, specs_by_name, model, G, verifier, embedder, 
            "images": [{"file": f"imagefolder/{name}/{k:03d}.png",
                        "full": f"full/{name}/{k:03d}.png" if cfg.full_res else None,
                        "attempt": v["attempt"], "noise_seed": v["noise_seed"], "mix_seed": v["mix_seed"],
-                       "strength": v["strength"], "mixed": v["mixed"],
+                       "strength": v["strength"], "mixed": v["mixed"], "refined": v.get("refined", False),
                        "consistency": round(v["consistency"], 6),
                        "probs": {a: [round(float(x), 6) for x in p] for a, p in v["probs"].items()}}
                       for k, v in enumerate(var)]}

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import numpy as np
@@ -54,6 +55,7 @@ class PretrainConfig:
     variation_budget: int = 60
     variations: str = "labelled"      # b's and c's variations: labelled nuisance directions, or pca (earlier sessions)
     variation_strength: Optional[float] = None  # None: the default of the variation kind (labelled 1.0, pca 0.5)
+    refine_steps: int = 0             # b's and c's labelled variations refined by gradient steps through G (identity.refine)
     bench_ids_per_cell: int = 200     # benchmark people per cell
     bench_images: int = 5
     backbone: str = "world-recognizer"
@@ -225,7 +227,8 @@ def _identity_settings(cfg: PretrainConfig) -> dict:
     """The demo's identity-dataset settings with this experiment's variation kind and strength."""
     from ..demo import DEMO_IDENTITIES
     return {**DEMO_IDENTITIES, "strength": cfg.variation_strength, "variations": cfg.variations,
-            "nuisance_regressor": "world" if cfg.variations == "labelled" else None}
+            "nuisance_regressor": "world" if cfg.variations == "labelled" else None,
+            **({"refine_steps": cfg.refine_steps} if cfg.refine_steps else {})}  # absent at 0: earlier builds stay valid
 
 
 def balanced_scale(cfg: PretrainConfig) -> int:
@@ -353,6 +356,9 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
             directions = NuisanceDirections.from_arrays(dict(z)).prepare(model.A_)
     strength = cfg.variation_strength if cfg.variation_strength is not None else (
         1.0 if cfg.variations == "labelled" else 0.5)
+    from ..identity.refine import make_refiner
+    refiner = make_refiner(SimpleNamespace(refine_steps=cfg.refine_steps, nuisance_regressor="world"), embedder,
+                           directions)
     labels = {name: lab.predict_proba(ref) for name, lab in (("world", verifier), ("audit", audit))}
     schema = verifier.schema
     rows, kept, failed = [], [], 0
@@ -361,7 +367,7 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
             break
         res = make_variations(model, G, verifier, embedder, {}, W[i], emb[i], PRIOR_INDEX + i, cfg.images_per_id,
                               cfg.seed, basis, scales, strength, None, thr["consistency"], None, cfg.variation_budget,
-                              32, directions=directions)
+                              32, directions=directions, refiner=refiner)
         if len(res["variations"]) < cfg.images_per_id:
             failed += 1
             continue

@@ -56,9 +56,13 @@ class NuisanceDirections:
 
     def offsets(self, w: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
         """One offset for latent w [w_dim] toward a random target row."""
+        return self.offset_and_target(w, rng, strength)[0]
+
+    def offset_and_target(self, w: np.ndarray, rng: np.random.Generator, strength: float):
+        """(offset [w_dim], the target row [k] it aims at)."""
         t = self.targets[rng.integers(0, len(self.targets))]
         r = (t - (self.readout @ w + self.intercept))[self.used]
-        return (strength * (self.step @ r)).astype(np.float32)
+        return (strength * (self.step @ r)).astype(np.float32), t
 
     def arrays(self) -> dict:
         return {"names": np.array(self.names), "readout": self.readout, "intercept": self.intercept, "r2": self.r2,

@@ -256,10 +256,11 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
                     identity_index: int, k: int, seed: int, basis: np.ndarray, scales: np.ndarray,
                     strength: float = 0.5, mix_from: Optional[int] = None, consistency: float = 0.5,
                     accept_confidence: Optional[float] = None, budget: int = 8, batch_size: int = 32,
-                    directions=None) -> dict:
+                    directions=None, refiner=None) -> dict:
     """k accepted variation images of one identity, with their w, noise seeds, scores and labels.
     `directions` (identity.directions.NuisanceDirections, prepared for the model) replaces the PCA
-    basis with labelled nuisance directions."""
+    basis with labelled nuisance directions; `refiner` (identity.refine.Refiner) then moves each
+    full-strength attempt's layers below mix_from toward its target by gradient steps through G."""
     threshold = model.confidence if accept_confidence is None else accept_confidence
     mix_from = G.num_ws * 6 // 10 if mix_from is None else mix_from
     if not 0 <= mix_from <= G.num_ws:
@@ -271,7 +272,7 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
         m = min(max(k - len(got), 1) + 2, budget * k - attempt)
         atts = list(range(attempt, attempt + m))
         attempt += m
-        ws, noise, mix_seeds, stages = [], [], [], []
+        ws, noise, mix_seeds, stages, targets = [], [], [], [], []
         for a in atts:
             rng = _rng(seed, 0x7661, identity_index, a)
             mix_seeds.append(int(rng.integers(0, 2**32 - 1)))
@@ -279,7 +280,8 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
             stages.append(variation_stage(a, k))
             step = strength * SHRINK ** stages[-1]
             if directions is not None:
-                offset = directions.offsets(w_id.astype(np.float64), rng, step)
+                offset, t = directions.offset_and_target(w_id.astype(np.float64), rng, step)
+                targets.append(t)
             else:
                 offset = (step * rng.standard_normal(len(scales)) * scales) @ basis
             ws.append(w_id + offset)
@@ -289,6 +291,10 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
             for r, st in enumerate(stages):
                 if st < STAGES - 1:
                     ws[r, mix_from:] = w_mix[r]
+        if refiner is not None and directions is not None:
+            full = [r for r, st in enumerate(stages) if st == 0]  # the fallback stages stay small, linear steps
+            if full:
+                ws[full] = refiner.refine(G, ws[full], np.array(targets)[full], ref_embedding, mix_from)
         imgs = synthesize(G, ws, "random", batch_size, noise_seeds=noise)
         probs = verifier.predict_proba(imgs)
         idx, conf = label_cells(probs, model.attributes_, threshold)
@@ -300,6 +306,7 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
                 got.append({"attempt": a, "image": imgs[r], "ws": ws[r], "noise_seed": noise[r],
                             "mix_seed": mix_seeds[r], "consistency": float(cons[r]), "embedding": e[r],
                             "strength": float(strength * SHRINK ** stages[r]),
+                            "refined": bool(refiner is not None and directions is not None and stages[r] == 0),
                             "mixed": bool(mix_from < G.num_ws and stages[r] < STAGES - 1),
                             "probs": {x: probs[x][r] for x in model.attributes_}})
     return {"variations": got, "attempts": attempt}

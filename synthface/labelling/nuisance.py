@@ -74,7 +74,10 @@ class OnnxNuisanceRegressor:
         return list(self.nuisances)
 
     def _prepare(self, images, aligned: bool = False) -> np.ndarray:
-        x = to_float(images)
+        return self._prepare_tensor(to_float(images), aligned).numpy().astype(np.float32)
+
+    def _prepare_tensor(self, x: torch.Tensor, aligned: bool = False) -> torch.Tensor:
+        """float [N, 3, H, W] in 0..255 -> the model's normalised input (differentiable)."""
         if aligned:  # already the 112x112 ArcFace crop a dataset stores
             if self.crop != "ffhq_arcface":
                 raise SynthfaceError(f"{self.path}: reads {self.crop} crops, not the stored 112x112 ArcFace crops")
@@ -87,7 +90,7 @@ class OnnxNuisanceRegressor:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         if self.bgr:
             x = x.flip(1)
-        return ((x - self.mean) / self.std).numpy().astype(np.float32)
+        return (x - self.mean) / self.std
 
     def predict(self, images, aligned: bool = False) -> dict[str, np.ndarray]:
         """Values per nuisance of FFHQ-aligned images (aligned=True: of 112x112 ArcFace crops)."""
@@ -103,6 +106,17 @@ class OnnxNuisanceRegressor:
             v = y[:, i]
             res[name] = np.clip(v, -LOGIT_CLIP, LOGIT_CLIP) if kind == "logit" else v
         return res
+
+    def predict_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, len(names)] (names order) for FFHQ-aligned float images [N, 3, H, W] in 0..255, through
+        the graph evaluated with torch ops (labelling.onnx_torch), so gradients reach the images."""
+        if getattr(self, "_torch", None) is None:
+            from .onnx_torch import OnnxAsTorch
+            self._torch = OnnxAsTorch(self.path)
+        y = self._torch(self._prepare_tensor(images))
+        cols = [y[:, i].clamp(-LOGIT_CLIP, LOGIT_CLIP) if kind == "logit" else y[:, i]
+                for i, kind in self.nuisances.values()]
+        return torch.stack(cols, 1)
 
     def predict_matrix(self, images, aligned: bool = False) -> np.ndarray:
         """[N, len(names)] in `names` order."""
