@@ -144,3 +144,17 @@ def test_make_variations_refines_full_steps_and_keeps_the_checks(setup, demo_lat
     imgs = np.stack([v["image"] for v in got])
     idx, conf = label_cells(verifier.predict_proba(imgs), model.attributes_, model.confidence)
     assert matches(idx, conf, spec, model.schema_, model.attributes_).all()
+
+
+@pytest.mark.gpu
+def test_refinement_runs_on_the_generator_device():
+    """On CUDA the regressor's graph and the recogniser's twin follow the generator."""
+    G = load_generator(generator_path(), device="cuda")
+    reg, emb = load_nuisance_regressor("world"), load_embedder("world")
+    twin = differentiable_twin(emb, "cuda")
+    W = prior_latents(G, [1, 2], 1.0)
+    ws = np.repeat(W[:, None], G.num_ws, 1)
+    e_ref = emb.embed(synthesize(G, W, "const"))
+    r = Refiner(reg, twin, np.ones(len(reg.names)), np.ones(len(reg.names), bool), steps=2)
+    out = r.refine(G, ws, np.zeros((2, len(reg.names))), e_ref[0], G.num_ws // 2)
+    assert out.shape == ws.shape and np.isfinite(out).all() and not np.array_equal(out, ws)

@@ -72,7 +72,7 @@ class Refiner:
         return out.cpu().numpy()
 
 
-def differentiable_twin(embedder):
+def differentiable_twin(embedder, device: str = "cpu"):
     """The dataset's recogniser as a torch module: itself when it is one (torch:/arcface: specs), the demo
     world's recogniser's torch twin for `world`; otherwise a clear error."""
     if hasattr(embedder, "embed_tensor"):
@@ -81,13 +81,13 @@ def differentiable_twin(embedder):
     path = getattr(embedder, "path", None)
     if path is not None and str(path) == str(asset("pack") / "recognition.onnx"):
         from .torch_embedder import TorchBackboneEmbedder
-        return TorchBackboneEmbedder("world-recognizer")
+        return TorchBackboneEmbedder("world-recognizer", device=device)
     raise SynthfaceError("--refine-steps needs a recogniser torch can differentiate: give --recognizer torch:PATH or "
                          "arcface:PATH (an ONNX or insightface recogniser gives no gradients), or --refine-steps 0")
 
 
-def make_refiner(cfg, embedder, directions) -> Optional[Refiner]:
-    """The Refiner a DatasetConfig asks for (refine_steps > 0), or None."""
+def make_refiner(cfg, embedder, directions, device: str = "cpu") -> Optional[Refiner]:
+    """The Refiner a DatasetConfig asks for (refine_steps > 0), or None; `device`: the generator's."""
     steps = int(getattr(cfg, "refine_steps", 0) or 0)
     if steps <= 0:
         return None
@@ -95,5 +95,5 @@ def make_refiner(cfg, embedder, directions) -> Optional[Refiner]:
         raise SynthfaceError("--refine-steps refines labelled variations: use --variations labelled with a nuisance "
                              "regressor (--nuisance-regressor world or onnx:PATH), or --refine-steps 0")
     from ..labelling.nuisance import load_nuisance_regressor
-    return Refiner(load_nuisance_regressor(cfg.nuisance_regressor), differentiable_twin(embedder),
+    return Refiner(load_nuisance_regressor(cfg.nuisance_regressor), differentiable_twin(embedder, device),
                    directions.targets.std(0), np.asarray(directions.used, bool), steps=steps)

@@ -102,6 +102,8 @@ class OnnxAsTorch:
         self.input, self.output = inputs[0], g.output[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if any(v.device != x.device for v in self.consts.values()):  # follow the input (e.g. a CUDA generator)
+            self.consts = {k: v.to(x.device) for k, v in self.consts.items()}
         env = dict(self.consts)
         env[self.input] = x
         for op, ins, out, attrs in self.nodes:
