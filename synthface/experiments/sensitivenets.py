@@ -50,6 +50,7 @@ class SensitiveNetsExperimentConfig:
     bank_n: int = 8000                # latents labelled to fit the latent model (as `synthface demo`)
     variation_budget: int = 60        # attempts per variation (pretrain_data: 20 lets a hard identity stop all)
     variation_strength: float = 0.5
+    refine_steps: int = 0             # the balanced set's variations refined through G (identity.refine; issue 25)
     bench_ids_per_cell: int = 100     # renderer test people per cell
     bench_images: int = 5
     recognizer: str = "world"
