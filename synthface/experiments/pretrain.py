@@ -284,7 +284,9 @@ def _how_made_section(cfg: dict) -> list:
           "dataset writer with the demo's settings (labels verified at 0.99, identities distinct at the world "
           "recogniser's FMR 1e-4 threshold on renderer calibration faces, "
           + ("labelled variations (pose, expression, light and glasses directions in W read by the world's nuisance "
-             "regressor, each image aimed at one renderer face's nuisance values)" if cfg.get("variations") ==
+             "regressor, each image aimed at one renderer face's nuisance values"
+             + (f", then refined by {cfg['refine_steps']} gradient steps through the generator toward those values"
+                if cfg.get("refine_steps") else "") + ")" if cfg.get("variations") ==
              "labelled" else "variations along principal components of W")
           + f", strength {cfg['variation_strength'] if cfg['variation_strength'] is not None else 'default'}, "
           "consistency at the world recogniser's FMR 1e-3 threshold): "
