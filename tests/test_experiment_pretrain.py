@@ -41,6 +41,11 @@ def test_config_errors():
         P.make_config(overrides={"epoch": 3})
     with pytest.raises(SynthfaceError, match="sets"):
         P.make_config(overrides={"sets": ["a", "x"]})
+    with pytest.raises(SynthfaceError, match="choose none, basic"):
+        P.make_config(overrides={"augment": "heavy"})
+    with pytest.raises(SynthfaceError, match="refines labelled variations"):
+        P.make_config(overrides={"refine_steps": 5, "variations": "pca"})
+    assert P.make_config(overrides={"refine_steps": 5, "augment": "strong"}).refine_steps == 5
     quick = P.make_config(quick=True)
     assert quick.ids_per_cell < P.PretrainConfig().ids_per_cell and quick.epochs <= P.PretrainConfig().epochs
 

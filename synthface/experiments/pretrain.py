@@ -374,6 +374,9 @@ def make_config(quick: bool = False, overrides: Optional[dict] = None) -> Pretra
         raise SynthfaceError(f"sets {cfg.sets}: choose from {', '.join(SETS)}")
     from ..train.data import augment_level
     augment_level(cfg.augment)
+    if cfg.refine_steps and cfg.variations != "labelled":
+        raise SynthfaceError(f"refine_steps={cfg.refine_steps} refines labelled variations: set variations=\"labelled\" "
+                             "or refine_steps=0")
     if cfg.ids_per_cell < 2 or cfg.ids_per_cell % 2:
         raise SynthfaceError(f"ids_per_cell={cfg.ids_per_cell}: give an even number >= 2 (set d takes half of a and b)")
     if cfg.images_per_id < 2 or cfg.bench_images < 2 or cfg.bench_ids_per_cell < 4:
