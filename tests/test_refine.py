@@ -100,12 +100,10 @@ def test_refinement_approaches_the_target_and_keeps_the_identity(setup):
 
 
 def test_refinement_settings_that_cannot_work_are_refused(setup):
-    from types import SimpleNamespace
-
     _, _, emb, twin = setup
-    assert make_refiner(SimpleNamespace(refine_steps=0), emb, None) is None
+    assert make_refiner(0, "world", emb, None) is None
     with pytest.raises(SynthfaceError, match="refines labelled variations"):
-        make_refiner(SimpleNamespace(refine_steps=5, nuisance_regressor=None), emb, None)
+        make_refiner(5, None, emb, None)
     assert differentiable_twin(twin) is twin
 
     class OtherOnnx:

@@ -295,7 +295,8 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
     Returns (identities written now, this shard's identities, whether the shard is complete)."""
     basis, scales, directions = variation_directions(out, model, G, cfg, log)
     from ..identity.refine import make_refiner
-    refiner = make_refiner(cfg, embedder, directions, device=str(next(G.parameters()).device))
+    refiner = make_refiner(cfg.refine_steps, cfg.nuisance_regressor, embedder, directions,
+                           device=str(next(G.parameters()).device))
     mine = [i for i in range(len(idset.cell)) if i % num_shards == shard_index]
     todo = [i for i in mine if not (out / "records" / f"{id_name(i)}.json").is_file()]
     if len(todo) < len(mine):

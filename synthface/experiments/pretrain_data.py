@@ -10,7 +10,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Optional
 
 import numpy as np
@@ -357,8 +356,7 @@ def build_prior(cfg: PretrainConfig, G, balanced: Path, path: Path, log: Callabl
     strength = cfg.variation_strength if cfg.variation_strength is not None else (
         1.0 if cfg.variations == "labelled" else 0.5)
     from ..identity.refine import make_refiner
-    refiner = make_refiner(SimpleNamespace(refine_steps=cfg.refine_steps, nuisance_regressor="world"), embedder,
-                           directions)
+    refiner = make_refiner(cfg.refine_steps, "world", embedder, directions)
     labels = {name: lab.predict_proba(ref) for name, lab in (("world", verifier), ("audit", audit))}
     schema = verifier.schema
     rows, kept, failed = [], [], 0

@@ -266,6 +266,7 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
     if not 0 <= mix_from <= G.num_ws:
         raise SynthfaceError(f"mix_from must be in 0..{G.num_ws}")
     w_id = np.asarray(w_id, np.float32)
+    refining = refiner is not None and directions is not None
     got: list[dict] = []
     attempt = 0
     while len(got) < k and attempt < budget * k:
@@ -291,7 +292,7 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
             for r, st in enumerate(stages):
                 if st < STAGES - 1:
                     ws[r, mix_from:] = w_mix[r]
-        if refiner is not None and directions is not None:
+        if refining:
             full = [r for r, st in enumerate(stages) if st == 0]  # the fallback stages stay small, linear steps
             if full:
                 ws[full] = refiner.refine(G, ws[full], np.array(targets)[full], ref_embedding, mix_from)
@@ -306,7 +307,7 @@ def make_variations(model, G, verifier, embedder, spec: Mapping[str, str], w_id:
                 got.append({"attempt": a, "image": imgs[r], "ws": ws[r], "noise_seed": noise[r],
                             "mix_seed": mix_seeds[r], "consistency": float(cons[r]), "embedding": e[r],
                             "strength": float(strength * SHRINK ** stages[r]),
-                            "refined": bool(refiner is not None and directions is not None and stages[r] == 0),
+                            "refined": refining and stages[r] == 0,
                             "mixed": bool(mix_from < G.num_ws and stages[r] < STAGES - 1),
                             "probs": {x: probs[x][r] for x in model.attributes_}})
     return {"variations": got, "attempts": attempt}

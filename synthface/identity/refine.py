@@ -86,14 +86,15 @@ def differentiable_twin(embedder, device: str = "cpu"):
                          "arcface:PATH (an ONNX or insightface recogniser gives no gradients), or --refine-steps 0")
 
 
-def make_refiner(cfg, embedder, directions, device: str = "cpu") -> Optional[Refiner]:
-    """The Refiner a DatasetConfig asks for (refine_steps > 0), or None; `device`: the generator's."""
-    steps = int(getattr(cfg, "refine_steps", 0) or 0)
+def make_refiner(steps: int, nuisance_regressor: Optional[str], embedder, directions,
+                 device: str = "cpu") -> Optional[Refiner]:
+    """The Refiner for `steps` > 0 gradient steps (None for 0), reading nuisances with the
+    `nuisance_regressor` spec; `device`: the generator's."""
     if steps <= 0:
         return None
     if directions is None:
         raise SynthfaceError("--refine-steps refines labelled variations: use --variations labelled with a nuisance "
                              "regressor (--nuisance-regressor world or onnx:PATH), or --refine-steps 0")
     from ..labelling.nuisance import load_nuisance_regressor
-    return Refiner(load_nuisance_regressor(cfg.nuisance_regressor), differentiable_twin(embedder, device),
+    return Refiner(load_nuisance_regressor(nuisance_regressor), differentiable_twin(embedder, device),
                    directions.targets.std(0), np.asarray(directions.used, bool), steps=steps)
