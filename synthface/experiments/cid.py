@@ -109,6 +109,7 @@ class CIDExperimentConfig:
     idset_images_per_id: int = 6
     idset_bank_n: int = 3000
     idset_seed: int = 0
+    idset_refine_steps: int = 0      # the identity dataset's variations refined through G (identity.refine; issue 25)
     labeller_people: int = 1000      # renderer people the smile labeller is trained on
     labeller_images: int = 4
     labeller_epochs: int = 25

@@ -41,7 +41,7 @@ def load_identity_dataset(cfg, root: Path, log: Callable = print) -> dict:
 
     from .pretrain_data import PretrainConfig, build_balanced
     pc = PretrainConfig(ids_per_cell=cfg.idset_ids_per_cell, images_per_id=cfg.idset_images_per_id,
-                        bank_n=cfg.idset_bank_n, seed=cfg.idset_seed)
+                        bank_n=cfg.idset_bank_n, refine_steps=cfg.idset_refine_steps, seed=cfg.idset_seed)
     path = root / "identity_dataset"
     marker = path / ".done.json"
     if not marker.is_file():
@@ -149,7 +149,9 @@ def report_lines(res: dict) -> list[str]:
     cfg_rhos = res["config"]["rhos"]
     lines = ["## On a synthface identity dataset", "",
              f"{info['identities']} synthetic identities x {info['images'] // max(info['identities'], 1)} images from "
-             f"the demo generator through the identity dataset writer (equal identities per cell: "
+             f"the demo generator through the identity dataset writer"
+             + (f" (variations refined by {res['config']['idset_refine_steps']} steps through the generator)"
+                if res["config"].get("idset_refine_steps") else "") + " (equal identities per cell: "
              f"{', '.join(info['cells'])}; `{info['path']}`), warped back into the FFHQ frame. Labels: a smile "
              f"labeller trained here on {res['config']['labeller_people']} renderer people x "
              f"{res['config']['labeller_images']} images (same network and region, uniform weights; "

@@ -55,6 +55,7 @@ class SANExperimentConfig:
     bank_n: int = 8000
     variation_budget: int = 60
     variation_strength: float = 0.5
+    refine_steps: int = 0             # the training set's variations refined through G (identity.refine; issue 25)
     test_ids_per_cell: int = 50       # renderer people per cell for judging
     test_images: int = 5
     size: int = 112                   # the SAN's side (synthface crops are 112)
@@ -108,7 +109,7 @@ def _pretrain_cfg(cfg: SANExperimentConfig):
     from .pretrain_data import PretrainConfig
     return PretrainConfig(world_seed=cfg.world_seed, render_size=cfg.render_size, ids_per_cell=cfg.ids_per_cell,
                           images_per_id=cfg.images_per_id, bank_n=cfg.bank_n, variation_budget=cfg.variation_budget,
-                          variation_strength=cfg.variation_strength, seed=cfg.seed)
+                          variation_strength=cfg.variation_strength, refine_steps=cfg.refine_steps, seed=cfg.seed)
 
 
 def _write_dataset(rows: list[dict], path: Path) -> Path:
@@ -373,7 +374,9 @@ def report_markdown(res: dict) -> str:
     md = ["# SAN experiment: gender privacy on unseen classifiers\n",
           f"Command: `{res['command']}`; {info['seconds']:.0f} s on {info['machine']}.\n",
           f"Train: {info['train_images']} images of a synthface balanced identity dataset ({cfg['ids_per_cell']} "
-          f"identities x {cfg['images_per_id']} per group x gender cell, demo generator). Test: {info['test_images']} "
+          f"identities x {cfg['images_per_id']} per group x gender cell, demo generator"
+          + (f", variations refined by {cfg['refine_steps']} steps through it" if cfg.get("refine_steps") else "")
+          + f"). Test: {info['test_images']} "
           f"images of {6 * cfg['test_ids_per_cell']} balanced renderer people never used in training.\n",
           f"SAN: {cfg['size']}px, {'RGB' if cfg['rgb'] else 'grey'}, encoder {cfg['enc_channels']}, decoder "
           f"{cfg['dec_channels']} ({info['san_parameters']:,} parameters); {cfg['pretrain_epochs']} reconstruction "
