@@ -7,15 +7,16 @@ Four training sets of the same size (identities x images per identity), on the d
                    exact quotas): the web-scraped set
     b  balanced    a synthface identity dataset from the demo generator: the latent model samples
                    every group x gender cell equally, identities kept distinct by the world
-                   recogniser, variations verified (the demo's settings, synthface.demo.DEMO_IDENTITIES)
+                   recogniser, variations verified (the demo's settings, synthface.demo.DEMO_IDENTITIES,
+                   plus refine_steps=15: each labelled variation refined through the generator)
     c  prior       the same generator sampled from its prior (z ~ N(0, I), psi 1: as biased as its
                    training data); identities kept distinct with the same threshold and varied the
                    same way as b (same nuisance directions, strength, style mixing, consistency
                    threshold), but no cell is requested and no label is checked
     d  mixed       half of a's identities (the same biased quotas) plus half of b's (equal per cell)
 
-Each is trained with the same backbone, loss, schedule, epochs and batch (synthface.train's
-train_recognition), and scored with synthface.evaluation on a balanced benchmark of renderer
+Each is trained with the same backbone, loss, schedule, epochs, batch and augmentation (synthface.train's
+train_recognition; strong augmentation by default), and scored with synthface.evaluation on a balanced benchmark of renderer
 people whose identities are used for nothing else (no training, no threshold): per-cell
 accuracy with bootstrap CIs, TAR at FMR 1e-3, STD, SER, FDR, GARBE. The world's own recogniser
 (trained on 2,500 renderer people x 12 images) is scored on the same pairs as a reference.
