@@ -16,7 +16,7 @@ def main():
 
 
 for _command in (generator.images, generator.convert, generator.info,
-                 pipeline.label, pipeline.fit, pipeline.sample, pipeline.generate, pipeline.merge_cmd,
+                 pipeline.label, pipeline.fit, pipeline.sample, pipeline.anchors, pipeline.generate, pipeline.merge_cmd,
                  capacity.capacity, evaluate.evaluate, evaluate.evaluate_attribute, methods.leakage_cmd,
                  san.perturb, san.privacy, train.train, experiment.experiment, world.world, world.demo, ops.ops):
     main.add_command(_command)

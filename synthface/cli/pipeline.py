@@ -169,6 +169,9 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
 @click.option("--leakage-gallery", type=click.Path(dir_okay=False), default=None,
               help=".npy of embeddings (same recogniser) that identities must not match, e.g. the training set")
 @click.option("--leakage-threshold", type=SIMILARITY, default=None)
+@click.option("--anchors", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="anchor file from `synthface anchors`: its cells' identities are mixes of two real faces of the "
+                   "cell inverted into W (more of a rare cell's variety); no identity may match an anchor person")
 @click.option("--variations", type=click.Choice(["labelled", "pca"]), default=None,
               help="how images of one identity differ: labelled nuisance directions (pose, expression, light, "
                    "glasses read by --nuisance-regressor, aimed at the reference faces' range) or principal "
@@ -212,7 +215,8 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
              separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
-             reference_images, leakage_gallery, leakage_threshold, variations, nuisance_regressor, strength, mix_from, refine_steps, accept_confidence, truncation,
+             reference_images, leakage_gallery, leakage_threshold, anchors, variations, nuisance_regressor, strength, mix_from,
+             refine_steps, accept_confidence, truncation,
              identity_budget, capacity_candidates, variation_budget, full_res, seed, shard_index, num_shards,
              no_merge, ray_shards, audit_spec, rec_encoding, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
@@ -225,7 +229,8 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
                         variations=variations, nuisance_regressor=nuisance_regressor, refine_steps=refine_steps,
                         truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
-                        full_res=full_res, leakage_threshold=leakage_threshold, batch_size=batch_size)
+                        full_res=full_res, leakage_threshold=leakage_threshold, anchors=anchors,
+                        batch_size=batch_size)
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,
                shard_index=shard_index, num_shards=num_shards, merge_after=not no_merge, ray_shards=ray_shards,
                audit=audit_spec, audit_quantile=audit_quantile, audit_fmr=audit_fmr, leakage_gallery=leakage_gallery,
@@ -241,6 +246,65 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
         _print_summary(res["merged"], out)
     else:
         click.echo("when every shard has finished: synthface merge --out " + str(out), err=True)
+
+
+@click.command()
+@click.option("--network", required=True, help="Generator file, or 'world' for the demo world's.")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="latent model (.synthface): it names the cells")
+@click.option("--cells", type=CELLS, default="all", show_default=True, help="cells to anchor, as `generate --cells`")
+@click.option("--images", type=click.Path(file_okay=False, exists=True), default=None,
+              help="folder of real faces aligned as the generator's (FFHQ-aligned, square); each is kept when "
+                   "--labeller puts it in a requested cell at --confidence")
+@click.option("--world-per-cell", type=click.IntRange(min=2), default=None,
+              help="demo world (--network world): this many renderer people per cell, from an identity range "
+                   "nothing else uses")
+@click.option("--labeller", "labellers", multiple=True, default=["world"], show_default=True, help=LABELLER_HELP)
+@click.option("--schema", default=None, help=SCHEMA_HELP)
+@click.option("--confidence", type=FiniteFloat(0, 1, min_open=True), default=0.99, show_default=True)
+@click.option("--recognizer", default="world", show_default=True,
+              help="identity term of the inversion (world, torch:PATH or arcface:PATH: one torch can differentiate)")
+@click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True, help="Adam steps per face")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="anchor file (.npz) to write")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+def anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps, out,
+            device):
+    """Invert real faces of each cell into W: anchors that `generate --anchors` draws new identities between."""
+    _run(_anchors, network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer,
+         steps, out, device)
+
+
+def _anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
+             out, device):
+    from ..errors import SynthfaceError
+    from ..identity import load_embedder
+    from ..identity.refine import differentiable_twin
+    from ..latent import DemographicLatentModel, parse_cells
+    from ..latent.anchors import build_anchors, faces_by_cell
+    from ..latent.cells import spec_name
+
+    if (images is None) == (world_per_cell is None):
+        raise SynthfaceError("give the anchor faces: --images DIR (real faces) or --world-per-cell N (the demo world)")
+    if world_per_cell is not None and str(network) != "world":
+        raise SynthfaceError("--world-per-cell draws the demo world's renderer people: use it with --network world, "
+                             "or give real faces with --images DIR")
+    model = DemographicLatentModel.load(model_path)
+    specs = parse_cells(cells, model.schema_, model.attributes_)
+    G, dev = load_network(network, device)
+    twin = differentiable_twin(load_embedder(recognizer, str(dev)), str(dev))
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if world_per_cell is not None:
+        from ..world.reference import renderer_anchor_faces
+        faces, names = renderer_anchor_faces([spec_name(s) for s in specs], world_per_cell, G.img_resolution)
+        source = f"demo-world renderer people, {world_per_cell} per cell (identities 9000000+)"
+    else:
+        from ..labelling import load_labeller
+        from ..train.stylegan2 import load_image_folder
+        allf = load_image_folder(images, G.img_resolution, log).permute(0, 2, 3, 1).numpy()
+        faces, names = faces_by_cell(allf, model, load_labeller(labellers, schema, device=str(dev)), specs, confidence)
+        source = f"{len(faces)} of {len(allf)} faces of {images} (labelled at {confidence})"
+    counts = build_anchors(G, faces, names, twin, out, source, steps=steps, log=log)
+    click.echo(f"{out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + " anchors", err=True)
 
 
 def _reference(embeddings, images):

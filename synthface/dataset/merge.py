@@ -446,7 +446,7 @@ RecordIO images: {REC_ENCODINGS.get(metrics.get('rec_encoding', 'jpeg420'), '')}
   {threshold_origin(src.get('separation') or thr.get('impostors'))}
 - consistency: each variation's cosine similarity to its identity's reference >= **{thr['consistency']:.3f}**
   {threshold_origin(src.get('consistency'))}
-- leakage gallery: {"none" if thr.get('leakage') is None else f"similarity < {thr['leakage']:.3f}"}
+- leakage gallery: {"none" if thr.get('leakage') is None else f"similarity < {thr['leakage']:.3f}"}{_anchor_text(cfg)}
 - variations: {cfg.get('variations') or 'pca'} (strength {cfg['strength'] if cfg['strength'] is not None else 'default'}), style mixing from layer {cfg['mix_from'] if cfg['mix_from'] is not None else 'default'},
   labels re-checked at confidence {cfg['accept_confidence'] if cfg['accept_confidence'] is not None else 'of the model'}
 
@@ -468,3 +468,11 @@ RecordIO images: {REC_ENCODINGS.get(metrics.get('rec_encoding', 'jpeg420'), '')}
 
 {sheet_md}
 """
+
+
+def _anchor_text(cfg: dict) -> str:
+    """The card's words on anchored cells (latent.anchors), empty without anchors."""
+    if not cfg.get("anchors"):
+        return ""
+    return (f" (it holds the anchor faces of `{cfg['anchors']}`: the anchored cells' identities are mixes of two "
+            "inverted real faces of the cell, and none matches an anchor person at that threshold)")

@@ -71,6 +71,8 @@ class DatasetConfig:
     variation_confidence: Optional[float] = None  # label check of variations; default: the model's threshold
     full_res: bool = False
     leakage_threshold: Optional[float] = None
+    anchors: Optional[str] = None             # anchor file (latent.anchors): its cells' identities are mixes of
+                                              # two anchors; the anchor faces join the leakage gallery
     batch_size: int = 64
 
 
@@ -125,6 +127,7 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
     check_generator(model, G)
     check_labeller(model, verifier, "verifying labeller")
     specs = parse_cells(cfg.cells, model.schema_, model.attributes_)
+    anchors, leakage = _anchors(cfg, G, embedder, specs, leakage)
     meta = _identity_meta(model, G, verifier, embedder, cfg, _leakage_info(leakage))
     # Shards of one job (same settings and shard count) share `out`; any other writer is refused.
     with disk_full_message(out, "run the same `synthface generate` command again: finished identities are kept"), \
@@ -132,7 +135,7 @@ def generate_dataset(model, G, verifier, embedder, out, cfg: DatasetConfig, shar
         _check_or_write_meta(out, meta)
         t0 = time.perf_counter()
         idset, thr, stage1_ran = _stage1(out, model, G, verifier, embedder, cfg, specs, leakage, progress, log,
-                                         capacity_candidates)
+                                         capacity_candidates, anchors)
         t1 = time.perf_counter()
         done, mine, finished = _stage2(out, idset, thr, {spec_name(s): s for s in specs}, model, G, verifier,
                                        embedder, cfg, shard_index, num_shards, progress, log, stop_after)
@@ -148,6 +151,21 @@ def generate_lock(out: Path, shard_index: int, num_shards: int, job: Optional[st
     what dead writers left."""
     return DirectoryLock(out, f"generate-{shard_index:05d}-of-{num_shards:05d}", job=job, shared=True, log=log,
                          sweep=sweep_dataset)
+
+
+def _anchors(cfg: DatasetConfig, G, embedder, specs, leakage):
+    """({cell name: anchor w} or None, the leakage gallery with the requested cells' anchor faces added)."""
+    if not cfg.anchors:
+        return None, leakage
+    from ..latent.anchors import anchors_by_cell, load_anchors
+    a = load_anchors(cfg.anchors, G)
+    names = [spec_name(s) for s in specs]
+    anchors = anchors_by_cell(a, names)
+    if not anchors:
+        raise SynthfaceError(f"--anchors {cfg.anchors}: it holds cells {', '.join(sorted(set(a['cell'].tolist())))}, "
+                             f"none of the requested ones ({', '.join(names)}); build anchors for them or drop --anchors")
+    faces = embedder.embed_aligned(a["crops"][np.isin(a["cell"], list(anchors))]).astype(np.float32)
+    return anchors, faces if leakage is None else np.concatenate([np.asarray(leakage, np.float32), faces])
 
 
 def _leakage_info(leakage) -> Optional[dict]:
@@ -188,14 +206,15 @@ CAPACITY_CHECK_FROM = 50
 
 
 def _check_capacity(model, G, verifier, embedder, cfg: DatasetConfig, specs, separation: float, n_candidates: int,
-                    progress, log) -> None:
+                    progress, log, anchors=None) -> None:
     """Estimate the identity capacity from selection's first candidates; refuse, with the figures,
     a request that is clearly out of reach before hours go into it."""
     from ..identity.capacity import capacity_check, estimate_capacity
 
     est = estimate_capacity(model, G, verifier, embedder, specs, separation, n_candidates=n_candidates,
                             seed=cfg.seed, accept_confidence=cfg.accept_confidence, truncation=cfg.truncation,
-                            batch_size=cfg.batch_size, n_per_cell=cfg.ids_per_cell, progress=progress, log=log)
+                            batch_size=cfg.batch_size, n_per_cell=cfg.ids_per_cell, progress=progress, log=log,
+                            anchors=anchors)
     ok, message = capacity_check(est, cfg.ids_per_cell, cfg.identity_budget)
     if not ok:
         raise SynthfaceError(message)
@@ -203,7 +222,7 @@ def _check_capacity(model, G, verifier, embedder, cfg: DatasetConfig, specs, sep
 
 
 def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, leakage, progress, log,
-            capacity_candidates: int = 0):
+            capacity_candidates: int = 0, anchors=None):
     """Identity selection (deterministic, so every shard may run it; the first to finish writes it).
     Returns (identities, thresholds, whether it ran now)."""
     ids_path = out / "identities.npz"
@@ -215,12 +234,13 @@ def _stage1(out: Path, model, G, verifier, embedder, cfg: DatasetConfig, specs, 
     thr = resolve_thresholds(cfg, model, G, embedder, leakage is not None, log)
     sep = thr["separation"]
     if capacity_candidates and cfg.ids_per_cell >= CAPACITY_CHECK_FROM:
-        _check_capacity(model, G, verifier, embedder, cfg, specs, sep, capacity_candidates, progress, log)
+        _check_capacity(model, G, verifier, embedder, cfg, specs, sep, capacity_candidates, progress, log, anchors)
     log(f"selecting {cfg.ids_per_cell} identities in each of {len(specs)} cells (separation < {sep:.3f})")
     idset = select_identities(model, G, verifier, embedder, specs, cfg.ids_per_cell, sep, seed=cfg.seed,
                               leakage=leakage, leakage_threshold=thr["leakage"],
                               accept_confidence=cfg.accept_confidence, truncation=cfg.truncation,
-                              budget=cfg.identity_budget, batch_size=cfg.batch_size, progress=progress, log=log)
+                              budget=cfg.identity_budget, batch_size=cfg.batch_size, progress=progress, log=log,
+                              anchors=anchors)
     write_json_atomic(out / "identities.json", {"thresholds": thr, "stats": idset.stats, "cells": idset.cells})
     arrays = idset.arrays()
     atomic_write(ids_path, lambda f: np.savez(f, **arrays))

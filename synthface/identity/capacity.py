@@ -65,7 +65,7 @@ def estimate_capacity(model, G, verifier, embedder, specs: Sequence[Mapping[str,
                       n_candidates: int = 300, seed: int = 0, accept_confidence: Optional[float] = None,
                       truncation: float = 1.0, batch_size: int = 64, n_per_cell: Optional[int] = None,
                       budgets: Sequence[int] = DEFAULT_BUDGETS, n_boot: int = 200, progress: bool = True,
-                      log: Callable[[str], None] = log_stderr) -> dict:
+                      log: Callable[[str], None] = log_stderr, anchors: Optional[Mapping] = None) -> dict:
     """Per cell: label pass rate, collision probabilities (within the cell and to the other cells),
     the observed greedy accepted-vs-candidates curve on the first `n_candidates` candidates, and
     the model's expected identities at `budgets` candidates per cell (three ends), plus the
@@ -76,7 +76,7 @@ def estimate_capacity(model, G, verifier, embedder, specs: Sequence[Mapping[str,
         raise SynthfaceError(f"the separation threshold is a cosine in [-1, 1], got {threshold}")
     log(f"capacity: {n_candidates} candidates in each of {len(specs)} cells (separation < {threshold:.3f})")
     names, ok, emb = draw_candidates(model, G, verifier, embedder, specs, n_candidates, seed, accept_confidence,
-                                     truncation, batch_size, progress)
+                                     truncation, batch_size, progress, anchors)
     conf = model.confidence if accept_confidence is None else accept_confidence
     est = fit_capacity(names, ok, emb, threshold, n_per_cell=n_per_cell, budgets=budgets, n_boot=n_boot, seed=seed)
     est.update({"seed": seed, "accept_confidence": conf, "truncation": truncation})
@@ -85,7 +85,8 @@ def estimate_capacity(model, G, verifier, embedder, specs: Sequence[Mapping[str,
 
 def draw_candidates(model, G, verifier, embedder, specs: Sequence[Mapping[str, str]], n_candidates: int,
                     seed: int = 0, accept_confidence: Optional[float] = None, truncation: float = 1.0,
-                    batch_size: int = 64, progress: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
+                    batch_size: int = 64, progress: bool = True,
+                    anchors: Optional[Mapping] = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(cell names, ok [K, n], emb [K, n, D]) of the first n candidates of each cell: selection's own
     candidates (same seeds, batches, order and label check); rows of failed candidates are zero."""
     if n_candidates < 2:
@@ -109,7 +110,7 @@ def draw_candidates(model, G, verifier, embedder, specs: Sequence[Mapping[str, s
             order = _visiting_order(active, next_j, per, n_candidates)
             for c in active:
                 next_j[c] = min(n_candidates, next_j[c] + per)
-            _, _, imgs = _draw_candidates(model, G, specs, names, order, seed, truncation, batch_size)
+            _, _, imgs = _draw_candidates(model, G, specs, names, order, seed, truncation, batch_size, anchors)
             ok_b, emb_b, _ = _screen(model, verifier, embedder, specs, order, imgs, conf)
             if emb is None and emb_b.shape[1]:
                 emb = np.zeros((K, n_candidates, emb_b.shape[1]), np.float32)

@@ -149,17 +149,29 @@ def _visiting_order(active: list[int], next_j: list[int], per: int, limit: int) 
     return order
 
 
-def _draw_candidates(model, G, specs, names, order, seed: int, truncation: float, batch_size: int):
+def _draw_candidates(model, G, specs, names, order, seed: int, truncation: float, batch_size: int,
+                     anchors: Optional[Mapping[str, np.ndarray]] = None):
     """Latents and images of the candidates in `order`; candidate j of a cell depends on
-    (seed, cell, j) alone."""
-    pseeds, S = [], []
-    for c, j in order:
+    (seed, cell, j) alone. A cell in `anchors` draws mixes of two of its anchor latents
+    (latent.anchors) instead of the latent model's samples."""
+    from ..latent.anchors import anchor_mix
+    pseeds, S, mixed = [], [], {}
+    for k, (c, j) in enumerate(order):
         rng = _rng(seed, name_key(names[c]), j)
         pseeds.append(int(rng.integers(0, 2**32 - 1)))
+        if anchors and names[c] in anchors:
+            mixed[k] = anchor_mix(anchors[names[c]], rng)
+            S.append(None)
+            continue
         s, _ = model.sample_projection(specs[c], 1, rng, truncation)
         S.append(s[0])
-    W0 = prior_latents(G, pseeds, model.truncation_psi_)
-    W = model.lift(np.array(S), W0).astype(np.float32)
+    W = np.zeros((len(order), G.w_dim), np.float32)
+    rest = [k for k in range(len(order)) if k not in mixed]
+    if rest:
+        W0 = prior_latents(G, [pseeds[k] for k in rest], model.truncation_psi_)
+        W[rest] = model.lift(np.array([S[k] for k in rest]), W0).astype(np.float32)
+    for k, w in mixed.items():
+        W[k] = w
     return pseeds, W, synthesize(G, W, model.noise_mode_, batch_size)
 
 
@@ -183,8 +195,11 @@ def select_identities(model, G, verifier, embedder, specs: Sequence[Mapping[str,
                       separation: float, seed: int = 0, leakage: Optional[np.ndarray] = None,
                       leakage_threshold: Optional[float] = None, accept_confidence: Optional[float] = None,
                       truncation: float = 1.0, budget: float = 50.0, batch_size: int = 64, progress: bool = True,
-                      log: Callable[[str], None] = log_stderr) -> IdentitySet:
-    """n_per_cell mutually distinct identities in each cell (see the module docstring)."""
+                      log: Callable[[str], None] = log_stderr,
+                      anchors: Optional[Mapping[str, np.ndarray]] = None) -> IdentitySet:
+    """n_per_cell mutually distinct identities in each cell (see the module docstring). `anchors`
+    ({cell name: anchor w [M, w_dim]}, latent.anchors): those cells' candidates are mixes of two anchors;
+    pass the anchor faces' embeddings in `leakage` so that no identity matches an anchor person."""
     threshold = model.confidence if accept_confidence is None else accept_confidence
     names = [spec_name(s) for s in specs]
     if len(set(names)) != len(names):
@@ -208,7 +223,7 @@ def select_identities(model, G, verifier, embedder, specs: Sequence[Mapping[str,
             order = _visiting_order(active, next_j, per, limit)
             for c in active:
                 next_j[c] = min(limit, next_j[c] + per)
-            pseeds, W, imgs = _draw_candidates(model, G, specs, names, order, seed, truncation, batch_size)
+            pseeds, W, imgs = _draw_candidates(model, G, specs, names, order, seed, truncation, batch_size, anchors)
             ok, emb, probs = _screen(model, verifier, embedder, specs, order, imgs, threshold)
             bar.update(state.visit(order, pseeds, W, ok, emb, probs, model.attributes_))
     finally:
@@ -217,7 +232,8 @@ def select_identities(model, G, verifier, embedder, specs: Sequence[Mapping[str,
     if short:
         raise SynthfaceError(f"could not find {n_per_cell} distinct identities within {limit} candidates for: "
                              f"{'; '.join(short)}; raise --identity-budget, lower --separation or ask for fewer "
-                             "identities")
+                             "identities" + ("; anchored cells draw between their anchors: give more anchor faces "
+                                             "of them (`synthface anchors`)" if anchors else ""))
     for st in state.stats.values():
         st["acceptance_rate"] = n_per_cell / st["candidates"]
     return _identity_set(names, state.accepted, state.stats, model.attributes_)

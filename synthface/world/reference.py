@@ -114,3 +114,26 @@ def coverage_inputs(cells, n_people: int, images: int) -> dict:
                          "audit attributes": lambda crops: attribute_features(attr, crops)},
             "nuisance": load_nuisance_regressor("world"),
             "source": "demo-world renderer faces (balanced population, identities 8000000+)"}
+
+
+ANCHOR_FIRST_IDENTITY = 9_000_000  # anchor people (latent.anchors): a range of their own
+
+
+def renderer_anchor_faces(cells, per_cell: int, size: int = 64) -> tuple[np.ndarray, list]:
+    """per_cell renderer people of each cell name ('group=G,gender=S'), one FFHQ-aligned image each, from the
+    anchor range, and their cell names: the demo world's real faces to anchor a dataset's cells on."""
+    from .renderer import GENDERS, GROUPS
+    world = World(seed=0, distribution=BALANCED)
+    images, names = [], []
+    for name in cells:
+        parts = dict(p.split("=") for p in name.split(","))
+        if set(parts) != {"group", "gender"}:
+            from ..errors import SynthfaceError
+            raise SynthfaceError(f"the demo world's anchors are per group x gender cell, not {name!r}: "
+                                 "give --cells as group=...,gender=... or all")
+        gi, si = GROUPS.index(parts["group"]), GENDERS.index(parts["gender"])
+        first = ANCHOR_FIRST_IDENTITY + (2 * gi + si) * _COVERAGE_CELL_STRIDE
+        ident = world.identities(range(first, first + per_cell), group=gi, gender=si)
+        images.append(np.asarray(world.render(ident, [0] * per_cell, size=size)))
+        names += [name] * per_cell
+    return np.concatenate(images), names

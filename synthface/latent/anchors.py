@@ -1,0 +1,146 @@
+"""Anchor latents: real faces of each cell inverted into W, so that new identities can be drawn between them.
+
+Why: in the rare cells the generator's prior seldom makes the variety real people of the cell have (the demo
+generator's group2/female faces nearly all share one hairstyle), and no setting of the latent model's cell
+Gaussian recovers it (docs/benchmarks.md). The generator can still approach many of those faces when asked for
+them directly: each reference face of a cell is inverted into one w (Adam on pixel error plus the recogniser's
+identity term, from the closest of a pool of prior faces), and identity selection draws candidates as convex
+mixes of two anchors of the cell, w = t w_a + (1 - t) w_b with t in [MIX_LOW, MIX_HIGH]. A mix is a new face
+between two real ones, never one of them: the anchor faces join the leakage gallery, so a candidate the
+recogniser matches to any anchor person is rejected like any other too-similar face.
+
+The file (.npz, loaded without pickle): w [N, w_dim] float32, cell [N] cell names ('group=g,gender=s'),
+crops [N, 112, 112, 3] uint8 ArcFace crops of the anchor faces (embedded with the dataset's own recogniser at
+generate time), generator_hash, source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..errors import SynthfaceError
+from ..fileio import atomic_write
+
+MIX_LOW, MIX_HIGH = 0.3, 0.7   # a mix stays away from both of its anchors
+INIT_POOL_SEEDS = range(1000, 3000)  # prior faces an inversion may start from (the closest one)
+STEPS, LR, BATCH = 150, 0.02, 100
+
+
+def invert_images(G, images: np.ndarray, twin, steps: int = STEPS, lr: float = LR, batch: int = BATCH,
+                  log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+    """uint8 faces [N, H, W, 3] at the generator's resolution and alignment -> w [N, w_dim] (one w for all
+    layers), by `steps` Adam steps on 10 x pixel MSE + (1 - cos) of `twin`'s embeddings (a differentiable
+    recogniser, identity.refine.differentiable_twin). Faces are inverted `batch` at a time; each face's w
+    depends only on its own loss term and its batch's size."""
+    from ..generator.synthesis import prior_latents, synthesize
+    if images.ndim != 4 or images.shape[1:3] != (G.img_resolution, G.img_resolution) or images.shape[3] != 3:
+        raise SynthfaceError(f"anchor faces must be [N, {G.img_resolution}, {G.img_resolution}, 3] images aligned "
+                             f"as the generator's, got {tuple(images.shape)}")
+    pool = prior_latents(G, list(INIT_POOL_SEEDS), 1.0)
+    pool_img = torch.as_tensor(synthesize(G, pool)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    was = [p.requires_grad for p in G.parameters()]
+    G.requires_grad_(False)
+    out = []
+    try:
+        for s in range(0, len(images), batch):
+            target = torch.as_tensor(images[s:s + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            start = torch.cdist(target.flatten(1), pool_img.flatten(1)).argmin(1).numpy()
+            w = torch.as_tensor(pool[start]).clone().requires_grad_(True)
+            opt = torch.optim.Adam([w], lr=lr)
+            with torch.no_grad():
+                e_ref = twin.embed_tensor((target * 127.5 + 128).clamp(0, 255))
+            for it in range(steps):
+                img = G.synthesis(w[:, None].repeat(1, G.num_ws, 1), noise_mode="const")
+                e = twin.embed_tensor((img * 127.5 + 128).clamp(0, 255))
+                loss = (img - target).square().mean() * 10 + (1 - (e * e_ref).sum(-1)).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            out.append(w.detach().numpy())
+            if log:
+                log(f"anchors: inverted {min(s + batch, len(images))} of {len(images)} faces (last loss {loss.item():.3f})")
+    finally:
+        for p, r in zip(G.parameters(), was):
+            p.requires_grad_(r)
+    return np.concatenate(out) if out else np.zeros((0, G.w_dim), np.float32)
+
+
+def save_anchors(path, w: np.ndarray, cells, images: np.ndarray, generator_hash: str, source: str) -> Path:
+    """Write the anchor file atomically (crops from the faces, as the leakage check embeds them)."""
+    from ..align import arcface_crop
+    crops = arcface_crop(images, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    arrays = {"w": np.asarray(w, np.float32), "cell": np.array([str(c) for c in cells]), "crops": crops,
+              "generator_hash": np.array(generator_hash), "source": np.array(source)}
+    path = Path(path)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    return path
+
+
+def load_anchors(path, G=None) -> dict:
+    """The anchor file as {"w", "cell", "crops", "generator_hash", "source"}; a clear error when it is not one
+    or was made for another generator."""
+    from ..generator.synthesis import generator_hash
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in ("w", "cell", "crops", "generator_hash", "source")}
+    except (OSError, ValueError, KeyError) as e:
+        raise SynthfaceError(f"--anchors {path}: not an anchor file written by `synthface anchors` ({e})") from None
+    n = len(a["w"])
+    if a["w"].ndim != 2 or len(a["cell"]) != n or len(a["crops"]) != n or not np.isfinite(a["w"]).all():
+        raise SynthfaceError(f"--anchors {path}: inconsistent arrays (w {a['w'].shape}, cell {a['cell'].shape}, "
+                             f"crops {a['crops'].shape}); rebuild it with `synthface anchors`")
+    a["generator_hash"], a["source"] = str(a["generator_hash"]), str(a["source"])
+    if G is not None and a["generator_hash"] != generator_hash(G):
+        raise SynthfaceError(f"--anchors {path} was inverted into another generator ({a['generator_hash']}); "
+                             "rebuild it with `synthface anchors --network` of this dataset's generator")
+    return a
+
+
+def anchors_by_cell(anchors: dict, cell_names, min_per_cell: int = 2) -> dict:
+    """{cell name: w [M, w_dim]} for the requested cells that have anchors; a cell with anchors but fewer
+    than `min_per_cell` is refused (a mix needs two)."""
+    out = {}
+    for name in cell_names:
+        m = anchors["cell"] == name
+        if m.any():
+            if m.sum() < min_per_cell:
+                raise SynthfaceError(f"--anchors: cell {name} has {int(m.sum())} anchor face(s); a mix needs at "
+                                     f"least {min_per_cell}: add faces of it or leave it out of the anchor file")
+            out[name] = anchors["w"][m]
+    return out
+
+
+def anchor_mix(W_cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One candidate w: a convex mix of two different anchors of the cell."""
+    a, b = rng.choice(len(W_cell), 2, replace=False)
+    t = rng.uniform(MIX_LOW, MIX_HIGH)
+    return (t * W_cell[a] + (1 - t) * W_cell[b]).astype(np.float32)
+
+
+def faces_by_cell(images: np.ndarray, model, labeller, specs, confidence: float = 0.99) -> tuple[np.ndarray, list]:
+    """The faces the labeller puts in one of the requested cells at `confidence`, and their cell names
+    (the latent model names the cells, as `generate --cells` does)."""
+    from .cells import label_cells, matches, spec_name
+    idx, conf = label_cells(labeller.predict_proba(images), model.attributes_, confidence)
+    keep, cells = np.zeros(len(images), bool), np.array([""] * len(images), dtype=object)
+    for spec in specs:
+        m = matches(idx, conf, spec, model.schema_, model.attributes_) & ~keep
+        keep |= m
+        cells[m] = spec_name(spec)
+    return images[keep], [str(c) for c in cells[keep]]
+
+
+def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: int = STEPS,
+                  log: Optional[Callable[[str], None]] = None) -> dict:
+    """Invert `images` (one cell name each) and write the anchor file `out`; returns per-cell counts."""
+    from ..generator.synthesis import generator_hash
+    if len(images) == 0:
+        raise SynthfaceError("no anchor faces: none of the images is confidently in a requested cell")
+    W = invert_images(G, images, twin, steps=steps, log=log)
+    save_anchors(out, W, cells, images, generator_hash(G), source)
+    names, counts = np.unique(np.array(cells), return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts)}

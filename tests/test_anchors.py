@@ -1,0 +1,113 @@
+"""Anchored cells (latent.anchors): real faces inverted into W, identities drawn as mixes of two anchors."""
+
+import numpy as np
+import pytest
+import torch
+
+from synthface.errors import SynthfaceError
+from synthface.generator import load_generator
+from synthface.generator.synthesis import generator_hash, prior_latents, synthesize
+from synthface.identity import load_embedder, select_identities
+from synthface.labelling import load_labeller
+from synthface.latent import parse_cells
+from synthface.latent.anchors import (MIX_HIGH, MIX_LOW, anchor_mix, anchors_by_cell, invert_images, load_anchors,
+                                      save_anchors)
+from synthface.world.assets import generator_path
+
+G2F = "group=group2,gender=female"
+G3M = "group=group3,gender=male"
+
+
+def _on_a_segment(w, W, lo=MIX_LOW, hi=MIX_HIGH, tol=1e-4):
+    """Whether w = t W[a] + (1 - t) W[b] for two different rows a, b and t in [lo, hi]."""
+    for a in range(len(W)):
+        for b in range(len(W)):
+            if a == b:
+                continue
+            d = W[a] - W[b]
+            t = float((w - W[b]) @ d / (d @ d))
+            if lo - 1e-6 <= t <= hi + 1e-6 and np.abs(t * W[a] + (1 - t) * W[b] - w).max() < tol:
+                return True
+    return False
+
+
+def test_anchor_mix_lies_between_two_different_anchors_and_is_seeded():
+    W = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    mixes = [anchor_mix(W, np.random.default_rng(s)) for s in range(20)]
+    assert all(_on_a_segment(m, W) for m in mixes)
+    assert not any((np.abs(W - m).max(1) < 1e-3).any() for m in mixes)  # never an anchor itself
+    assert np.array_equal(anchor_mix(W, np.random.default_rng(3)), mixes[3])
+
+
+def test_anchor_file_round_trip_and_clear_errors(tmp_path):
+    G = load_generator(generator_path())
+    imgs = synthesize(G, prior_latents(G, [1, 2, 3], 1.0))
+    W = np.arange(3 * G.w_dim, dtype=np.float32).reshape(3, -1)
+    path = save_anchors(tmp_path / "a.npz", W, [G2F, G2F, G3M], imgs, generator_hash(G), "test faces")
+    a = load_anchors(path, G)
+    assert np.array_equal(a["w"], W) and a["cell"].tolist() == [G2F, G2F, G3M] and a["crops"].shape == (3, 112, 112, 3)
+    assert a["source"] == "test faces"
+    with pytest.raises(SynthfaceError, match="a mix needs at least 2"):
+        anchors_by_cell(a, [G2F, G3M])
+    assert list(anchors_by_cell(a, [G2F, "group=group1,gender=male"])) == [G2F]
+    save_anchors(tmp_path / "other.npz", W, [G2F] * 3, imgs, "0123456789abcdef", "x")
+    with pytest.raises(SynthfaceError, match="another generator"):
+        load_anchors(tmp_path / "other.npz", G)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(SynthfaceError, match="not an anchor file"):
+        load_anchors(tmp_path / "junk.npz")
+
+
+def test_inversion_brings_a_generated_face_back():
+    from synthface.identity.torch_embedder import TorchBackboneEmbedder
+    torch.manual_seed(0)
+    G = load_generator(generator_path())
+    w_true = prior_latents(G, [424242, 515151], 1.0)
+    target = synthesize(G, w_true)
+    before = [p.requires_grad for p in G.parameters()]
+    W = invert_images(G, target, TorchBackboneEmbedder("world-recognizer"), steps=40)
+    err = np.abs(synthesize(G, W).astype(float) - target).mean()
+    start = np.abs(synthesize(G, prior_latents(G, list(range(1000, 3000)), 1.0)).astype(float)[None]
+                   - target[:, None]).mean((2, 3, 4)).min(1).mean()
+    assert err < 0.6 * start, (err, start)       # much closer than the closest prior face it started from
+    assert [p.requires_grad for p in G.parameters()] == before  # the generator is left as it was
+
+
+def test_anchored_cell_draws_between_its_anchors_and_other_cells_are_unchanged(demo_latent_model):
+    model = demo_latent_model[0]
+    G = load_generator(generator_path())
+    specs = parse_cells(f"{G2F};{G3M}", model.schema_, model.attributes_)
+    lab, emb = load_labeller("world"), load_embedder("world")
+    kw = dict(separation=0.5, seed=3, accept_confidence=0.9, progress=False)
+    # anchors: latents of confidently labelled faces of the cell (stand-ins for inverted real faces)
+    pool = prior_latents(G, list(range(5000, 5400)), 1.0)
+    from synthface.latent.cells import label_cells, matches
+    idx, conf = label_cells(lab.predict_proba(synthesize(G, pool)), model.attributes_, 0.9)
+    W_a = pool[matches(idx, conf, specs[0], model.schema_, model.attributes_)][:6]
+    assert len(W_a) == 6
+    plain = select_identities(model, G, lab, emb, specs, 2, **kw)
+    anchored = select_identities(model, G, lab, emb, specs, 2, anchors={G2F: W_a}, **kw)
+    in_a = anchored.cell == anchored.cells.index(G2F)
+    assert all(_on_a_segment(w, W_a, tol=1e-3) for w in anchored.w[in_a])
+    other = plain.cell == plain.cells.index(G3M)
+    assert np.allclose(anchored.w[~in_a], plain.w[other], atol=1e-5)
+    assert np.array_equal(anchored.candidate[~in_a], plain.candidate[other])
+
+
+def test_generate_with_anchors_refuses_matches_of_anchor_people(tmp_path, demo_latent_model):
+    """The anchor faces join the leakage gallery: at a threshold nothing passes, the anchored cell fails with a
+    hint about anchors, and a file for none of the requested cells is refused before anything is written."""
+    from synthface.dataset import DatasetConfig, generate_dataset
+    model, _, _ = demo_latent_model
+    G = load_generator(generator_path())
+    pool = prior_latents(G, list(range(7000, 7006)), 1.0)
+    path = save_anchors(tmp_path / "a.npz", pool, [G2F] * 6, synthesize(G, pool), generator_hash(G), "test")
+    lab, emb = load_labeller("world"), load_embedder("world")
+    cfg = DatasetConfig(cells=G2F, ids_per_cell=1, images_per_id=1, separation=0.5, consistency=0.3,
+                        accept_confidence=0.5, anchors=str(path), leakage_threshold=-1.0, identity_budget=3)
+    with pytest.raises(SynthfaceError, match="more anchor faces"):
+        generate_dataset(model, G, lab, emb, tmp_path / "ds", cfg, progress=False, log=lambda m: None)
+    cfg2 = DatasetConfig(cells=G3M, ids_per_cell=1, images_per_id=1, separation=0.5, anchors=str(path))
+    with pytest.raises(SynthfaceError, match="none of the requested ones"):
+        generate_dataset(model, G, lab, emb, tmp_path / "ds2", cfg2, progress=False, log=lambda m: None)
+    assert not (tmp_path / "ds2").exists()
