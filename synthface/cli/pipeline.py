@@ -265,17 +265,19 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
 @click.option("--recognizer", default="world", show_default=True,
               help="identity term of the inversion (world, torch:PATH or arcface:PATH: one torch can differentiate)")
 @click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True, help="Adam steps per face")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=100, show_default=True,
+              help="faces inverted at once (lower it for large generators: each step runs G forward and backward)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="anchor file (.npz) to write")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-def anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps, out,
-            device):
+def anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
+            batch_size, out, device):
     """Invert real faces of each cell into W: anchors that `generate --anchors` draws new identities between."""
     _run(_anchors, network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer,
-         steps, out, device)
+         steps, batch_size, out, device)
 
 
 def _anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
-             out, device):
+             batch_size, out, device):
     from ..errors import SynthfaceError
     from ..identity import load_embedder
     from ..identity.refine import differentiable_twin
@@ -303,7 +305,7 @@ def _anchors(network, model_path, cells, images, world_per_cell, labellers, sche
         allf = load_image_folder(images, G.img_resolution, log).permute(0, 2, 3, 1).numpy()
         faces, names = faces_by_cell(allf, model, load_labeller(labellers, schema, device=str(dev)), specs, confidence)
         source = f"{len(faces)} of {len(allf)} faces of {images} (labelled at {confidence})"
-    counts = build_anchors(G, faces, names, twin, out, source, steps=steps, log=log)
+    counts = build_anchors(G, faces, names, twin, out, source, steps=steps, batch=batch_size, log=log)
     click.echo(f"{out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + " anchors", err=True)
 
 

@@ -41,14 +41,15 @@ def invert_images(G, images: np.ndarray, twin, steps: int = STEPS, lr: float = L
         raise SynthfaceError(f"anchor faces must be [N, {G.img_resolution}, {G.img_resolution}, 3] images aligned "
                              f"as the generator's, got {tuple(images.shape)}")
     pool = prior_latents(G, list(INIT_POOL_SEEDS), 1.0)
-    pool_img = torch.as_tensor(synthesize(G, pool)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    # the closest prior face is found at (at most) 64 px, so a 1024 px generator's pool stays small in memory
+    pool_img = torch.cat([_small(synthesize(G, pool[s:s + 64])) for s in range(0, len(pool), 64)])
     was = [p.requires_grad for p in G.parameters()]
     G.requires_grad_(False)
     out = []
     try:
         for s in range(0, len(images), batch):
             target = torch.as_tensor(images[s:s + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            start = torch.cdist(target.flatten(1), pool_img.flatten(1)).argmin(1).numpy()
+            start = torch.cdist(_small(images[s:s + batch]).flatten(1), pool_img.flatten(1)).argmin(1).numpy()
             w = torch.as_tensor(pool[start]).clone().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=lr)
             with torch.no_grad():
@@ -67,6 +68,12 @@ def invert_images(G, images: np.ndarray, twin, steps: int = STEPS, lr: float = L
         for p, r in zip(G.parameters(), was):
             p.requires_grad_(r)
     return np.concatenate(out) if out else np.zeros((0, G.w_dim), np.float32)
+
+
+def _small(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, h, h] in [-1, 1], h = min(H, 64) (area-averaged)."""
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return torch.nn.functional.adaptive_avg_pool2d(x, min(x.shape[-1], 64))
 
 
 def save_anchors(path, w: np.ndarray, cells, images: np.ndarray, generator_hash: str, source: str) -> Path:
@@ -134,13 +141,13 @@ def faces_by_cell(images: np.ndarray, model, labeller, specs, confidence: float 
     return images[keep], [str(c) for c in cells[keep]]
 
 
-def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: int = STEPS,
+def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: int = STEPS, batch: int = BATCH,
                   log: Optional[Callable[[str], None]] = None) -> dict:
     """Invert `images` (one cell name each) and write the anchor file `out`; returns per-cell counts."""
     from ..generator.synthesis import generator_hash
     if len(images) == 0:
         raise SynthfaceError("no anchor faces: none of the images is confidently in a requested cell")
-    W = invert_images(G, images, twin, steps=steps, log=log)
+    W = invert_images(G, images, twin, steps=steps, batch=batch, log=log)
     save_anchors(out, W, cells, images, generator_hash(G), source)
     names, counts = np.unique(np.array(cells), return_counts=True)
     return {str(n): int(c) for n, c in zip(names, counts)}
