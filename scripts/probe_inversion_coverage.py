@@ -36,34 +36,14 @@ from synthface.identity import load_embedder  # noqa: E402
 from synthface.identity.torch_embedder import TorchBackboneEmbedder  # noqa: E402
 from synthface.labelling import load_labeller  # noqa: E402
 from synthface.latent import DemographicLatentModel, parse_cells  # noqa: E402
+from synthface.latent.anchors import invert_images  # noqa: E402
 from synthface.latent.cells import label_cells, matches  # noqa: E402
 from synthface.nets import load_backbone  # noqa: E402
 from synthface.world.reference import renderer_coverage_sets  # noqa: E402
 from synthface.world.renderer import GENDERS, GROUPS  # noqa: E402
 from synthface.world.world import BALANCED, World  # noqa: E402
 
-ANCHOR_FIRST = 9_000_000  # anchor people: used by nothing else
-
-
-def invert(G, twin, target: torch.Tensor, steps: int, lr: float, log) -> np.ndarray:
-    """target [N, 3, H, W] in [-1, 1] -> w [N, w_dim]: one w per face, all layers."""
-    pool = prior_latents(G, list(range(1000, 3000)), 1.0)
-    pimg = torch.as_tensor(synthesize(G, pool)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    start = torch.cdist(target.flatten(1), pimg.flatten(1)).argmin(1).numpy()
-    w = torch.as_tensor(pool[start]).clone().requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
-    with torch.no_grad():
-        e_ref = twin.embed_tensor((target * 127.5 + 128).clamp(0, 255))
-    for it in range(steps):
-        img = G.synthesis(w[:, None].repeat(1, G.num_ws, 1), noise_mode="const")
-        e = twin.embed_tensor((img * 127.5 + 128).clamp(0, 255))
-        loss = (img - target).square().mean() * 10 + (1 - (e * e_ref).sum(-1)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if it % 25 == 0 or it == steps - 1:
-            log(f"inversion step {it}: loss {loss.item():.3f}")
-    return w.detach().numpy()
+from synthface.world.reference import ANCHOR_FIRST_IDENTITY as ANCHOR_FIRST  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -97,8 +77,8 @@ def main(argv=None) -> dict:
     first = ANCHOR_FIRST + (2 * gi + si) * 100_000
     anchors = np.asarray(world.render(world.identities(range(first, first + a.n), group=gi, gender=si),
                                       [0] * a.n, size=G.img_resolution))
-    target = torch.as_tensor(anchors).permute(0, 3, 1, 2).float() / 127.5 - 1
-    W = invert(G, TorchBackboneEmbedder("world-recognizer", device="cpu"), target, a.steps, a.lr, log)
+    W = invert_images(G, anchors, TorchBackboneEmbedder("world-recognizer", device="cpu"), steps=a.steps, lr=a.lr,
+                      log=log)
 
     rng = np.random.default_rng(0)
     m = 4 * a.n
