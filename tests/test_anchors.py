@@ -111,3 +111,62 @@ def test_generate_with_anchors_refuses_matches_of_anchor_people(tmp_path, demo_l
     with pytest.raises(SynthfaceError, match="none of the requested ones"):
         generate_dataset(model, G, lab, emb, tmp_path / "ds2", cfg2, progress=False, log=lambda m: None)
     assert not (tmp_path / "ds2").exists()
+
+
+def test_labeller_torch_twin_and_label_term():
+    from synthface.latent.anchors import LabelTerm
+    lab = load_labeller("world")
+    net = lab.labellers[0]
+    G = load_generator(generator_path())
+    imgs = synthesize(G, prior_latents(G, list(range(40)), 1.0))
+    x = torch.as_tensor(imgs).permute(0, 3, 1, 2).float()
+    assert np.abs(net.logits_tensor(x).detach().numpy() - net.logits(imgs)).max() < 1e-3  # same graph, torch ops
+    p = lab.predict_proba(imgs)
+    schema = {"group": ["group1", "group2", "group3"], "gender": ["female", "male"]}
+    own = [f"group={schema['group'][g]},gender={schema['gender'][s]}"
+           for g, s in zip(p["group"].argmax(1), p["gender"].argmax(1))]
+    sure = (p["group"].max(1) >= 0.99) & (p["gender"].max(1) >= 0.99)
+    assert 0 < sure.sum() < len(sure)
+    v = LabelTerm(lab, own, schema, confidence=0.99)(x, slice(0, len(x))).detach().numpy()
+    assert (v[sure] == 0).all() and (v[~sure] > 0).all()  # nothing pushes a face the labeller is sure of
+    flipped = [c.replace("female", "M").replace("male", "female").replace("M", "male") for c in own]
+    x.requires_grad_(True)
+    v_wrong = LabelTerm(lab, flipped, schema, weight=2.0)(x, slice(0, len(x)))
+    assert (v_wrong[torch.as_tensor(sure)] > 2 * np.log(99)).all()   # the other gender, confidently: a large pull
+    v_wrong.sum().backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(SynthfaceError, match="no gender class"):
+        LabelTerm(lab, ["group=group1,gender=other"], schema)
+    with pytest.raises(SynthfaceError, match="no 'age' head"):
+        LabelTerm(lab, ["group=group1,gender=female"], {"age": ["young", "old"]})
+
+
+def test_inversion_hands_each_batch_its_own_rows_to_the_cell_loss():
+    from synthface.identity.torch_embedder import TorchBackboneEmbedder
+    G = load_generator(generator_path())
+    target = synthesize(G, prior_latents(G, [7, 8, 9], 1.0))
+    seen = []
+
+    def cell_loss(img, rows):
+        seen.append((rows.start, rows.stop, len(img)))
+        return img.new_zeros(len(img))
+
+    invert_images(G, target, TorchBackboneEmbedder("world-recognizer"), steps=2, batch=2, cell_loss=cell_loss)
+    assert seen == [(0, 2, 2), (0, 2, 2), (2, 3, 1), (2, 3, 1)]
+
+
+def test_anchors_command_writes_a_file_with_its_label_term_and_refuses_a_bad_weight(tmp_path, demo_latent_model):
+    from click.testing import CliRunner
+
+    from synthface.cli import main
+    _, _, model_path = demo_latent_model
+    base = ["anchors", "--network", "world", "--model", str(model_path), "--cells", G2F, "--world-per-cell", "2",
+            "--steps", "2"]
+    r = CliRunner().invoke(main, base + ["--out", str(tmp_path / "a.npz")])
+    assert r.exit_code == 0, r.output
+    a = load_anchors(tmp_path / "a.npz", load_generator(generator_path()))
+    assert a["w"].shape[0] == 2 and a["cell"].tolist() == [G2F, G2F] and "label term weight 1" in a["source"]
+    r = CliRunner().invoke(main, base + ["--label-weight", "0", "--out", str(tmp_path / "b.npz")])
+    assert r.exit_code == 0 and "label term" not in load_anchors(tmp_path / "b.npz")["source"]
+    r = CliRunner().invoke(main, base + ["--label-weight", "nan", "--out", str(tmp_path / "c.npz")])
+    assert r.exit_code == 2 and "not a finite number" in r.output and not (tmp_path / "c.npz").exists()

@@ -265,24 +265,28 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
 @click.option("--recognizer", default="world", show_default=True,
               help="identity term of the inversion (world, torch:PATH or arcface:PATH: one torch can differentiate)")
 @click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True, help="Adam steps per face")
+@click.option("--label-weight", type=FiniteFloat(0, None), default=1.0, show_default=True,
+              help="weight of the inversion's label term (the --labeller's doubt that a face is in its cell; it "
+                   "needs an ONNX labeller); 0: pixels and identity only")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=100, show_default=True,
               help="faces inverted at once (lower it for large generators: each step runs G forward and backward)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="anchor file (.npz) to write")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
-            batch_size, out, device):
+            label_weight, batch_size, out, device):
     """Invert real faces of each cell into W: anchors that `generate --anchors` draws new identities between."""
     _run(_anchors, network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer,
-         steps, batch_size, out, device)
+         steps, label_weight, batch_size, out, device)
 
 
 def _anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
-             batch_size, out, device):
+             label_weight, batch_size, out, device):
     from ..errors import SynthfaceError
     from ..identity import load_embedder
     from ..identity.refine import differentiable_twin
     from ..latent import DemographicLatentModel, parse_cells
-    from ..latent.anchors import build_anchors, faces_by_cell
+    from ..labelling import load_labeller
+    from ..latent.anchors import LabelTerm, build_anchors, faces_by_cell
     from ..latent.cells import spec_name
 
     if (images is None) == (world_per_cell is None):
@@ -299,13 +303,17 @@ def _anchors(network, model_path, cells, images, world_per_cell, labellers, sche
         from ..world.reference import renderer_anchor_faces
         faces, names = renderer_anchor_faces([spec_name(s) for s in specs], world_per_cell, G.img_resolution)
         source = f"demo-world renderer people, {world_per_cell} per cell (identities 9000000+)"
-    else:
-        from ..labelling import load_labeller
+    labeller = load_labeller(labellers, schema, device=str(dev))
+    if images is not None:
         from ..train.stylegan2 import load_image_folder
         allf = load_image_folder(images, G.img_resolution, log).permute(0, 2, 3, 1).numpy()
-        faces, names = faces_by_cell(allf, model, load_labeller(labellers, schema, device=str(dev)), specs, confidence)
+        faces, names = faces_by_cell(allf, model, labeller, specs, confidence)
         source = f"{len(faces)} of {len(allf)} faces of {images} (labelled at {confidence})"
-    counts = build_anchors(G, faces, names, twin, out, source, steps=steps, batch=batch_size, log=log)
+    term = LabelTerm(labeller, names, model.schema_, label_weight, confidence) if label_weight > 0 else None
+    if term is not None:
+        source += f"; label term weight {label_weight:g}"
+    counts = build_anchors(G, faces, names, twin, out, source, steps=steps, batch=batch_size, log=log,
+                           cell_loss=term)
     click.echo(f"{out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + " anchors", err=True)
 
 

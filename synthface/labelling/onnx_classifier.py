@@ -79,6 +79,22 @@ class OnnxClassifier:
             x = x.flip(1)
         return ((x - self.mean) / self.std).numpy().astype(np.float32)
 
+    def logits_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of float images [N, 3, H, W] in 0..255 through the graph evaluated with torch ops
+        (labelling.onnx_torch), so gradients reach the images."""
+        if getattr(self, "_torch", None) is None:
+            from .onnx_torch import OnnxAsTorch
+            self._torch = OnnxAsTorch(self.path)
+        if self.crop == "ffhq_attribute":
+            x = attribute_crop(images, self.size)
+        elif self.crop == "ffhq_arcface":
+            x = arcface_crop(images, self.size)
+        else:
+            x = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        if self.bgr:
+            x = x.flip(1)
+        return self._torch((x - self.mean) / self.std)
+
     def logits(self, images) -> np.ndarray:
         n = len(images)
         outs = [self.session.run([self.output_name], {self.input_name: self.preprocess(images[s:s + self.batch_size])})[0]

@@ -70,6 +70,7 @@ OPS: dict[str, Callable] = {
                                              _pads(a)),
     "Reshape": _reshape,
     "Identity": lambda x, a: x,
+    "Concat": lambda x, a, *ys: torch.cat([x, *ys], int(a["axis"])),
 }
 
 

@@ -31,11 +31,13 @@ STEPS, LR, BATCH = 150, 0.02, 100
 
 
 def invert_images(G, images: np.ndarray, twin, steps: int = STEPS, lr: float = LR, batch: int = BATCH,
-                  log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+                  log: Optional[Callable[[str], None]] = None,
+                  cell_loss: Optional[Callable[[torch.Tensor, slice], torch.Tensor]] = None) -> np.ndarray:
     """uint8 faces [N, H, W, 3] at the generator's resolution and alignment -> w [N, w_dim] (one w for all
     layers), by `steps` Adam steps on 10 x pixel MSE + (1 - cos) of `twin`'s embeddings (a differentiable
-    recogniser, identity.refine.differentiable_twin). Faces are inverted `batch` at a time; each face's w
-    depends only on its own loss term and its batch's size."""
+    recogniser, identity.refine.differentiable_twin), plus `cell_loss(images 0..255, rows)` (per face, e.g.
+    LabelTerm: keeps each inversion in its face's cell) where given. Faces are inverted `batch` at a time;
+    each face's w depends only on its own loss terms and its batch's size."""
     from ..generator.synthesis import prior_latents, synthesize
     if images.ndim != 4 or images.shape[1:3] != (G.img_resolution, G.img_resolution) or images.shape[3] != 3:
         raise SynthfaceError(f"anchor faces must be [N, {G.img_resolution}, {G.img_resolution}, 3] images aligned "
@@ -54,10 +56,14 @@ def invert_images(G, images: np.ndarray, twin, steps: int = STEPS, lr: float = L
             opt = torch.optim.Adam([w], lr=lr)
             with torch.no_grad():
                 e_ref = twin.embed_tensor((target * 127.5 + 128).clamp(0, 255))
+            rows = slice(s, s + len(target))
             for it in range(steps):
                 img = G.synthesis(w[:, None].repeat(1, G.num_ws, 1), noise_mode="const")
-                e = twin.embed_tensor((img * 127.5 + 128).clamp(0, 255))
+                img255 = (img * 127.5 + 128).clamp(0, 255)
+                e = twin.embed_tensor(img255)
                 loss = (img - target).square().mean() * 10 + (1 - (e * e_ref).sum(-1)).mean()
+                if cell_loss is not None:
+                    loss = loss + cell_loss(img255, rows).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -68,6 +74,50 @@ def invert_images(G, images: np.ndarray, twin, steps: int = STEPS, lr: float = L
         for p, r in zip(G.parameters(), was):
             p.requires_grad_(r)
     return np.concatenate(out) if out else np.zeros((0, G.w_dim), np.float32)
+
+
+class LabelTerm:
+    """Per face: how far the labeller is from being `confidence` sure of the face's own cell,
+    sum over attributes of max(0, -log p(cell's class) + log confidence), times `weight`.
+
+    Why: a rare cell's faces start from (and drift toward) the generator's common look; in the demo world
+    59 % of the mixes of two inverted group2 women were labelled male and thrown away by the label check,
+    older women's most often, so the kept identities lost the cell's older faces. The term is zero once
+    the labeller is sure, so it does not push a face past its cell."""
+
+    def __init__(self, labeller, cells, schema, weight: float = 1.0, confidence: float = 0.99):
+        self.weight, self.margin = float(weight), -float(np.log(confidence))
+        parts = [l for l in getattr(labeller, "labellers", [labeller]) if hasattr(l, "logits_tensor")]
+        if not parts:
+            raise SynthfaceError("the anchors' label term needs a labeller torch can differentiate (an ONNX "
+                                 "classifier: world, world-audit or onnx:PATH); give one with --labeller or "
+                                 "--label-weight 0")
+        self.net = parts[0]
+        heads = {}
+        for name in schema:
+            if name not in self.net.attributes:
+                raise SynthfaceError(f"the anchors' label term: labeller {self.net.path} has no {name!r} head "
+                                     f"(it has {', '.join(self.net.attributes)}); use --label-weight 0")
+            classes, (a, b) = self.net.attributes[name]
+            want = []
+            for c in cells:
+                value = dict(p.split("=") for p in c.split(",")).get(name)
+                if value not in classes:
+                    raise SynthfaceError(f"the anchors' label term: cell {c!r} has no {name} class the labeller "
+                                         f"knows ({', '.join(classes)}); use --label-weight 0")
+                want.append(classes.index(value))
+            heads[name] = (a, b, torch.as_tensor(want))
+        self.heads = heads
+
+    def __call__(self, images255: torch.Tensor, rows: slice) -> torch.Tensor:
+        if self.weight == 0:
+            return images255.new_zeros(len(images255))
+        z = self.net.logits_tensor(images255)
+        loss = images255.new_zeros(len(images255))
+        for a, b, want in self.heads.values():
+            nll = -torch.log_softmax(z[:, a:b], 1).gather(1, want[rows].to(z.device)[:, None])[:, 0]
+            loss = loss + (nll - self.margin).clamp(min=0)
+        return self.weight * loss
 
 
 def _small(images: np.ndarray) -> torch.Tensor:
@@ -142,12 +192,12 @@ def faces_by_cell(images: np.ndarray, model, labeller, specs, confidence: float 
 
 
 def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: int = STEPS, batch: int = BATCH,
-                  log: Optional[Callable[[str], None]] = None) -> dict:
+                  log: Optional[Callable[[str], None]] = None, cell_loss=None) -> dict:
     """Invert `images` (one cell name each) and write the anchor file `out`; returns per-cell counts."""
     from ..generator.synthesis import generator_hash
     if len(images) == 0:
         raise SynthfaceError("no anchor faces: none of the images is confidently in a requested cell")
-    W = invert_images(G, images, twin, steps=steps, batch=batch, log=log)
+    W = invert_images(G, images, twin, steps=steps, batch=batch, log=log, cell_loss=cell_loss)
     save_anchors(out, W, cells, images, generator_hash(G), source)
     names, counts = np.unique(np.array(cells), return_counts=True)
     return {str(n): int(c) for n, c in zip(names, counts)}
