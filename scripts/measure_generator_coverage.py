@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from synthface.align import arcface_crop
+from synthface.align import arcface_crop112
 from synthface.assets import asset, generator_path
 from synthface.evaluation.coverage import attribute_features, cell_coverage
 from synthface.generator import load_generator
@@ -32,7 +32,7 @@ from synthface.world.reference import renderer_coverage_sets
 
 
 def crops(images):
-    return arcface_crop(images, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return arcface_crop112(images)
 
 
 def in_cell(model, labeller, images, spec, conf=0.99):

@@ -27,7 +27,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from synthface.align import arcface_crop  # noqa: E402
+from synthface.align import arcface_crop112  # noqa: E402
 from synthface.assets import asset, generator_path  # noqa: E402
 from synthface.evaluation.coverage import attribute_features, cell_coverage  # noqa: E402
 from synthface.generator import load_generator  # noqa: E402
@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
         ok = matches(idx, conf, spec, model.schema_, model.attributes_)
         r = {"label_pass": float(ok.mean())}
         if ok.sum() >= a.n:
-            crops = arcface_crop(imgs[ok][:a.n], 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            crops = arcface_crop112(imgs[ok][:a.n])
             cov = cell_coverage({k: (*reals[k], f(crops)) for k, f in feats.items()})
             r.update({k: round(v["coverage_ratio"], 3) for k, v in cov.items()})
         else:

@@ -84,6 +84,11 @@ def arcface_crop(images, out_size: int = 112) -> torch.Tensor:
     return warp_affine(x, arcface_matrix(x.shape[-1], out_size), out_size)
 
 
+def arcface_crop112(images) -> np.ndarray:
+    """FFHQ-aligned images -> uint8 [N, 112, 112, 3] ArcFace crops, as datasets store them."""
+    return arcface_crop(images, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
 def attribute_crop(images, out_size: int = 96, box=FFHQ_FACE_BOX) -> torch.Tensor:
     """FFHQ-aligned images -> float [N, 3, 96, 96] in 0..255, insightface's genderage crop."""
     x = to_float(images)

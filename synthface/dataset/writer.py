@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..align import arcface_crop
+from ..align import arcface_crop112 as crop112
 from ..errors import SynthfaceError
 from ..fileio import atomic_write, disk_full_message, save_image_atomic, write_json_atomic
 from ..generator.synthesis import generator_hash
@@ -95,10 +95,6 @@ def shard_from_env() -> tuple[int, int]:
 
 def id_name(i: int) -> str:
     return f"{i:06d}"
-
-
-def crop112(images: np.ndarray) -> np.ndarray:
-    return arcface_crop(images, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
 def _identity_meta(model, G, verifier, embedder, cfg: DatasetConfig, leakage_info) -> dict:

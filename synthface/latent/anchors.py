@@ -128,8 +128,8 @@ def _small(images: np.ndarray) -> torch.Tensor:
 
 def save_anchors(path, w: np.ndarray, cells, images: np.ndarray, generator_hash: str, source: str) -> Path:
     """Write the anchor file atomically (crops from the faces, as the leakage check embeds them)."""
-    from ..align import arcface_crop
-    crops = arcface_crop(images, 112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    from ..align import arcface_crop112
+    crops = arcface_crop112(images)
     arrays = {"w": np.asarray(w, np.float32), "cell": np.array([str(c) for c in cells]), "crops": crops,
               "generator_hash": np.array(generator_hash), "source": np.array(source)}
     path = Path(path)

@@ -71,7 +71,7 @@ def renderer_coverage_sets(cells, n_people: int, images: int, size: int = 64) ->
     """Per cell name ('group=G,gender=S'): two disjoint sets of n_people renderer people x `images`
     images each (nuisance varied as the renderer varies it), as 112x112 ArcFace crops: what a
     synthetic cell of n_people identities x `images` images is compared with."""
-    from ..align import arcface_crop
+    from ..align import arcface_crop112
     from .renderer import GENDERS, GROUPS
     from .world import take
     world = World(seed=0, distribution=BALANCED)
@@ -89,8 +89,8 @@ def renderer_coverage_sets(cells, n_people: int, images: int, size: int = 64) ->
             shots = np.tile(np.arange(images), n_people)
             # in chunks: the renderer's per-pixel layers for thousands of faces at once took ~10 GB
             crops = np.concatenate([
-                arcface_crop(world.render(take(ident, rows[s:s + RENDER_CHUNK]), shots[s:s + RENDER_CHUNK], size=size),
-                             112).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+                arcface_crop112(world.render(take(ident, rows[s:s + RENDER_CHUNK]), shots[s:s + RENDER_CHUNK],
+                                             size=size))
                 for s in range(0, len(rows), RENDER_CHUNK)])
             sets.append((crops, ident["index"][rows]))
         out[name] = {"real": sets[0][0], "real_identity": sets[0][1], "real2": sets[1][0],
