@@ -156,3 +156,46 @@ def test_refinement_runs_on_the_generator_device():
     r = Refiner(reg, twin, np.ones(len(reg.names)), np.ones(len(reg.names), bool), steps=2)
     out = r.refine(G, ws, np.zeros((2, len(reg.names))), e_ref[0], G.num_ws // 2)
     assert out.shape == ws.shape and np.isfinite(out).all() and not np.array_equal(out, ws)
+
+
+def test_identity_target_frees_images_above_it_and_needs_refinement(setup):
+    """The identity term pulls only below the target cosine: at a target every image already clears, the
+    result is exactly that of no identity term; at the default target (1) it differs and keeps the identity
+    closer; a target without refinement steps is refused."""
+    G, reg, emb, twin = setup
+    W = prior_latents(G, list(range(710, 714)), 1.0)
+    ws = np.repeat(W[:, None], G.num_ws, 1)
+    base = synthesize(G, W, "const")
+    world = World(seed=0, distribution=BALANCED)
+    targets = reg.predict_matrix(world.render(world.identities(range(110, 114)), [5] * 4)).astype(np.float64)
+    spread = reg.predict_matrix(world.render(world.identities(range(200, 400)), [0] * 200)).std(0)
+    used = np.ones(len(reg.names), bool)
+    e_ref = emb.embed(base)
+    layers = G.num_ws * 6 // 10
+
+    def run(**kw):
+        r = Refiner(reg, twin, spread, used, steps=6, **kw)
+        return np.stack([r.refine(G, ws[i:i + 1], targets[i:i + 1], e_ref[i], layers)[0] for i in range(len(W))])
+
+    free, low, full = run(lam_id=0.0), run(id_target=-1.0), run()
+    assert np.array_equal(free, low)
+    assert not np.allclose(full, free)
+    cos = lambda out: (emb.embed(synthesize(G, out, "const")) * e_ref).sum(1)  # noqa: E731
+    assert cos(full).mean() > cos(free).mean()
+    with pytest.raises(SynthfaceError, match="give --refine-steps N too"):
+        make_refiner(0, "world", emb, None, id_target=0.84)
+    assert make_refiner(3, "world", emb, type("D", (), {"targets": targets, "used": used})(), id_target=0.84).id_target == 0.84
+
+
+def test_a_dataset_made_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from synthface.dataset.writer import DatasetConfig, _check_or_write_meta
+    meta = {"version": 1, "config": asdict(DatasetConfig(cells="all", ids_per_cell=2, images_per_id=2))}
+    older = {**meta, "config": {k: v for k, v in meta["config"].items() if k != "refine_identity_target"}}
+    (tmp_path / "dataset.json").write_text(json.dumps(older))
+    _check_or_write_meta(tmp_path, meta)                       # the default: what the older version did
+    changed = {**meta, "config": {**meta["config"], "refine_identity_target": 0.84}}
+    with pytest.raises(SynthfaceError, match="different settings"):
+        _check_or_write_meta(tmp_path, changed)

@@ -187,6 +187,10 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
               help="labelled variations: gradient steps through the generator toward each image's target pose / "
                    "expression / light, keeping the identity (needs a recogniser torch can differentiate: world, "
                    "torch:PATH or arcface:PATH); 0: the linear step only")
+@click.option("--refine-identity-target", type=FiniteFloat(0, 1, min_open=True), default=None,
+              help="with --refine-steps: the identity term stops pulling once an image's cosine to its identity's "
+                   "reference reaches this (e.g. the real data's median genuine similarity) [default: 1, it "
+                   "always pulls]")
 @click.option("--accept-confidence", type=FiniteFloat(0, 1, min_open=True), default=None)
 @click.option("--trunc", "truncation", type=FINITE, default=1.0, show_default=True)
 @click.option("--identity-budget", type=FiniteFloat(min=1.0), default=50.0, show_default=True,
@@ -216,7 +220,7 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
 def generate(network, model_path, cells, ids_per_cell, images_per_id, out, labellers, schema, recognizer, align,
              separation, separation_fmr, separation_quantile, consistency, consistency_fmr, reference_embeddings,
              reference_images, leakage_gallery, leakage_threshold, anchors, variations, nuisance_regressor, strength, mix_from,
-             refine_steps, accept_confidence, truncation,
+             refine_steps, refine_identity_target, accept_confidence, truncation,
              identity_budget, capacity_candidates, variation_budget, full_res, seed, shard_index, num_shards,
              no_merge, ray_shards, audit_spec, rec_encoding, audit_fmr, audit_quantile, batch_size, device):
     """Write N distinct identities x K varied images per cell (resumable, shardable)."""
@@ -228,7 +232,7 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
                         reference=_reference(reference_embeddings, reference_images),
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
                         variations=variations, nuisance_regressor=nuisance_regressor, refine_steps=refine_steps,
-                        truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
+                        refine_identity_target=refine_identity_target, truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
                         full_res=full_res, leakage_threshold=leakage_threshold, anchors=anchors,
                         batch_size=batch_size)
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,

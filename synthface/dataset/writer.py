@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -64,6 +64,8 @@ class DatasetConfig:
     direction_samples: int = 4000             # generated faces the labelled directions are fitted on
     refine_steps: int = 0                     # labelled variations: gradient steps through G toward each image's
                                               # target nuisances (identity.refine); 0: the linear step only
+    refine_identity_target: Optional[float] = None  # refinement's identity term stops pulling at this cosine to
+                                                    # the identity's reference (None: 1, it always pulls)
     accept_confidence: Optional[float] = None
     truncation: float = 1.0
     identity_budget: float = 50.0
@@ -184,6 +186,11 @@ def _check_or_write_meta(out: Path, meta: dict) -> None:
     old = json.loads(mpath.read_text())
     if old.get("config", {}).get("extra") == {}:  # a field older versions wrote, always empty
         old = {**old, "config": {k: v for k, v in old["config"].items() if k != "extra"}}
+    # A setting added since the dataset was made, asked for at its default, is what the older version did.
+    defaults = {f.name: f.default for f in fields(DatasetConfig)}
+    added = {k: v for k, v in meta["config"].items() if k not in old.get("config", {}) and v == defaults.get(k, ())}
+    if added and "config" in old:
+        old = {**old, "config": {**old["config"], **added}}
     # Budgets may grow on a rerun: a budget only caps the attempts, and attempts are numbered, so
     # everything written under the smaller one is exactly what the larger one gives.
     raised = {k for k in GROWABLE if meta["config"][k] > old.get("config", {}).get(k, meta["config"][k])}
@@ -312,7 +319,7 @@ def _stage2(out: Path, idset, thr, specs_by_name, model, G, verifier, embedder, 
     basis, scales, directions = variation_directions(out, model, G, cfg, log)
     from ..identity.refine import make_refiner
     refiner = make_refiner(cfg.refine_steps, cfg.nuisance_regressor, embedder, directions,
-                           device=str(next(G.parameters()).device))
+                           device=str(next(G.parameters()).device), id_target=cfg.refine_identity_target)
     mine = [i for i in range(len(idset.cell)) if i % num_shards == shard_index]
     todo = [i for i in mine if not (out / "records" / f"{id_name(i)}.json").is_file()]
     if len(todo) < len(mine):

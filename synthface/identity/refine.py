@@ -8,12 +8,17 @@ identities that vary half as much loses several points (docs/experiments.md, the
 from w to a face's pose is nonlinear but deterministic, so the target can be approached directly:
 
     minimise over d (the offsets of the layers below mix_from, the ones that carry pose and shape)
-        mean_k ((r_k(G(ws + d)) - t_k) / s_k)^2  +  lam_id * max(0, 1 - cos(e(G(ws + d)), e_ref))  +  lam_d * |d|^2
+        mean_k ((r_k(G(ws + d)) - t_k) / s_k)^2  +  lam_id * max(0, c - cos(e(G(ws + d)), e_ref))  +  lam_d * |d|^2
 
 with r the nuisance regressor (run with torch ops), t the image's target (one real face's values), s the
 targets' spread, e a differentiable twin of the dataset's recogniser and e_ref the identity's reference
 embedding. The label and consistency checks still judge every refined image afterwards, with the
 dataset's own (ONNX) models.
+
+c, the identity target, is 1 by default: the identity term pulls every image toward its reference. On the
+demo world that makes an identity's images more alike than a real person's (pair similarity median 0.93
+against 0.83-0.86 for renderer people, docs/benchmarks.md), so a dataset can set c to the real data's typical
+genuine similarity (`--refine-identity-target`): below it the term pulls, above it images are free to vary.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Refiner:
     lr: float = 0.03
     lam_id: float = 4.0
     lam_d: float = 0.01
+    id_target: float = 1.0     # c above: the identity term is zero once cos(e, e_ref) >= c
 
     def refine(self, G, ws: np.ndarray, targets: np.ndarray, e_ref: np.ndarray, layers: int) -> np.ndarray:
         """ws [B, num_ws, w_dim] -> refined ws (layers [0, layers) moved; the rest, e.g. style-mixed fine
@@ -59,7 +65,7 @@ class Refiner:
                        * 127.5 + 128).clamp(0, 255)
                 y = self.regressor.predict_tensor(img)[:, used]
                 e = self.embedder.embed_tensor(img)
-                loss = (((y - t) / s) ** 2).mean() + self.lam_id * (1 - e @ ref).clamp(min=0).mean() \
+                loss = (((y - t) / s) ** 2).mean() + self.lam_id * (self.id_target - e @ ref).clamp(min=0).mean() \
                     + self.lam_d * d.square().sum(-1).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -87,14 +93,18 @@ def differentiable_twin(embedder, device: str = "cpu"):
 
 
 def make_refiner(steps: int, nuisance_regressor: Optional[str], embedder, directions,
-                 device: str = "cpu") -> Optional[Refiner]:
+                 device: str = "cpu", id_target: Optional[float] = None) -> Optional[Refiner]:
     """The Refiner for `steps` > 0 gradient steps (None for 0), reading nuisances with the
-    `nuisance_regressor` spec; `device`: the generator's."""
+    `nuisance_regressor` spec; `device`: the generator's; `id_target`: c (None: 1)."""
     if steps <= 0:
+        if id_target is not None:
+            raise SynthfaceError("--refine-identity-target sets the refinement's identity term: give --refine-steps N "
+                                 "too, or leave it out")
         return None
     if directions is None:
         raise SynthfaceError("--refine-steps refines labelled variations: use --variations labelled with a nuisance "
                              "regressor (--nuisance-regressor world or onnx:PATH), or --refine-steps 0")
     from ..labelling.nuisance import load_nuisance_regressor
     return Refiner(load_nuisance_regressor(nuisance_regressor), differentiable_twin(embedder, device),
-                   directions.targets.std(0), np.asarray(directions.used, bool), steps=steps)
+                   directions.targets.std(0), np.asarray(directions.used, bool), steps=steps,
+                   id_target=1.0 if id_target is None else float(id_target))
