@@ -67,17 +67,20 @@ class OnnxClassifier:
         self.batch_size = batch_size
         self.schema = {k: v[0] for k, v in self.attributes.items()}
 
-    def preprocess(self, images) -> np.ndarray:
+    def _prepare_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """float [N, 3, H, W] in 0..255, FFHQ-aligned -> the model's normalised input (differentiable)."""
         if self.crop == "ffhq_attribute":
-            x = attribute_crop(images, self.size)
+            x = attribute_crop(x, self.size)
         elif self.crop == "ffhq_arcface":
-            x = arcface_crop(images, self.size)
+            x = arcface_crop(x, self.size)
         else:
-            x = to_float(images)
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if self.bgr:
             x = x.flip(1)
-        return ((x - self.mean) / self.std).numpy().astype(np.float32)
+        return (x - self.mean) / self.std
+
+    def preprocess(self, images) -> np.ndarray:
+        return self._prepare_tensor(to_float(images)).numpy().astype(np.float32)
 
     def logits_tensor(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of float images [N, 3, H, W] in 0..255 through the graph evaluated with torch ops
@@ -85,15 +88,7 @@ class OnnxClassifier:
         if getattr(self, "_torch", None) is None:
             from .onnx_torch import OnnxAsTorch
             self._torch = OnnxAsTorch(self.path)
-        if self.crop == "ffhq_attribute":
-            x = attribute_crop(images, self.size)
-        elif self.crop == "ffhq_arcface":
-            x = arcface_crop(images, self.size)
-        else:
-            x = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        if self.bgr:
-            x = x.flip(1)
-        return self._torch((x - self.mean) / self.std)
+        return self._torch(self._prepare_tensor(images))
 
     def logits(self, images) -> np.ndarray:
         n = len(images)
