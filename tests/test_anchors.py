@@ -170,3 +170,17 @@ def test_anchors_command_writes_a_file_with_its_label_term_and_refuses_a_bad_wei
     assert r.exit_code == 0 and "label term" not in load_anchors(tmp_path / "b.npz")["source"]
     r = CliRunner().invoke(main, base + ["--label-weight", "nan", "--out", str(tmp_path / "c.npz")])
     assert r.exit_code == 2 and "not a finite number" in r.output and not (tmp_path / "c.npz").exists()
+
+
+def test_label_term_refuses_a_labeller_that_is_not_a_softmax():
+    from synthface.latent.anchors import LabelTerm
+
+    class Sigmoid:
+        path, activation = "multi_label.onnx", "sigmoid"
+        attributes = {"gender": (["female", "male"], (0, 2))}
+
+        def logits_tensor(self, x):
+            return x
+
+    with pytest.raises(SynthfaceError, match="uses sigmoid; use --label-weight 0"):
+        LabelTerm(Sigmoid(), [G2F], {"gender": ["female", "male"]})

@@ -74,17 +74,22 @@ def setup():
     return G, reg, emb, differentiable_twin(emb)
 
 
+def _case(G, reg, emb, seeds, people, shot):
+    """Prior faces of `seeds` as per-layer latents, renderer people's nuisance values as their targets, the
+    targets' spread, and the faces' reference embeddings."""
+    W = prior_latents(G, list(seeds), 1.0)
+    base = synthesize(G, W, "const")
+    world = World(seed=0, distribution=BALANCED)
+    targets = reg.predict_matrix(world.render(world.identities(people), [shot] * len(people))).astype(np.float64)
+    spread = reg.predict_matrix(world.render(world.identities(range(200, 400)), [0] * 200)).std(0)
+    return W, np.repeat(W[:, None], G.num_ws, 1), base, targets, spread, emb.embed(base)
+
+
 def test_refinement_approaches_the_target_and_keeps_the_identity(setup):
     G, reg, emb, twin = setup
-    W = prior_latents(G, list(range(700, 706)), 1.0)
-    ws = np.repeat(W[:, None], G.num_ws, 1)
-    base = synthesize(G, W, "const")
+    W, ws, base, targets, spread, e_ref = _case(G, reg, emb, range(700, 706), range(100, 106), 3)
     y0 = reg.predict_matrix(base)
-    world = World(seed=0, distribution=BALANCED)
-    targets = reg.predict_matrix(world.render(world.identities(range(100, 106)), [3] * 6)).astype(np.float64)
-    spread = reg.predict_matrix(world.render(world.identities(range(200, 400)), [0] * 200)).std(0)
     used = np.ones(len(reg.names), bool)
-    e_ref = emb.embed(base)
     layers = G.num_ws * 6 // 10
     errs, cons = [], []
     for steps in (0, 10):
@@ -163,14 +168,8 @@ def test_identity_target_frees_images_above_it_and_needs_refinement(setup):
     result is exactly that of no identity term; at the default target (1) it differs and keeps the identity
     closer; a target without refinement steps is refused."""
     G, reg, emb, twin = setup
-    W = prior_latents(G, list(range(710, 714)), 1.0)
-    ws = np.repeat(W[:, None], G.num_ws, 1)
-    base = synthesize(G, W, "const")
-    world = World(seed=0, distribution=BALANCED)
-    targets = reg.predict_matrix(world.render(world.identities(range(110, 114)), [5] * 4)).astype(np.float64)
-    spread = reg.predict_matrix(world.render(world.identities(range(200, 400)), [0] * 200)).std(0)
+    W, ws, _, targets, spread, e_ref = _case(G, reg, emb, range(710, 714), range(110, 114), 5)
     used = np.ones(len(reg.names), bool)
-    e_ref = emb.embed(base)
     layers = G.num_ws * 6 // 10
 
     def run(**kw):

@@ -232,7 +232,8 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
                         reference=_reference(reference_embeddings, reference_images),
                         strength=strength, mix_from=mix_from, accept_confidence=accept_confidence,
                         variations=variations, nuisance_regressor=nuisance_regressor, refine_steps=refine_steps,
-                        refine_identity_target=refine_identity_target, truncation=truncation, identity_budget=identity_budget, variation_budget=variation_budget,
+                        refine_identity_target=refine_identity_target, truncation=truncation,
+                        identity_budget=identity_budget, variation_budget=variation_budget,
                         full_res=full_res, leakage_threshold=leakage_threshold, anchors=anchors,
                         batch_size=batch_size)
     res = _run(run_generate, network, model_path, out, cfg, labellers, schema, recognizer, align,

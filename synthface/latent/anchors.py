@@ -93,6 +93,9 @@ class LabelTerm:
                                  "classifier: world, world-audit or onnx:PATH); give one with --labeller or "
                                  "--label-weight 0")
         self.net = parts[0]
+        if getattr(self.net, "activation", "softmax") != "softmax":
+            raise SynthfaceError(f"the anchors' label term reads class probabilities as a softmax, but labeller "
+                                 f"{self.net.path} uses {self.net.activation}; use --label-weight 0")
         heads = {}
         for name in schema:
             if name not in self.net.attributes:
