@@ -184,3 +184,83 @@ def test_label_term_refuses_a_labeller_that_is_not_a_softmax():
 
     with pytest.raises(SynthfaceError, match="uses sigmoid; use --label-weight 0"):
         LabelTerm(Sigmoid(), [G2F], {"gender": ["female", "male"]})
+
+
+def _tuning_case(n=3, invert_steps=15):
+    """Three renderer group2 women, inverted into the demo generator (few steps), for the tuning tests."""
+    from synthface.identity.torch_embedder import TorchBackboneEmbedder
+    from synthface.world.reference import renderer_anchor_faces
+    torch.manual_seed(0)
+    G = load_generator(generator_path())
+    faces, names = renderer_anchor_faces([G2F], n, G.img_resolution)
+    twin = TorchBackboneEmbedder("world-recognizer")
+    return G, faces, names, twin, invert_images(G, faces, twin, steps=invert_steps)
+
+
+def test_tuned_generator_draws_the_anchors_closer_and_keeps_other_faces():
+    from synthface.latent.anchors import tune_generator
+    G, faces, _, twin, W = _tuning_case()
+    base = generator_hash(G)
+    Gt = tune_generator(G, W, faces, twin, steps=40, batch=3)
+    assert generator_hash(G) == base                       # the original is left as it was
+    assert all(torch.equal(a, b) for a, b in zip(Gt.mapping.parameters(), G.mapping.parameters()))
+    before = np.abs(synthesize(G, W).astype(float) - faces).mean()
+    after = np.abs(synthesize(Gt, W).astype(float) - faces).mean()
+    assert after < 0.85 * before, (after, before)          # the anchors' faces are drawn more closely
+    other = prior_latents(G, list(range(90_000, 90_016)), 1.0)  # not among the locality term's latents
+    change = np.abs(synthesize(Gt, other).astype(float) - synthesize(G, other)).mean()
+    assert change < 0.5 * (before - after) + 2.0, (change, before - after)  # other faces move far less
+
+
+def test_tuned_generator_file_is_accepted_by_its_latent_model_and_anchors(tmp_path, demo_latent_model):
+    from synthface.generator.checkpoint import describe, save_generator
+    from synthface.latent.sampling import check_generator
+    model = demo_latent_model[0]
+    G = load_generator(generator_path())
+    assert G.tuned_from == ""
+    import copy
+    Gt = copy.deepcopy(G)
+    with torch.no_grad():
+        next(Gt.synthesis.parameters()).add_(0.01)
+    save_generator(Gt, tmp_path / "t.safetensors", extra_metadata={"tuned_from": generator_hash(G)})
+    Gl = load_generator(tmp_path / "t.safetensors")
+    assert Gl.tuned_from == generator_hash(G) and generator_hash(Gl) != generator_hash(G)
+    assert describe(tmp_path / "t.safetensors")["tuned_from"] == generator_hash(G)
+    check_generator(model, Gl)                             # the model fitted on G applies to its tuned copy
+    save_generator(Gt, tmp_path / "u.safetensors", extra_metadata={"tuned_from": "0123"})
+    with pytest.raises(SynthfaceError, match="different generator"):
+        check_generator(model, load_generator(tmp_path / "u.safetensors"))
+    imgs = synthesize(G, prior_latents(G, [1, 2], 1.0))
+    save_anchors(tmp_path / "a.npz", prior_latents(G, [1, 2], 1.0), [G2F] * 2, imgs, generator_hash(Gl), "x",
+                 tuned_from=generator_hash(G), tuned_network=str(tmp_path / "t.safetensors"))
+    assert load_anchors(tmp_path / "a.npz", Gl)["tuned_network"] == str(tmp_path / "t.safetensors")
+    with pytest.raises(SynthfaceError, match="pass that file as --network"):
+        load_anchors(tmp_path / "a.npz", G)
+
+
+def test_anchors_command_tunes_and_generate_uses_the_tuned_generator(tmp_path, demo_latent_model):
+    from click.testing import CliRunner
+
+    from synthface.cli import main
+    _, _, model_path = demo_latent_model
+    # group3/male: the demo generator's commonest cell, so a few steps give anchors whose mixes stay in it
+    base = ["anchors", "--network", "world", "--model", str(model_path), "--cells", G3M, "--world-per-cell", "3",
+            "--steps", "2"]
+    r = CliRunner().invoke(main, base + ["--tuned-network", str(tmp_path / "x.safetensors"),
+                                         "--out", str(tmp_path / "x.npz")])
+    assert r.exit_code == 1 and "give --tune-steps" in r.output and not (tmp_path / "x.npz").exists()
+    r = CliRunner().invoke(main, base + ["--tune-steps", "3", "--out", str(tmp_path / "a.npz")])
+    assert r.exit_code == 0, r.output
+    tuned = tmp_path / "a.generator.safetensors"
+    Gt = load_generator(tuned)
+    assert Gt.tuned_from == generator_hash(load_generator(generator_path()))
+    a = load_anchors(tmp_path / "a.npz", Gt)
+    assert a["tuned_network"] == str(tuned) and len(a["w"]) == 3
+    gen = ["generate", "--model", str(model_path), "--cells", G3M, "--ids-per-cell", "1", "--images-per-id", "1",
+           "--anchors", str(tmp_path / "a.npz"), "--separation", "0.5", "--accept-confidence", "0.5",
+           "--leakage-threshold", "0.99"]
+    r = CliRunner().invoke(main, gen + ["--network", "world", "--out", str(tmp_path / "ds0")])
+    assert r.exit_code == 1 and "pass that file as --network" in r.output
+    r = CliRunner().invoke(main, gen + ["--network", str(tuned), "--out", str(tmp_path / "ds")])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "ds").rglob("*.png"))) >= 1

@@ -275,17 +275,23 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
                    "needs an ONNX labeller); 0: pixels and identity only")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=100, show_default=True,
               help="faces inverted at once (lower it for large generators: each step runs G forward and backward)")
+@click.option("--tune-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="then tune the generator's synthesis this many steps so it draws the anchor faces at their w "
+                   "(pivotal tuning, other faces kept); 0: no tuning. Writes --tuned-network")
+@click.option("--tuned-network", type=click.Path(dir_okay=False), default=None,
+              help="where the tuned generator goes (default: OUT with .generator.safetensors); generate with it as "
+                   "--network")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="anchor file (.npz) to write")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
-            label_weight, batch_size, out, device):
+            label_weight, batch_size, tune_steps, tuned_network, out, device):
     """Invert real faces of each cell into W: anchors that `generate --anchors` draws new identities between."""
     _run(_anchors, network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer,
-         steps, label_weight, batch_size, out, device)
+         steps, label_weight, batch_size, out, device, tune_steps, tuned_network)
 
 
 def _anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
-             label_weight, batch_size, out, device):
+             label_weight, batch_size, out, device, tune_steps=0, tuned_network=None):
     from ..errors import SynthfaceError
     from ..identity import load_embedder
     from ..identity.refine import differentiable_twin
@@ -299,6 +305,10 @@ def _anchors(network, model_path, cells, images, world_per_cell, labellers, sche
     if world_per_cell is not None and str(network) != "world":
         raise SynthfaceError("--world-per-cell draws the demo world's renderer people: use it with --network world, "
                              "or give real faces with --images DIR")
+    if tuned_network is not None and not tune_steps:
+        raise SynthfaceError("--tuned-network names where a tuned generator goes: give --tune-steps N (> 0) too")
+    if tune_steps and tuned_network is None:
+        tuned_network = str(Path(out).with_suffix(".generator.safetensors"))
     model = DemographicLatentModel.load(model_path)
     specs = parse_cells(cells, model.schema_, model.attributes_)
     G, dev = load_network(network, device)
@@ -318,8 +328,11 @@ def _anchors(network, model_path, cells, images, world_per_cell, labellers, sche
     if term is not None:
         source += f"; label term weight {label_weight:g}"
     counts = build_anchors(G, faces, names, twin, out, source, steps=steps, batch=batch_size, log=log,
-                           cell_loss=term)
+                           cell_loss=term, tune_steps=tune_steps, tuned_network=tuned_network)
     click.echo(f"{out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + " anchors", err=True)
+    if tune_steps:
+        click.echo(f"{tuned_network}: the generator tuned on them; generate with --network {tuned_network} "
+                   f"--anchors {out}", err=True)
 
 
 def _reference(embeddings, images):

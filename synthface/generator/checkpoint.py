@@ -48,6 +48,7 @@ class CheckpointInfo:
     config: dict
     source: str = ""  # e.g. 'stylegan2-ada-pytorch', 'stylegan3 (StyleGAN2 network)', 'tensorflow'
     notes: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)  # a synthface .safetensors file's extra metadata (e.g. tuned_from)
 
 
 # --------------------------------------------------------------------------------------- detection
@@ -335,7 +336,8 @@ def _read_safetensors(path: PathLike):
         config = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: the generator config in the metadata is unreadable ({e})") from None
-    info = CheckpointInfo(str(path), "safetensors", config, meta.get("source", "synthface"))
+    extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "config", "source")}
+    info = CheckpointInfo(str(path), "safetensors", config, meta.get("source", "synthface"), metadata=extra)
     return config, tensors, info
 
 
@@ -454,6 +456,9 @@ def load_generator(path: PathLike, device: Union[str, torch.device, None] = "cpu
     path = resolve_network(path)
     config, tensors, info = read_checkpoint(path)
     G = build_generator(config, tensors, where=str(path)).to(resolve_device(device)).set_cpu_precision(precision)
+    # a generator tuned from another (latent.anchors.tune_generator) keeps its mapping network, so a latent model
+    # fitted on the original's W still applies to it (latent.sampling.check_generator)
+    G.tuned_from = info.metadata.get("tuned_from", "")
     return (G, info) if return_info else G
 
 
@@ -481,4 +486,5 @@ def describe(path: PathLike) -> dict:
         "conv_clamp": syn.get("conv_clamp"),
         "parameters": sum(p.numel() for p in G.parameters()),
         "sha256": file_sha256(path),
+        **({"tuned_from": info.metadata["tuned_from"]} if info.metadata.get("tuned_from") else {}),
     }

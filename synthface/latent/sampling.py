@@ -21,7 +21,7 @@ def _stream(seed: int, name: str, round_: int) -> np.random.Generator:
 
 
 def check_generator(model, G) -> None:
-    if model.generator_hash_ and model.generator_hash_ != generator_hash(G):
+    if model.generator_hash_ and model.generator_hash_ not in (generator_hash(G), getattr(G, "tuned_from", "")):
         raise SynthfaceError(f"the latent model was fitted on a bank from a different generator (hash "
                              f"{model.generator_hash_}, this network {generator_hash(G)}); use the network the bank "
                              "was labelled with, or label a new bank and refit")
