@@ -10,7 +10,9 @@ ratio to the renderer's own figure. Also reported: the share of mixes the labell
     python scripts/probe_anchor_mixes.py --cell group=group2,gender=female --n 100 \
         --anchors runs/anchors-female150.npz:100 runs/anchors-female150-label.npz:100 --out probe.json
 
-FILE:K uses the first K anchors of the cell (the same renderer people in both files).
+FILE:K uses the first K anchors of the cell (the same renderer people in both files). A file of a tuned generator
+(`synthface anchors --tune-steps`) is drawn with the generator it names; --sheet writes, per file, rows of anchor
+people, their anchors as drawn, and accepted mixes.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="demo_out/model.synthface")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--sheet", type=Path, help="contact sheet (.png/.jpg): 12 anchor people, anchors, mixes per file")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -65,9 +68,12 @@ def main(argv=None) -> dict:
     self_cov = {k: prdc(*R[k])["coverage"] for k in R}
     gender = dict(p.split("=") for p in a.cell.split(","))["gender"]
     out = {"cell": a.cell, "n": a.n, "separation": SEPARATION, "files": {}}
+    sheet_rows = []
     for spec_file in a.anchors:
         path, _, limit = spec_file.partition(":")
         A = np.load(path)
+        tuned = str(A["tuned_network"]) if "tuned_network" in A.files else ""
+        G = load_generator(tuned) if tuned else load_generator(generator_path())
         W = A["w"][A["cell"] == a.cell]
         W = W[:int(limit)] if limit else W
         faces, _ = renderer_anchor_faces([a.cell], len(W), G.img_resolution)
@@ -97,7 +103,13 @@ def main(argv=None) -> dict:
             crops = arcface_crop112(imgs[accepted])
             res.update({k: round(prdc(R[k][0], f(crops))["coverage"] / self_cov[k], 3) for k, f in feats.items()})
         out["files"][spec_file] = res
+        if a.sheet:
+            sheet_rows += [faces[:12], synthesize(G, W[:12]), imgs[accepted[:12]]]
         print(f"[{time.time() - t0:4.0f}s] {spec_file}: {res}", flush=True)
+    if a.sheet and sheet_rows:
+        from PIL import Image
+        grid = np.concatenate([np.concatenate(list(r) + [np.zeros_like(r[0])] * (12 - len(r)), 1) for r in sheet_rows])
+        Image.fromarray(grid).save(a.sheet, quality=90)
     out["seconds"] = round(time.time() - t0, 1)
     if a.out:
         a.out.write_text(json.dumps(out, indent=1))

@@ -254,6 +254,9 @@ def test_anchors_command_tunes_and_generate_uses_the_tuned_generator(tmp_path, d
     tuned = tmp_path / "a.generator.safetensors"
     Gt = load_generator(tuned)
     assert Gt.tuned_from == generator_hash(load_generator(generator_path()))
+    from synthface.generator import base_network
+    assert base_network(tuned) == "world"                  # so generate keeps the demo world's defaults for it
+    assert base_network(tmp_path / "a.npz") == str(tmp_path / "a.npz")
     a = load_anchors(tmp_path / "a.npz", Gt)
     assert a["tuned_network"] == str(tuned) and len(a["w"]) == 3
     gen = ["generate", "--model", str(model_path), "--cells", G3M, "--ids-per-cell", "1", "--images-per-id", "1",

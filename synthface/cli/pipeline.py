@@ -328,7 +328,8 @@ def _anchors(network, model_path, cells, images, world_per_cell, labellers, sche
     if term is not None:
         source += f"; label term weight {label_weight:g}"
     counts = build_anchors(G, faces, names, twin, out, source, steps=steps, batch=batch_size, log=log,
-                           cell_loss=term, tune_steps=tune_steps, tuned_network=tuned_network)
+                           cell_loss=term, tune_steps=tune_steps, tuned_network=tuned_network,
+                           network_name=str(network))
     click.echo(f"{out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + " anchors", err=True)
     if tune_steps:
         click.echo(f"{tuned_network}: the generator tuned on them; generate with --network {tuned_network} "

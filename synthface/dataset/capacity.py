@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import SynthfaceError
+from ..generator import base_network
 from ..utils import log_stderr
 
 
@@ -29,7 +30,7 @@ def run_capacity(network, model_path, out, cfg, cells: str = "all",
 
     if n_candidates < 2:
         raise SynthfaceError(f"--candidates must be at least 2, got {n_candidates}")
-    if cfg.reference is None and str(network) == "world":
+    if cfg.reference is None and base_network(network) == "world":
         cfg = replace(cfg, reference="world")
     check_threshold_config(cfg)
     model, G, lab, emb = load_job(model_path, network, labellers, schema, recognizer, align, device)

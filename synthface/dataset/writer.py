@@ -33,6 +33,7 @@ import numpy as np
 from ..align import arcface_crop112 as crop112
 from ..errors import SynthfaceError
 from ..fileio import atomic_write, disk_full_message, save_image_atomic, write_json_atomic
+from ..generator import base_network
 from ..generator.synthesis import generator_hash
 from ..identity.identities import STAGE_ATTEMPTS, IdentitySet, make_variations, nuisance_basis, select_identities
 from ..identity.thresholds import impostor_threshold, reference_threshold
@@ -495,9 +496,9 @@ def load_job(model_path, network, labellers, schema, recognizer, align: str = "f
 def network_defaults(cfg: DatasetConfig, network) -> DatasetConfig:
     """The settings `generate` fills in for a network: on the demo world, its renderer's faces as
     reference and its nuisance regressor; the variation kind made explicit."""
-    if cfg.reference is None and str(network) == "world":
+    if cfg.reference is None and base_network(network) == "world":
         cfg = replace(cfg, reference="world")  # the demo world's real faces: its renderer's
-    if cfg.nuisance_regressor is None and str(network) == "world":
+    if cfg.nuisance_regressor is None and base_network(network) == "world":
         cfg = replace(cfg, nuisance_regressor="world")  # the demo world's pose/expression/light regressor
     return replace(cfg, variations=variation_mode(cfg))
 
@@ -505,7 +506,7 @@ def network_defaults(cfg: DatasetConfig, network) -> DatasetConfig:
 def merge_coverage(out, network) -> Optional[dict]:
     """What merge's per-cell coverage needs for a dataset of `network`: on the demo world (real faces
     of every cell: its renderer's), renderer sets shaped like the dataset; elsewhere None."""
-    if str(network) != "world":
+    if base_network(network) != "world":
         return None
     from ..world.reference import coverage_inputs
     cfg = json.loads((Path(out) / "dataset.json").read_text())["config"]

@@ -443,6 +443,24 @@ def resolve_network(path: PathLike) -> PathLike:
     return path
 
 
+def base_network(path: PathLike) -> str:
+    """The network a generator file stands for: 'world' for the demo world's generator and for a generator tuned
+    from it (latent.anchors.tune_generator records the network it was tuned from), else the path itself. Only a
+    synthface .safetensors file's metadata is read, so this is cheap and never unpickles anything."""
+    if str(path) == "world":
+        return "world"
+    try:
+        if detect_format(path) == "safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") == FORMAT_NAME and meta.get("tuned_from_network"):
+                return base_network(meta["tuned_from_network"]) if meta["tuned_from_network"] != str(path) else str(path)
+    except Exception:  # an unreadable file is reported by load_generator with its own message
+        pass
+    return str(path)
+
+
 def load_generator(path: PathLike, device: Union[str, torch.device, None] = "cpu", return_info: bool = False,
                    precision: str = "fp32"):
     """Load a StyleGAN2 generator from any supported file, auto-detecting the format.

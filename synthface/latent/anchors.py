@@ -263,10 +263,11 @@ def faces_by_cell(images: np.ndarray, model, labeller, specs, confidence: float 
 
 def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: int = STEPS, batch: int = BATCH,
                   log: Optional[Callable[[str], None]] = None, cell_loss=None, tune_steps: int = 0,
-                  tuned_network=None) -> dict:
+                  tuned_network=None, network_name: str = "") -> dict:
     """Invert `images` (one cell name each) and write the anchor file `out`; with `tune_steps`, also tune the
     generator around them (tune_generator) and write it to `tuned_network`, the generator the anchors then
-    belong to. Returns per-cell counts."""
+    belong to (its metadata names `network_name`, the network G was loaded as: 'world' keeps the demo world's
+    defaults for it, generator.base_network). Returns per-cell counts."""
     from ..generator.checkpoint import save_generator
     from ..generator.synthesis import generator_hash
     if len(images) == 0:
@@ -278,8 +279,9 @@ def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: i
     if tune_steps:
         Gt = tune_generator(G, W, images, twin, tune_steps, log=log)
         save_generator(Gt, tuned_network, source=f"synthface: tuned on the anchors of {out}",
-                       extra_metadata={"tuned_from": base, "tuning": f"pivotal tuning, {tune_steps} steps on "
-                                       f"{len(W)} anchor faces ({source})"})
+                       extra_metadata={"tuned_from": base, "tuned_from_network": network_name,
+                                       "tuning": f"pivotal tuning, {tune_steps} steps on {len(W)} anchor faces "
+                                       f"({source})"})
         base, tuned_from = generator_hash(Gt), generator_hash(G)
     save_anchors(out, W, cells, images, base, source, tuned_from=tuned_from,
                  tuned_network=str(tuned_network) if tune_steps else "")
