@@ -278,20 +278,23 @@ def generate(network, model_path, cells, ids_per_cell, images_per_id, out, label
 @click.option("--tune-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="then tune the generator's synthesis this many steps so it draws the anchor faces at their w "
                    "(pivotal tuning, other faces kept); 0: no tuning. Writes --tuned-network")
+@click.option("--tune-locality", type=FiniteFloat(0, None), default=10.0, show_default=True,
+              help="weight of the tuning's locality term (keeps other faces as the generator drew them); lower "
+                   "reproduces the anchors more closely and changes other faces more")
 @click.option("--tuned-network", type=click.Path(dir_okay=False), default=None,
               help="where the tuned generator goes (default: OUT with .generator.safetensors); generate with it as "
                    "--network")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="anchor file (.npz) to write")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
-            label_weight, batch_size, tune_steps, tuned_network, out, device):
+            label_weight, batch_size, tune_steps, tune_locality, tuned_network, out, device):
     """Invert real faces of each cell into W: anchors that `generate --anchors` draws new identities between."""
     _run(_anchors, network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer,
-         steps, label_weight, batch_size, out, device, tune_steps, tuned_network)
+         steps, label_weight, batch_size, out, device, tune_steps, tuned_network, tune_locality)
 
 
 def _anchors(network, model_path, cells, images, world_per_cell, labellers, schema, confidence, recognizer, steps,
-             label_weight, batch_size, out, device, tune_steps=0, tuned_network=None):
+             label_weight, batch_size, out, device, tune_steps=0, tuned_network=None, tune_locality=10.0):
     from ..errors import SynthfaceError
     from ..identity import load_embedder
     from ..identity.refine import differentiable_twin
@@ -329,7 +332,7 @@ def _anchors(network, model_path, cells, images, world_per_cell, labellers, sche
         source += f"; label term weight {label_weight:g}"
     counts = build_anchors(G, faces, names, twin, out, source, steps=steps, batch=batch_size, log=log,
                            cell_loss=term, tune_steps=tune_steps, tuned_network=tuned_network,
-                           network_name=str(network))
+                           network_name=str(network), locality_weight=tune_locality)
     click.echo(f"{out}: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + " anchors", err=True)
     if tune_steps:
         click.echo(f"{tuned_network}: the generator tuned on them; generate with --network {tuned_network} "

@@ -189,12 +189,12 @@ def anchor_mix(W_cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (t * W_cell[a] + (1 - t) * W_cell[b]).astype(np.float32)
 
 
-TUNE_LR, TUNE_BATCH, LOCALITY_BATCH = 1e-3, 16, 8
+TUNE_LR, TUNE_BATCH, LOCALITY_BATCH, LOCALITY_WEIGHT = 1e-3, 16, 16, 10.0
 LOCALITY_SEEDS = range(50_000, 54_000)  # prior faces the tuned generator must keep drawing as before
 
 
 def tune_generator(G, W: np.ndarray, images: np.ndarray, twin, steps: int, lr: float = TUNE_LR,
-                   batch: int = TUNE_BATCH, locality_weight: float = 1.0, seed: int = 0,
+                   batch: int = TUNE_BATCH, locality_weight: float = LOCALITY_WEIGHT, seed: int = 0,
                    log: Optional[Callable[[str], None]] = None):
     """Pivotal tuning (Roich et al. 2022) of the synthesis network around the anchors: a copy of G whose
     synthesis draws each anchor face at its inverted w (its pivot) as closely as it can, while a locality
@@ -205,7 +205,8 @@ def tune_generator(G, W: np.ndarray, images: np.ndarray, twin, steps: int, lr: f
     (docs/benchmarks.md). Tuning lets G make them near the pivots and hence between them. The mapping network
     is left as it was, so the latent model fitted on G's W still applies; each image is labelled again anyway.
     Loss per step: 10 x pixel MSE + (1 - cos) of `twin` on `batch` anchors, plus `locality_weight` x 10 x
-    pixel MSE against G on LOCALITY_BATCH latents."""
+    pixel MSE against G on LOCALITY_BATCH latents. The default weight is the one that kept the demo world's other
+    cells' coverage (weight 1 cost them up to 0.4 in the attribute net's space; docs/benchmarks.md)."""
     import copy
 
     from ..generator.synthesis import prior_latents
@@ -263,7 +264,7 @@ def faces_by_cell(images: np.ndarray, model, labeller, specs, confidence: float 
 
 def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: int = STEPS, batch: int = BATCH,
                   log: Optional[Callable[[str], None]] = None, cell_loss=None, tune_steps: int = 0,
-                  tuned_network=None, network_name: str = "") -> dict:
+                  tuned_network=None, network_name: str = "", locality_weight: float = LOCALITY_WEIGHT) -> dict:
     """Invert `images` (one cell name each) and write the anchor file `out`; with `tune_steps`, also tune the
     generator around them (tune_generator) and write it to `tuned_network`, the generator the anchors then
     belong to (its metadata names `network_name`, the network G was loaded as: 'world' keeps the demo world's
@@ -277,11 +278,11 @@ def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: i
     W = invert_images(G, images, twin, steps=steps, batch=batch, log=log, cell_loss=cell_loss)
     base, tuned_from = generator_hash(G), ""
     if tune_steps:
-        Gt = tune_generator(G, W, images, twin, tune_steps, log=log)
+        Gt = tune_generator(G, W, images, twin, tune_steps, locality_weight=locality_weight, log=log)
         save_generator(Gt, tuned_network, source=f"synthface: tuned on the anchors of {out}",
                        extra_metadata={"tuned_from": base, "tuned_from_network": network_name,
-                                       "tuning": f"pivotal tuning, {tune_steps} steps on {len(W)} anchor faces "
-                                       f"({source})"})
+                                       "tuning": f"pivotal tuning, {tune_steps} steps, locality weight "
+                                       f"{locality_weight:g}, on {len(W)} anchor faces ({source})"})
         base, tuned_from = generator_hash(Gt), generator_hash(G)
     save_anchors(out, W, cells, images, base, source, tuned_from=tuned_from,
                  tuned_network=str(tuned_network) if tune_steps else "")
