@@ -192,14 +192,14 @@ def _tuning_case(n=3, invert_steps=15):
     from synthface.world.reference import renderer_anchor_faces
     torch.manual_seed(0)
     G = load_generator(generator_path())
-    faces, names = renderer_anchor_faces([G2F], n, G.img_resolution)
+    faces, _ = renderer_anchor_faces([G2F], n, G.img_resolution)
     twin = TorchBackboneEmbedder("world-recognizer")
-    return G, faces, names, twin, invert_images(G, faces, twin, steps=invert_steps)
+    return G, faces, twin, invert_images(G, faces, twin, steps=invert_steps)
 
 
 def test_tuned_generator_draws_the_anchors_closer_and_keeps_other_faces():
     from synthface.latent.anchors import tune_generator
-    G, faces, _, twin, W = _tuning_case()
+    G, faces, twin, W = _tuning_case()
     base = generator_hash(G)
     Gt = tune_generator(G, W, faces, twin, steps=40, batch=3)
     assert generator_hash(G) == base                       # the original is left as it was

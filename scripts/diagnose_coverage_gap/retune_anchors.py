@@ -16,11 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from synthface.fileio import atomic_write  # noqa: E402
-from synthface.generator import load_generator, save_generator  # noqa: E402
-from synthface.generator.synthesis import generator_hash  # noqa: E402
+from synthface.generator import load_generator  # noqa: E402
 from synthface.identity import load_embedder  # noqa: E402
 from synthface.identity.refine import differentiable_twin  # noqa: E402
-from synthface.latent.anchors import load_anchors, tune_generator  # noqa: E402
+from synthface.latent.anchors import load_anchors, save_tuned_generator, tune_generator  # noqa: E402
 from synthface.world.reference import renderer_anchor_faces  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,10 +38,10 @@ assert names == A["cell"].tolist(), "the anchor file was not built from --per-ce
 twin = differentiable_twin(load_embedder("world", "cpu"), "cpu")
 Gt = tune_generator(G, A["w"], faces, twin, a.steps, locality_weight=a.locality, log=print)
 net = a.out + ".generator.safetensors"
-save_generator(Gt, net, source=f"synthface: re-tuned on the pivots of {a.anchors}",
-               extra_metadata={"tuned_from": generator_hash(G), "tuned_from_network": "world",
-                               "tuning": f"pivotal tuning, {a.steps} steps, locality weight {a.locality:g}"})
-z = {k: np.load(a.anchors)[k] for k in np.load(a.anchors).files}
-z.update(generator_hash=np.array(generator_hash(Gt)), tuned_network=np.array(net))
+own, _ = save_tuned_generator(Gt, G, net, "world", f"pivotal tuning re-run on the pivots of {a.anchors}, {a.steps} "
+                              f"steps, locality weight {a.locality:g}")
+with np.load(a.anchors) as f:
+    z = dict(f)
+z.update(generator_hash=np.array(own), tuned_network=np.array(net))
 atomic_write(Path(a.out + ".npz"), lambda f: np.savez(f, **z))
 print(f"wrote {net} and {a.out}.npz")

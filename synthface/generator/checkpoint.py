@@ -445,20 +445,20 @@ def resolve_network(path: PathLike) -> PathLike:
 
 def base_network(path: PathLike) -> str:
     """The network a generator file stands for: 'world' for the demo world's generator and for a generator tuned
-    from it (latent.anchors.tune_generator records the network it was tuned from), else the path itself. Only a
-    synthface .safetensors file's metadata is read, so this is cheap and never unpickles anything."""
+    from it (latent.anchors.save_tuned_generator records the network it was tuned from), else the path itself.
+    Only a synthface .safetensors file's metadata is read, so this is cheap and never unpickles anything."""
+    from safetensors import SafetensorError, safe_open
     if str(path) == "world":
         return "world"
     try:
-        if detect_format(path) == "safetensors":
-            from safetensors import safe_open
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-            if meta.get("format") == FORMAT_NAME and meta.get("tuned_from_network"):
-                return base_network(meta["tuned_from_network"]) if meta["tuned_from_network"] != str(path) else str(path)
-    except Exception:  # an unreadable file is reported by load_generator with its own message
-        pass
-    return str(path)
+        if detect_format(path) != "safetensors":
+            return str(path)
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, CheckpointError):  # load_generator reports an unreadable file
+        return str(path)
+    parent = meta.get("tuned_from_network", "") if meta.get("format") == FORMAT_NAME else ""
+    return base_network(parent) if parent and parent != str(path) else str(path)
 
 
 def load_generator(path: PathLike, device: Union[str, torch.device, None] = "cpu", return_info: bool = False,

@@ -262,29 +262,38 @@ def faces_by_cell(images: np.ndarray, model, labeller, specs, confidence: float 
     return images[keep], [str(c) for c in cells[keep]]
 
 
+def save_tuned_generator(Gt, G, path, network_name: str, note: str) -> tuple[str, str]:
+    """Write the tuned generator `Gt` with what makes it usable in G's place: the hash of G it was tuned from
+    (latent.sampling.check_generator) and `network_name`, the network G was loaded as ('world' keeps the demo
+    world's defaults for it, generator.base_network). Returns (hash of Gt, hash of G)."""
+    from ..generator.checkpoint import save_generator
+    from ..generator.synthesis import generator_hash
+    base = generator_hash(G)
+    save_generator(Gt, path, source=f"synthface: {note}",
+                   extra_metadata={"tuned_from": base, "tuned_from_network": network_name, "tuning": note})
+    return generator_hash(Gt), base
+
+
 def build_anchors(G, images: np.ndarray, cells, twin, out, source: str, steps: int = STEPS, batch: int = BATCH,
                   log: Optional[Callable[[str], None]] = None, cell_loss=None, tune_steps: int = 0,
                   tuned_network=None, network_name: str = "", locality_weight: float = LOCALITY_WEIGHT) -> dict:
     """Invert `images` (one cell name each) and write the anchor file `out`; with `tune_steps`, also tune the
-    generator around them (tune_generator) and write it to `tuned_network`, the generator the anchors then
-    belong to (its metadata names `network_name`, the network G was loaded as: 'world' keeps the demo world's
-    defaults for it, generator.base_network). Returns per-cell counts."""
-    from ..generator.checkpoint import save_generator
+    generator around them (tune_generator) and write it to `tuned_network` (save_tuned_generator), the generator
+    the anchors then belong to. Returns per-cell counts."""
     from ..generator.synthesis import generator_hash
     if len(images) == 0:
         raise SynthfaceError("no anchor faces: none of the images is confidently in a requested cell")
     if tune_steps and not tuned_network:
         raise SynthfaceError("tuning the generator needs a file to write it to (--tuned-network PATH)")
     W = invert_images(G, images, twin, steps=steps, batch=batch, log=log, cell_loss=cell_loss)
-    base, tuned_from = generator_hash(G), ""
     if tune_steps:
         Gt = tune_generator(G, W, images, twin, tune_steps, locality_weight=locality_weight, log=log)
-        save_generator(Gt, tuned_network, source=f"synthface: tuned on the anchors of {out}",
-                       extra_metadata={"tuned_from": base, "tuned_from_network": network_name,
-                                       "tuning": f"pivotal tuning, {tune_steps} steps, locality weight "
-                                       f"{locality_weight:g}, on {len(W)} anchor faces ({source})"})
-        base, tuned_from = generator_hash(Gt), generator_hash(G)
-    save_anchors(out, W, cells, images, base, source, tuned_from=tuned_from,
+        note = (f"pivotal tuning on the anchors of {out}, {tune_steps} steps, locality weight {locality_weight:g}, "
+                f"{len(W)} anchor faces ({source})")
+        own, tuned_from = save_tuned_generator(Gt, G, tuned_network, network_name, note)
+    else:
+        own, tuned_from = generator_hash(G), ""
+    save_anchors(out, W, cells, images, own, source, tuned_from=tuned_from,
                  tuned_network=str(tuned_network) if tune_steps else "")
     names, counts = np.unique(np.array(cells), return_counts=True)
     return {str(n): int(c) for n, c in zip(names, counts)}
