@@ -88,6 +88,21 @@ def test_insightface_genderage_labels_renderer_gender():
     assert (out["gender"].argmax(1) == ident["gender"]).mean() > 0.95
 
 
+def test_world_age_labeller_adds_coarse_age_classes():
+    """world-age: the world classifier's group and gender beside three age classes; renderer people over 55
+    (whose faces carry age marks) are mostly put in the older classes, people under 30 in 'under 40'."""
+    lab = load_labeller("world-age")
+    assert lab.schema["age"] == ["under 40", "40-59", "60+"] and set(lab.schema) == {"group", "gender", "age"}
+    w = World(seed=0)
+    young = w.identities(range(911000, 911060), age=np.full(60, 25.0))
+    old = w.identities(range(912000, 912060), age=np.full(60, 62.0))
+    py, po = (lab.predict_proba(w.render(i, [0] * 60, size=64)) for i in (young, old))
+    assert np.allclose(py["age"].sum(1), 1) and py["group"].shape == (60, 3)
+    assert (py["age"].argmax(1) == 0).mean() >= 0.9
+    assert (po["age"].argmax(1) > 0).mean() >= 0.7
+    assert (py["gender"].argmax(1) == young["gender"]).mean() > 0.95
+
+
 @pytest.fixture(scope="module")
 def G():
     return load_generator(generator_path())

@@ -2,6 +2,8 @@
 
     world                 the demo world's attribute classifier (group, gender)
     world-audit           the demo world's independently trained audit classifier
+    world-age             world plus age (under 40, 40-59, 60+) from the demo pack's genderage model: a
+                          latent model fitted with it balances a group x gender cell over its age classes
     onnx:PATH             any ONNX classifier with a JSON sidecar
     genderage:PATH        insightface genderage (model pack directory or .onnx)
     fairface:PATH         FairFace ResNet-34, 7 races (fairface4:PATH for the 4-race model)
@@ -16,7 +18,7 @@ from typing import Optional, Sequence
 from ..errors import SynthfaceError
 from .base import CombinedLabeller, MappedLabeller, load_schema
 
-KINDS = ("world", "world-audit", "onnx:", "genderage:", "fairface:", "fairface4:")
+KINDS = ("world", "world-audit", "world-age", "onnx:", "genderage:", "fairface:", "fairface4:")
 
 
 def load_one(spec: str, device: str = "cpu"):
@@ -25,9 +27,11 @@ def load_one(spec: str, device: str = "cpu"):
         from ..assets import asset
         from .onnx_classifier import OnnxClassifier
         return OnnxClassifier(asset("attributes.onnx" if spec == "world" else "audit/attributes.onnx"))
+    if spec == "world-age":
+        return world_age_labeller()
     kind, _, path = spec.partition(":")
     if not path:
-        raise SynthfaceError(f"unknown labeller {spec!r}: use one of world, world-audit, onnx:PATH, genderage:PATH, "
+        raise SynthfaceError(f"unknown labeller {spec!r}: use one of world, world-audit, world-age, onnx:PATH, genderage:PATH, "
                              "fairface:PATH, fairface4:PATH")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
     if kind == "onnx":
@@ -48,3 +52,19 @@ def load_labeller(specs: Sequence[str] | str, schema: Optional[str | dict] = Non
     if schema:
         lab = MappedLabeller(lab, load_schema(schema) if isinstance(schema, str) else schema)
     return lab
+
+
+# The demo world's faces show age from 40 on (the renderer's age marks), so its age classes are coarse:
+# FairFace's nine bins (the genderage labeller's) folded into three.
+WORLD_AGE_CLASSES = {"0-2": "under 40", "3-9": "under 40", "10-19": "under 40", "20-29": "under 40",
+                     "30-39": "under 40", "40-49": "40-59", "50-59": "40-59", "60-69": "60+", "70+": "60+"}
+
+
+def world_age_labeller():
+    """The world's group/gender classifier beside the age of the demo pack's genderage model (the same
+    network; its gender output is left out, the world classifier's is used)."""
+    from ..assets import asset
+    from .genderage import GenderAgeLabeller
+    from .onnx_classifier import OnnxClassifier
+    age = MappedLabeller(GenderAgeLabeller(asset("pack")), {"age": {"from": "age", "classes": WORLD_AGE_CLASSES}})
+    return CombinedLabeller([OnnxClassifier(asset("attributes.onnx")), age])
