@@ -158,6 +158,12 @@ def test_cell_parsing():
     assert list(parse_cell("gender=f, group=b", SCHEMA, attrs).items()) == [("group", "b"), ("gender", "f")]
     assert len(parse_cells("all", SCHEMA, attrs)) == 6
     assert parse_cells("group=a;gender=m", SCHEMA, attrs) == [{"group": "a"}, {"gender": "m"}]
+    # all:ATTRS: every combination of those attributes (model order), the rest left free
+    assert parse_cells("all:gender", SCHEMA, attrs) == [{"gender": c} for c in SCHEMA["gender"]]
+    assert parse_cells("all: gender , group", SCHEMA, attrs) == parse_cells("all", SCHEMA, attrs)
+    for bad in ("all:", "all:race", "all:group,group"):
+        with pytest.raises(SynthfaceError, match="after 'all:'"):
+            parse_cells(bad, SCHEMA, attrs)
     for bad, msg in [("group", "attribute=class"), ("race=a", "unknown attribute"), ("group=z", "unknown class"),
                      ("group=a,group=b", "twice"), ("", "empty cell")]:
         with pytest.raises(SynthfaceError, match=msg):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from .errors import removed_on_failure
-from .options import CELLS, DEVICE, FINITE, FMR, FRACTION, SEED, SIMILARITY, FiniteFloat
+from .options import CELLS, CELLS_HELP, DEVICE, FINITE, FMR, FRACTION, SEED, SIMILARITY, FiniteFloat
 from ..errors import SynthfaceError
 
 LABELLER_HELP = "verifying labeller, as for generate (repeatable): world, world-audit, onnx:PATH, ..."
@@ -18,7 +18,7 @@ LABELLER_HELP = "verifying labeller, as for generate (repeatable): world, world-
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--recognizer", "--recogniser", "recognizer", default="world", show_default=True,
               help="recogniser, as for generate: world, world-audit, onnx:PATH, insightface:PACK_DIR, arcface:PATH, ...")
-@click.option("--cells", type=CELLS, default="all", show_default=True, help="'all' or cells separated by ';'")
+@click.option("--cells", type=CELLS, default="all", show_default=True, help=CELLS_HELP)
 @click.option("--separation", type=SIMILARITY, default=None, help="max cosine similarity between identities")
 @click.option("--separation-fmr", type=FMR, default=1e-4, show_default=True,
               help="the recogniser's threshold at this false-match rate on --reference-* faces (as generate)")

@@ -97,7 +97,7 @@ class CommaList(click.ParamType):
 
 
 class CellSelection(click.ParamType):
-    """--cells: 'all' or cells separated by ';' — never empty (an empty one would select nothing)."""
+    """--cells: 'all', 'all:ATTR,...' or cells separated by ';' — never empty (an empty one would select nothing)."""
 
     name = "cells"
 
@@ -114,6 +114,8 @@ class CellSelection(click.ParamType):
 
 
 CELLS = CellSelection()
+CELLS_HELP = ("'all' (every full cell), 'all:ATTR,...' (every combination of those attributes, each balanced over "
+              "the others, e.g. all:group,gender) or cells separated by ';'")
 
 
 class Device(click.ParamType):

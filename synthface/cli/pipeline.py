@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from .errors import run_api as _run  # the command bodies below call it _run
-from .options import (CELLS, DEVICE, EMBEDDER_HELP, FINITE, FMR, FRACTION, LABELLER_HELP, NONNEG_INT, NONNEGATIVE,
-                      POSITIVE_INT, PRECISION_HELP, SCHEMA_HELP, SEED, SIMILARITY, CommaList, FiniteFloat,
+from .options import (CELLS, CELLS_HELP, DEVICE, EMBEDDER_HELP, FINITE, FMR, FRACTION, LABELLER_HELP, NONNEG_INT,
+                      NONNEGATIVE, POSITIVE_INT, PRECISION_HELP, SCHEMA_HELP, SEED, SIMILARITY, CommaList, FiniteFloat,
                       load_network)
 
 
@@ -140,7 +140,7 @@ def sample(model_path, network, cells, n, outdir, labellers, schema, no_verify, 
 @click.command()
 @click.option("--network", required=True, help="the generator the latent model was fitted for ('world': the demo's)")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--cells", type=CELLS, default="all", show_default=True, help="'all' or cells separated by ';'")
+@click.option("--cells", type=CELLS, default="all", show_default=True, help=CELLS_HELP)
 @click.option("--ids-per-cell", type=click.IntRange(min=1), required=True)
 @click.option("--images-per-id", type=click.IntRange(min=1), required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))

@@ -44,9 +44,19 @@ def parse_cell(text: str, schema: Mapping[str, Sequence[str]], attributes: Seque
 
 
 def parse_cells(text: str, schema, attributes) -> list[dict[str, str]]:
-    """'all' (every full cell), or cells separated by ';'."""
-    if text.strip() == "all":
+    """'all' (every full cell), 'all:a,b' (every combination of attributes a and b; the others are
+    free, so each cell is balanced over them), or cells separated by ';'."""
+    text = text.strip()
+    if text == "all":
         return [dict(zip(attributes, c)) for c in all_cells(schema, attributes)]
+    if text.startswith("all:"):
+        over = [a.strip() for a in text[4:].split(",") if a.strip()]
+        unknown = [a for a in over if a not in attributes]
+        if not over or unknown or len(set(over)) != len(over):
+            raise SynthfaceError(f"bad cells {text!r}: after 'all:' name distinct attributes of the model "
+                                 f"({', '.join(attributes)}), e.g. all:{','.join(attributes[:2])}")
+        over = [a for a in attributes if a in over]  # canonical order: the model's attributes
+        return [dict(zip(over, c)) for c in all_cells(schema, over)]
     return [parse_cell(t, schema, attributes) for t in text.split(";") if t.strip()]
 
 
