@@ -28,6 +28,15 @@ def test_defaults_are_renderer_auxiliaries_and_a_three_member_ensemble():
         san.make_config(overrides={"aux_ids_per_cell": 0})
 
 
+def test_auxiliary_backbone_reaches_the_trainer_and_is_checked_first(tmp_path):
+    assert san.make_config().aux_backbone == "small"
+    cfg = san.make_config(overrides={"aux_backbone": "world-recognizer"})
+    acfg = san._aux_config(cfg, tmp_path / "aux", tmp_path / "run", 0)
+    assert acfg.backbone == "world-recognizer" and acfg.size == cfg.aux_size
+    with pytest.raises(SynthfaceError, match="aux_backbone 'resnet'"):
+        san.make_config(overrides={"aux_backbone": "resnet"})
+
+
 def test_auxiliary_people_are_a_range_of_their_own():
     """Identities AUX_FIRST + cell * CELL_STRIDE + i: the largest allowed per-cell count stays inside
     [AUX_FIRST, next range), apart from the test people and every other experiment's renderer people."""

@@ -79,6 +79,7 @@ class SANExperimentConfig:
     aux_images: int = 4
     aux_epochs: int = 10
     aux_size: int = 64
+    aux_backbone: str = "small"       # the auxiliaries' network: small (SmallCNN) or a train-attribute backbone
     oversample_group: str = "group1"  # the third auxiliary classifier sees this group's faces 3 times
     seed: int = 0
     threads: int = 1
@@ -98,6 +99,10 @@ def make_config(quick: bool = False, overrides: Optional[dict] = None) -> SANExp
     cfg = SANExperimentConfig(**values)
     if cfg.aux_source not in AUX_SOURCES:
         raise SynthfaceError(f"aux_source {cfg.aux_source!r}: choose {' or '.join(AUX_SOURCES)}")
+    from ..nets import ARCHS
+    backbones = ("small",) + tuple(a for a in ARCHS if a != "world-attributes")  # the ones train attribute builds
+    if cfg.aux_backbone not in backbones:
+        raise SynthfaceError(f"aux_backbone {cfg.aux_backbone!r}: choose one of {', '.join(backbones)}")
     if not 1 <= cfg.aux_ids_per_cell <= 100_000:
         raise SynthfaceError(f"aux_ids_per_cell must be 1..100000 (one cell's identity range), "
                              f"got {cfg.aux_ids_per_cell}")
@@ -180,7 +185,7 @@ def _oversampler(group: str) -> Callable:
 
 def _aux_config(cfg: SANExperimentConfig, data: Path, run: Path, k: int):
     from ..train.attribute import AttributeConfig
-    return AttributeConfig(data=str(data), out=str(run), task="gender", backbone="small", size=cfg.aux_size,
+    return AttributeConfig(data=str(data), out=str(run), task="gender", backbone=cfg.aux_backbone, size=cfg.aux_size,
                            epochs=cfg.aux_epochs, batch=32, held_out=0.1, augment=k != 1, seed=cfg.seed + k,
                            device="cpu")
 
