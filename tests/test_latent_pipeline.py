@@ -88,6 +88,24 @@ def test_insightface_genderage_labels_renderer_gender():
     assert (out["gender"].argmax(1) == ident["gender"]).mean() > 0.95
 
 
+def test_two_labellers_of_one_attribute_combine_when_one_keeps_only_some():
+    """genderage also produces gender: SPEC#age keeps only its age beside the world classifier's gender."""
+    pack = pack_dir()
+    with pytest.raises(SynthfaceError, match="both produce attribute 'gender'.*SPEC#ATTR"):
+        load_labeller(["world", f"genderage:{pack}"])
+    lab = load_labeller(["world", f"genderage:{pack}#age"])
+    assert list(lab.schema) == ["group", "gender", "age"] and len(lab.schema["age"]) == 9
+    w = World(seed=0)
+    ident = w.identities(range(913000, 913040))
+    imgs = w.render(ident, [0] * 40, size=64)
+    out, world = lab.predict_proba(imgs), load_labeller("world").predict_proba(imgs)
+    assert np.allclose(out["gender"], world["gender"])  # the world classifier's, not genderage's
+    assert np.array_equal(out["age"], GenderAgeLabeller(pack).predict_proba(imgs)["age"])
+    for bad in (f"genderage:{pack}#race", f"genderage:{pack}#"):
+        with pytest.raises(SynthfaceError, match="after '#' name attributes it produces"):
+            load_labeller(bad)
+
+
 def test_world_age_labeller_adds_coarse_age_classes():
     """world-age: the world classifier's group and gender beside three age classes; renderer people over 55
     (whose faces carry age marks) are mostly put in the older classes, people under 30 in 'under 40'."""

@@ -110,8 +110,8 @@ class CombinedLabeller:
         for lab in self.labellers:
             for name, classes in lab.schema.items():
                 if name in self.schema:
-                    raise SynthfaceError(f"two labellers both produce attribute {name!r}; rename one with a schema "
-                                         "(--schema) or drop one labeller")
+                    raise SynthfaceError(f"two labellers both produce attribute {name!r}; keep it from one of them "
+                                         f"with SPEC#ATTR,... (e.g. fairface:res34.pt#race) or drop one labeller")
                 self.schema[name] = list(classes)
 
     def predict_proba(self, images) -> dict[str, np.ndarray]:

@@ -8,7 +8,9 @@
     genderage:PATH        insightface genderage (model pack directory or .onnx)
     fairface:PATH         FairFace ResNet-34, 7 races (fairface4:PATH for the 4-race model)
 
-Several specs are combined; a schema (--schema) then renames attributes and maps label sets.
+Several specs are combined; a schema (--schema) then renames attributes and maps label sets. When two
+labellers produce the same attribute, SPEC#ATTR,... keeps only the named attributes of that labeller, e.g.
+`fairface:res34.pt#race` beside `genderage:buffalo_l` for gender and age.
 """
 
 from __future__ import annotations
@@ -46,9 +48,23 @@ def load_one(spec: str, device: str = "cpu"):
     raise SynthfaceError(f"unknown labeller kind {kind!r} in {spec!r}: use onnx, genderage, fairface or fairface4")
 
 
+def load_kept(spec: str, device: str = "cpu"):
+    """load_one, keeping only the attributes named after a '#' (SPEC#ATTR,...)."""
+    spec, hash_, keep = spec.strip().rpartition("#") if "#" in spec else (spec, "", "")
+    lab = load_one(spec, device)
+    if not hash_:
+        return lab
+    names = [a.strip() for a in keep.split(",") if a.strip()]
+    unknown = [a for a in names if a not in lab.schema]
+    if not names or unknown:
+        raise SynthfaceError(f"labeller {spec!r}: after '#' name attributes it produces ({', '.join(lab.schema)}), "
+                             f"got {keep!r}")
+    return MappedLabeller(lab, {a: {} for a in names})
+
+
 def load_labeller(specs: Sequence[str] | str, schema: Optional[str | dict] = None, device: str = "cpu"):
     specs = [specs] if isinstance(specs, str) else list(specs)
-    lab = CombinedLabeller([load_one(s, device) for s in specs])
+    lab = CombinedLabeller([load_kept(s, device) for s in specs])
     if schema:
         lab = MappedLabeller(lab, load_schema(schema) if isinstance(schema, str) else schema)
     return lab
