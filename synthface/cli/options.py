@@ -194,7 +194,8 @@ __all__ = ["FiniteFloat", "FINITE", "PROBABILITY", "FRACTION", "FMR", "POSITIVE"
            "NONNEG_INT", "SEED", "SIMILARITY", "CommaList", "CELLS", "DEVICE", "SEEDS", "MAX_SEEDS"]
 
 
-LABELLER_HELP = ("Attribute labeller (repeatable): world, world-audit, world-age (world plus age classes), onnx:PATH (JSON sidecar beside it), "
+LABELLER_HELP = ("Attribute labeller (repeatable): world, world-audit, world-age (world plus age classes), "
+                 "onnx:PATH (JSON sidecar beside it), "
                  "genderage:PACK_DIR_OR_ONNX, fairface:PT, fairface4:PT; SPEC#ATTR,... keeps only those attributes "
                  "of one labeller (when two produce the same one).")
 SCHEMA_HELP = ("Rename attributes / map label sets: a preset (fairface6, fairface4), a JSON file or inline JSON "

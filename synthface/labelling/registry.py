@@ -33,8 +33,8 @@ def load_one(spec: str, device: str = "cpu"):
         return world_age_labeller()
     kind, _, path = spec.partition(":")
     if not path:
-        raise SynthfaceError(f"unknown labeller {spec!r}: use one of world, world-audit, world-age, onnx:PATH, genderage:PATH, "
-                             "fairface:PATH, fairface4:PATH")
+        raise SynthfaceError(f"unknown labeller {spec!r}: use one of world, world-audit, world-age, onnx:PATH, "
+                             "genderage:PATH, fairface:PATH, fairface4:PATH")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
     if kind == "onnx":
         from .onnx_classifier import OnnxClassifier
