@@ -29,10 +29,11 @@ def test_defaults_are_renderer_auxiliaries_and_a_three_member_ensemble():
 
 
 def test_auxiliary_backbone_reaches_the_trainer_and_is_checked_first(tmp_path):
-    assert san.make_config().aux_backbone == "small"
-    cfg = san.make_config(overrides={"aux_backbone": "world-recognizer"})
+    assert san.make_config().aux_backbone == "world-recognizer"
+    cfg = san.make_config(overrides={"aux_backbone": "small"})
     acfg = san._aux_config(cfg, tmp_path / "aux", tmp_path / "run", 0)
-    assert acfg.backbone == "world-recognizer" and acfg.size == cfg.aux_size
+    assert acfg.backbone == "small" and acfg.size == cfg.aux_size
+    assert san._aux_config(san.make_config(), tmp_path, tmp_path, 0).backbone == "world-recognizer"
     with pytest.raises(SynthfaceError, match="aux_backbone 'resnet'"):
         san.make_config(overrides={"aux_backbone": "resnet"})
 
@@ -113,6 +114,9 @@ def test_default_auxiliaries_leave_every_judge_unseen(tmp_path):
     assert san.seen(aux[1]["spec"], aux)
     line = san._aux_line(0, {**aux[0], "val_accuracy": 0.95}, {"aux_ids_per_cell": 30, "aux_images": 4})
     assert "180 renderer people x 4 images" in line and "7,000,000+" in line and "95.0 %" in line
+    assert "small CNN" in line  # configs written before aux_backbone existed
+    assert "residual" in san._aux_line(0, {**aux[0], "val_accuracy": 0.95}, {"aux_ids_per_cell": 30, "aux_images": 4,
+                                                                             "aux_backbone": "world-recognizer"})
     assert "synthetic train set" in san._aux_line(0, {"spec": "r", "variant": "v", "val_accuracy": 0.5}, {})
 
 

@@ -9,7 +9,8 @@ Data (demo world, seed 0):
            never used in training
     aux    (default auxiliaries) balanced renderer people from AUX_FIRST+, disjoint from the test people and
            from every model, generator and other experiment: the "real faces" the auxiliaries learn gender on
-Auxiliary (seen) networks: gender CNNs trained here with `synthface train attribute`'s trainer, differing as
+Auxiliary (seen) networks: gender classifiers trained here with `synthface train attribute`'s trainer (residual
+networks by default, aux_backbone), differing as
 the ensemble paper's do (seed; augmentation; over-sampling of one group): by default on the renderer people
 above (aux_source="renderer", the strong auxiliaries: the paper's are trained on real faces too), or on the
 synthetic train set (aux_source="synthetic", the weak ones of the first runs), or given specs
@@ -79,7 +80,9 @@ class SANExperimentConfig:
     aux_images: int = 4
     aux_epochs: int = 10
     aux_size: int = 64
-    aux_backbone: str = "small"       # the auxiliaries' network: small (SmallCNN) or a train-attribute backbone
+    # the auxiliaries' network: the world's residual kind (its SAN transfers to unseen classifiers ten times as far
+    # as against the SmallCNN, "small": docs/experiments.md) or any other train-attribute backbone
+    aux_backbone: str = "world-recognizer"
     oversample_group: str = "group1"  # the third auxiliary classifier sees this group's faces 3 times
     seed: int = 0
     threads: int = 1
@@ -370,7 +373,9 @@ def _aux_line(k: int, a: dict, cfg: dict) -> str:
     src = a.get("source", "synthetic")
     on = (f"{6 * cfg['aux_ids_per_cell']} renderer people x {cfg['aux_images']} images (identities {AUX_FIRST:,}+, "
           f"disjoint from the test people)" if src == "renderer" else "the synthetic train set")
-    return f"aux{k}: small CNN trained on {on}, {a['variant']}, held-out accuracy {100 * a['val_accuracy']:.1f} %"
+    net = {"small": "small CNN", "world-recognizer": "residual network (world-recognizer)"}.get(
+        cfg.get("aux_backbone", "small"), cfg.get("aux_backbone"))
+    return f"aux{k}: {net} trained on {on}, {a['variant']}, held-out accuracy {100 * a['val_accuracy']:.1f} %"
 
 
 def report_markdown(res: dict) -> str:
