@@ -127,6 +127,52 @@ def test_save_load_round_trip_gives_the_same_outputs_and_params(tmp_path):
     assert not np.array_equal(a["same"], a["opposite"])
 
 
+def _probe_flip_rate(san, mat, x, g, probe):
+    """Fraction of opposite outputs the embedding probe reads as the other gender."""
+    from synthface.methods.san import descriptors
+    out = san.transform(x, "opposite", gender=g)
+    d = descriptors(mat, out, rgb=True)
+    p_male = d @ probe[0] + probe[1] > 0
+    return float((p_male.astype(int) == 1 - g).mean())
+
+
+def test_embedding_term_pushes_the_opposite_output_across_the_descriptor_probe(tmp_path):
+    from synthface.methods.san import descriptors, fit_embedding_probe
+
+    x, g = _faces(32)
+    clf, mat = _aux()
+    probe = fit_embedding_probe(mat, x, g, rgb=True)
+    d = descriptors(mat, x, rgb=True)
+    assert ((d @ probe[0] + probe[1] > 0).astype(int) == g).mean() == 1.0  # brightness: a readable gender
+    # the term alone (no image classifier, no matcher term), so its effect is what changes
+    kw = dict(rgb=True, epochs=8, lr=1e-2, gender_weight=0.0, matcher_weight=0.0)
+    off = _small(**kw).fit(x, g, classifier=clf, matcher=mat)
+    on = _small(**kw, embedding_weight=5.0).fit(x, g, classifier=clf, matcher=mat, embedding_probe=probe)
+    hist = [h for h in on.history_ if h["stage"] == "san"]
+    assert hist[-1]["embedding_opposite"] < hist[0]["embedding_opposite"]
+    assert "embedding_opposite" not in off.history_[-1]
+    assert _probe_flip_rate(off, mat, x, g, probe) < 0.25 and _probe_flip_rate(on, mat, x, g, probe) > 0.75
+    # the given probe is kept, and survives save / load
+    assert np.allclose(on.embedding_probe_[0], probe[0]) and not hasattr(off, "embedding_probe_")
+    back = SemiAdversarialNet.load(on.save(tmp_path / "e.san"))
+    assert np.allclose(back.embedding_probe_[0], probe[0]) and back.embedding_probe_[1] == pytest.approx(probe[1])
+    assert back.get_params()["embedding_weight"] == 5.0
+
+
+def test_embedding_probe_is_learnt_on_the_training_faces_when_not_given():
+    x, g = _faces(32)
+    clf, mat = _aux()
+    san = _small(rgb=True, epochs=1, matcher_start=5, matcher_weight=0.0, embedding_weight=1.0).fit(
+        x, g, classifier=clf, matcher=mat)
+    from synthface.methods.san import descriptors
+    coef, b = san.embedding_probe_
+    assert ((descriptors(mat, x, rgb=True) @ coef + b > 0).astype(int) == g).mean() == 1.0
+    with pytest.raises(SynthfaceError, match="3 coefficients but the matcher's descriptors have 16"):
+        _small(embedding_weight=1.0).fit(x, g, classifier=clf, matcher=mat, embedding_probe=(np.ones(3), 0.0))
+    with pytest.raises(SynthfaceError, match="embedding_weight must be a finite number"):
+        _small(embedding_weight=-1.0).fit(x, g, classifier=clf, matcher=mat)
+
+
 def test_bad_input_messages(tmp_path):
     x, g = _faces(16)
     clf, mat = _aux()

@@ -135,3 +135,28 @@ def test_the_balanced_training_set_holds_ids_per_cell_identities_per_cell(tmp_pa
         san.run(tmp_path, quick=True, log=lambda m: None)
     assert asked == [(10, 1)]
 
+
+
+def test_embedding_probe_learns_on_the_auxiliary_people_and_is_reused(tmp_path):
+    """The embedding term's probe: off by default; else a logistic regression on a recogniser's descriptors of
+    the auxiliaries' renderer people (the SAN's matcher, or one trained here on those people), kept and
+    reused; its held-out people's gender is read above chance."""
+    assert san.make_config().embedding_weight == 0.0 and san.make_config().embedding_matcher == "aux"
+    assert san.embedding_probe(san.make_config(), tmp_path, tmp_path, print) is None
+    base = {"embedding_weight": 1.0, "aux_ids_per_cell": 30, "aux_images": 2, "size": 64}
+    cfg = san.make_config(overrides={**base, "embedding_matcher": "matcher"})
+    data = san.build_aux_set(cfg, tmp_path / "aux", lambda m: None)
+    logs = []
+    probe = san.embedding_probe(cfg, data, tmp_path, logs.append)
+    assert probe["matcher"] == "world-recognizer" and probe["images"] == 360
+    assert len(probe["coef"]) == 128  # the world recogniser's descriptor
+    assert probe["held_out_accuracy"] > 0.55 and "held-out accuracy" in logs[0]
+    assert san.embedding_probe(cfg, data, tmp_path, logs.append) == probe and len(logs) == 1  # reused
+    assert san._san_params(cfg, 0, "x")["embedding_weight"] == 1.0
+    # "aux": a recogniser trained on the auxiliaries' people reads the descriptors instead
+    runs = tmp_path / "runs"
+    cfg = san.make_config(overrides={**base, "aux_recognizer_epochs": 1})
+    probe = san.embedding_probe(cfg, data, runs, logs.append)
+    assert probe["matcher"] == f"torch:{runs / 'aux-recognizer' / 'backbone.safetensors'}"
+    assert len(probe["coef"]) == 128 and (runs / "aux-recognizer" / "aux_settings.json").is_file()
+    assert "auxiliary recogniser" in logs[1] and "held-out accuracy" in logs[2]

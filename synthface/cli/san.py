@@ -53,6 +53,11 @@ def _threads(n: int) -> None:
 @click.option("--gender-weight", type=NONNEGATIVE, default=1.0, show_default=True)
 @click.option("--rec-weight", type=NONNEGATIVE, default=1.0, show_default=True)
 @click.option("--matcher-weight", type=NONNEGATIVE, default=8.0, show_default=True)
+@click.option("--embedding-weight", type=NONNEGATIVE, default=0.0, show_default=True,
+              help="gender term on the matcher's descriptors (a logistic probe learnt on the training faces); "
+                   "0: off, as published")
+@click.option("--embedding-matcher", default=None,
+              help="recogniser whose descriptors the embedding term reads (a matcher spec) [default: --matcher]")
 @click.option("--lr", type=POSITIVE, default=2e-4, show_default=True)
 @click.option("--batch", type=POSITIVE_INT, default=8, show_default=True)
 @click.option("--no-augment", is_flag=True, help="no horizontal flips")
@@ -66,8 +71,8 @@ def _threads(n: int) -> None:
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--threads", type=NONNEG_INT, default=0, show_default=True, help="torch CPU threads (0: torch's default)")
 def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channels, dec_channels, pretrain_epochs,
-              epochs, matcher_start, gender_weight, rec_weight, matcher_weight, lr, batch, no_augment, members, rule,
-              work_dir, seed, device, threads):
+              epochs, matcher_start, gender_weight, rec_weight, matcher_weight, embedding_weight, embedding_matcher, lr,
+              batch, no_augment, members, rule, work_dir, seed, device, threads):
     """Train a Semi-Adversarial Network (or an ensemble) that hides gender and keeps faces matchable."""
     from ..methods.san import SemiAdversarialNet
     from ..methods.san_ensemble import SANEnsemble
@@ -80,7 +85,8 @@ def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channel
         params = dict(size=size or int(images.shape[1]), rgb=rgb, layout=layout, enc_channels=_widths(enc_channels),
                       dec_channels=_widths(dec_channels), gender_classifier=classifiers[0], matcher=matcher,
                       pretrain_epochs=pretrain_epochs, epochs=epochs, matcher_start=matcher_start,
-                      gender_weight=gender_weight, rec_weight=rec_weight, matcher_weight=matcher_weight, lr=lr,
+                      gender_weight=gender_weight, rec_weight=rec_weight, matcher_weight=matcher_weight,
+                      embedding_weight=embedding_weight, embedding_matcher=embedding_matcher, lr=lr,
                       batch_size=batch, augment=not no_augment, seed=seed, device=device, work_dir=work_dir)
         _log(f"{len(images)} faces of {len(set(t['identity'].tolist()))} identities, {images.shape[1]}px; "
              f"{int((t['gender'] == 0).sum())} female, {int((t['gender'] == 1).sum())} male")

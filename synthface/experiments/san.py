@@ -69,6 +69,14 @@ class SANExperimentConfig:
     gender_weight: float = 1.0
     rec_weight: float = 1.0
     matcher_weight: float = 8.0
+    # gender term on the matcher's descriptors (methods.san; 0 = as published): its logistic probe is learnt on
+    # the auxiliaries' faces (the renderer people by default), so the fresh judges stay unseen
+    embedding_weight: float = 0.0
+    # whose descriptors that term reads: "aux" a recogniser trained here on the auxiliaries' renderer people
+    # (the world recogniser holds gender only weakly: a linear probe reads it at ~0.69 on renderer people, the
+    # unseen audit recogniser at ~0.86), "matcher" the SAN's matcher, or any matcher spec
+    embedding_matcher: str = "aux"
+    aux_recognizer_epochs: int = 12
     lr: float = 2e-4
     batch: int = 8
     matcher: str = "world-recognizer"
@@ -225,12 +233,72 @@ def _san_params(cfg: SANExperimentConfig, seed: int, aux_spec: str) -> dict:
                 dec_channels=list(cfg.dec_channels), gender_classifier=aux_spec, matcher=cfg.matcher,
                 pretrain_epochs=cfg.pretrain_epochs, epochs=cfg.epochs, matcher_start=cfg.matcher_start,
                 gender_weight=cfg.gender_weight, rec_weight=cfg.rec_weight, matcher_weight=cfg.matcher_weight,
-                lr=cfg.lr, batch_size=cfg.batch, augment=True, seed=seed, device="cpu")
+                embedding_weight=cfg.embedding_weight, lr=cfg.lr, batch_size=cfg.batch, augment=True, seed=seed,
+                device="cpu")
 
 
-def train_sans(cfg: SANExperimentConfig, train: Path, aux: list[dict], runs: Path, log: Callable):
+def aux_recognizer(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callable) -> Optional[str]:
+    """The embedding term's recogniser as a matcher spec: with embedding_matcher "aux", one trained here on
+    the auxiliaries' people (the pretrain experiment's recipe: world-recognizer backbone, 128-d ArcFace, strong
+    augmentation), kept in runs/aux-recognizer and reused when its settings match; None for the SAN's matcher."""
+    if cfg.embedding_weight <= 0 or cfg.embedding_matcher == "matcher":
+        return None
+    if cfg.embedding_matcher != "aux":
+        return cfg.embedding_matcher
+    from ..train.recognition import RecognitionConfig, train_recognition
+    run = runs / "aux-recognizer"
+    rc = RecognitionConfig(data=str(data), out=str(run), backbone="world-recognizer", loss="arcface", scale=32.0,
+                           embedding_dim=128, epochs=cfg.aux_recognizer_epochs, batch=64, lr=0.1, held_out=0.1,
+                           augment="strong", seed=cfg.seed, device="cpu")
+    side = run / "aux_settings.json"
+    if not ((run / "backbone.safetensors").is_file() and side.is_file()
+            and json.loads(side.read_text()) == asdict(rc)):
+        shutil.rmtree(run, ignore_errors=True)
+        res = train_recognition(rc, log=lambda m: None, progress=False)
+        write_json_atomic(side, asdict(rc))
+        log(f"auxiliary recogniser for the embedding term: held-out verification accuracy "
+            f"{res['val_accuracy']:.3f}")
+    return f"torch:{run / 'backbone.safetensors'}"
+
+
+def embedding_probe(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callable) -> Optional[dict]:
+    """The gender probe of the embedding term (embedding_weight > 0): a logistic regression on the matcher's
+    descriptors of the auxiliaries' faces, with its accuracy on a fifth of their people held out; kept in
+    runs/embedding_probe.json and reused when its settings match. None when the term is off."""
+    if cfg.embedding_weight <= 0:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    from ..methods.san import descriptors, fit_embedding_probe
+    from ..methods.san_aux import load_matcher
+    from ..methods.san_privacy import face_table, read_images
+    spec = aux_recognizer(cfg, data, runs, log) or cfg.matcher
+    settings = {"data": str(data), "matcher": spec, "size": cfg.size, "rgb": cfg.rgb, "seed": cfg.seed}
+    if spec.startswith("torch:") and Path(spec[6:]).is_file():  # a retrained recogniser is a new probe
+        settings["weights_mtime"] = Path(spec[6:]).stat().st_mtime
+    path = runs / "embedding_probe.json"
+    if path.is_file() and json.loads(path.read_text())["settings"] == settings:
+        return json.loads(path.read_text())
+    t = face_table(data)
+    images, codes = read_images(t["root"], t["paths"], cfg.size), np.asarray(t["gender"])
+    mat = load_matcher(spec, "arcface")
+    held = np.isin(t["identity"], np.unique(t["identity"])[::5])  # every fifth person
+    D = descriptors(mat, images, cfg.rgb)
+    acc = float(LogisticRegression(C=1.0, max_iter=2000).fit(D[~held], codes[~held]).score(D[held], codes[held]))
+    coef, intercept = fit_embedding_probe(mat, images, codes, cfg.rgb, cfg.seed)
+    probe = {"settings": settings, "coef": coef.tolist(), "intercept": intercept, "held_out_accuracy": acc,
+             "images": len(images), "matcher": spec}
+    write_json_atomic(path, probe)
+    log(f"embedding gender probe on {spec}'s descriptors of {len(images)} auxiliary faces: held-out "
+        f"accuracy {acc:.3f}")
+    return probe
+
+
+def train_sans(cfg: SANExperimentConfig, train: Path, aux: list[dict], runs: Path, log: Callable,
+               probe: Optional[dict] = None):
     """(single SAN, ensemble): member i trains against aux[i % len(aux)] with seed + i; member 0 is the single
-    SAN. Each member is kept as runs/member{i}.san with its settings, and reused when they match."""
+    SAN. Each member is kept as runs/member{i}.san with its settings, and reused when they match. probe: the
+    embedding term's (embedding_probe), given to every member."""
     from ..methods.san import SemiAdversarialNet
     from ..methods.san_ensemble import SANEnsemble
     from ..methods.san_privacy import face_table, read_images
@@ -239,15 +307,19 @@ def train_sans(cfg: SANExperimentConfig, train: Path, aux: list[dict], runs: Pat
     members, seconds = [], []
     for i in range(cfg.members):
         params = _san_params(cfg, cfg.seed + i, aux[i % len(aux)]["spec"])
+        side_settings = {**params, **({"probe": probe["settings"]} if probe else {})}
         path, side = runs / f"member{i}.san", runs / f"member{i}.json"
-        if path.is_file() and side.is_file() and json.loads(side.read_text()) == params:
+        if path.is_file() and side.is_file() and json.loads(side.read_text()) == side_settings:
             m = SemiAdversarialNet.load(path)
         else:
             log(f"training SAN member {i} against auxiliary classifier {i % len(aux)} ({len(images)} faces, "
                 f"{cfg.size}px)")
-            m = SemiAdversarialNet(**params).fit(images, t["gender"], log=lambda s: None)
+            m = SemiAdversarialNet(**params).fit(
+                images, t["gender"], log=lambda s: None,
+                embedding_probe=(np.asarray(probe["coef"], np.float32), probe["intercept"]) if probe else None,
+                embedding_matcher=probe["matcher"] if probe else None)
             m.save(path)
-            write_json_atomic(side, params)
+            write_json_atomic(side, side_settings)
         last = [h for h in m.history_ if h["stage"] == "san"][-1]
         log(f"member {i}: {m.fit_seconds_:.0f}s; last epoch gender CE same {last['gender_same']:.3f} opposite "
             f"{last['gender_opposite']:.3f}, L1 {last['rec']:.4f}, match {last['match']:.4f}")
@@ -378,6 +450,17 @@ def _aux_line(k: int, a: dict, cfg: dict) -> str:
     return f"aux{k}: {net} trained on {on}, {a['variant']}, held-out accuracy {100 * a['val_accuracy']:.1f} %"
 
 
+def _embedding_line(cfg: dict, info: dict) -> str:
+    if not cfg.get("embedding_weight"):
+        return "Embedding-space gender term: off (as published).\n"
+    p = info.get("embedding_probe", {})
+    return (f"Embedding-space gender term (synthface's addition), weight {cfg['embedding_weight']:g}: a logistic "
+            f"probe on {p.get('matcher', cfg['matcher'])}'s descriptors of the {p.get('images', '?')} auxiliary "
+            f"faces (held-out "
+            f"accuracy {100 * p.get('held_out_accuracy', float('nan')):.1f} %); the judges' logistic regression is "
+            "a fresh one on another recogniser's embeddings.\n")
+
+
 def report_markdown(res: dict) -> str:
     cfg, info, aux = res["config"], res["info"], res["aux"]
     v = res["verdict"]
@@ -398,6 +481,7 @@ def report_markdown(res: dict) -> str:
           + "; ".join(_aux_line(k, a, cfg) for k, a in enumerate(aux))
           + f". Ensemble: {cfg['members']} members, release rule "
           f"`{cfg['rule']}` (synthface.methods.san_ensemble).\n",
+          _embedding_line(cfg, info),
           "## Done-when check (single SAN, opposite prototype)\n",
           f"Smallest error increase of an unseen gender classifier: **{100 * v['min_error_increase']:+.1f} points** "
           f"(target >= +20: {'met' if v['privacy_met'] else 'NOT met'}); unseen matcher (world-audit) TMR at FMR "
@@ -455,7 +539,8 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
         else train
     t_data = time.perf_counter() - t0
     aux = train_aux(cfg, aux_data, runs, log)
-    single, ens, member_seconds = train_sans(cfg, train, aux, runs, log)
+    probe = embedding_probe(cfg, aux_data, runs, log)
+    single, ens, member_seconds = train_sans(cfg, train, aux, runs, log, probe)
     t_train = time.perf_counter() - t0 - t_data
     conds = evaluate_conditions(cfg, test, single, ens, aux, out, log)
     from ..methods.san_privacy import contact_sheet, face_table, read_images
@@ -471,6 +556,8 @@ def run(out, quick: bool = False, overrides: Optional[dict] = None, log: Callabl
                        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__} with {torch.get_num_threads()} thread(s)"}
     command = "synthface experiment san --out " + str(out) + (" --quick" if quick else "") + "".join(
         f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
+    if probe:
+        info["embedding_probe"] = {k: probe[k] for k in ("held_out_accuracy", "images", "matcher")}
     res = {"experiment": "san", "command": command, "config": asdict(cfg), "info": info, "aux": aux,
            "conditions": conds, "conditions_order": list(conds), "verdict": verdict(conds, aux),
            "verdict_ensemble": verdict(conds, aux, "ensemble")}

@@ -18,6 +18,12 @@ and §6 (acceptance). What is reproduced, and the project's choices ([D] there):
   `pretrain_epochs` of reconstruction alone (same prototype) come first, as the shipped autoencoder was;
 * both auxiliary networks are frozen and differentiable (synthface.methods.san_aux); the matcher sees the
   input in the model's colour mode (grey replicated to RGB when rgb=False), as the original's grey VGG-Face.
+* [D] an optional embedding-space auxiliary, not in the paper (`embedding_weight` > 0): a linear gender probe
+  on the matcher's L2-normalised descriptors, with the same two cross-entropies as the image classifier
+  (same output keeps its gender, opposite output takes the other). Why: a fresh logistic regression on an
+  unseen recogniser's embeddings still reads gender from faces that image classifiers no longer can
+  (docs/experiments.md); the image term alone leaves the descriptor's gender direction untouched. The probe
+  is given to `fit` (e.g. learnt on real faces) or else learnt there on the training faces' descriptors.
 
 Images are uint8 [N, S, S, 3] RGB in and out, like the rest of synthface (a grey model's output is
 replicated into three channels). `layout` says how they are framed (ArcFace crops, as synthface datasets
@@ -178,14 +184,21 @@ class SANObjective(nn.Module):
 
     def __init__(self, net: SANAutoencoder, prototypes: torch.Tensor, classifier, matcher, mode: str = "san",
                  gender_weight: float = 1.0, rec_weight: float = 1.0, matcher_weight: float = 8.0,
-                 matcher_start: int = 5):
+                 matcher_start: int = 5, embedding_weight: float = 0.0, probe: Optional[tuple] = None,
+                 embedder=None):
         super().__init__()
         self.net = net
         self.register_buffer("prototypes", prototypes, persistent=False)
-        self._aux = [classifier, matcher]
+        self._aux = [classifier, matcher, embedder if embedder is not None else matcher]
         self.mode = mode
         self.gender_weight, self.rec_weight = float(gender_weight), float(rec_weight)
         self.matcher_weight, self.matcher_start = float(matcher_weight), int(matcher_start)
+        self.embedding_weight = float(embedding_weight)
+        if self.embedding_weight > 0 and probe is None:
+            raise SynthfaceError("embedding_weight > 0 needs a gender probe on the matcher's descriptors")
+        # (coefficients [D], intercept) of P(male) = sigmoid(d . w + b), frozen
+        self._probe = None if probe is None else (torch.as_tensor(probe[0], dtype=torch.float32).flatten(),
+                                                   torch.as_tensor(probe[1], dtype=torch.float32).reshape(()))
 
     def matcher_on(self, epoch: int) -> bool:
         """The official schedule: no matcher term in the first `matcher_start` epochs (0-based epoch < start)."""
@@ -201,23 +214,37 @@ class SANObjective(nn.Module):
             rec = (x - x_sm).abs().mean()
             return rec, {"rec": rec.detach()}
         x_sm, x_op = self.net(x, same, [opp])
-        clf, matcher = self._aux
-        for m in (clf, matcher):
+        clf, matcher, embedder = self._aux
+        for m in (clf, matcher, embedder):
             if m is not None and next(m.parameters()).device != x.device:
                 m.to(x.device)
         g_sm = F.cross_entropy(clf(x_sm), y)
         g_op = F.cross_entropy(clf(x_op), 1 - y)
         rec = (x - x_sm).abs().mean()
         loss = self.gender_weight * (g_sm + g_op) + self.rec_weight * rec
-        match = torch.zeros((), device=x.device)
+        zero = torch.zeros((), device=x.device)
+        match, e_sm, e_op = zero, zero, zero
+        embed_on = self.embedding_weight > 0
+        if self.matcher_on(epoch) or embed_on:
+            d_sm, d_op = matcher(x_sm), matcher(x_op)  # one pass serves both terms when the embedder is the matcher
+        if embed_on:
+            w, b = (t.to(x.device) for t in self._probe)
+            yf = y.float()
+            s_sm, s_op = (d_sm, d_op) if embedder is matcher else (embedder(x_sm), embedder(x_op))
+            e_sm = F.binary_cross_entropy_with_logits(s_sm @ w + b, yf)
+            e_op = F.binary_cross_entropy_with_logits(s_op @ w + b, 1 - yf)
+            loss = loss + self.embedding_weight * (e_sm + e_op)
         if self.matcher_on(epoch):
             with torch.no_grad():
                 r_x = matcher(x)
-            mean_desc = (matcher(x_sm) + matcher(x_op)) / 2
+            mean_desc = (d_sm + d_op) / 2
             match = (mean_desc - r_x).pow(2).sum()  # the original's sum reduction (over batch and descriptor)
             loss = loss + self.matcher_weight * match
-        return loss, {"gender_same": g_sm.detach(), "gender_opposite": g_op.detach(), "rec": rec.detach(),
-                      "match": match.detach(), "matcher_on": float(self.matcher_on(epoch))}
+        out = {"gender_same": g_sm.detach(), "gender_opposite": g_op.detach(), "rec": rec.detach(),
+               "match": match.detach(), "matcher_on": float(self.matcher_on(epoch))}
+        if embed_on:
+            out.update(embedding_same=e_sm.detach(), embedding_opposite=e_op.detach())
+        return loss, out
 
 
 def _epoch_history(log_path: Path, stage: str) -> list[dict]:
@@ -253,6 +280,11 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
       pretrain_epochs: epochs of reconstruction alone (same prototype) before the SAN objective.
       epochs: epochs of the SAN objective; matcher_start: its epochs without the matcher term (official 5).
       gender_weight, rec_weight, matcher_weight: weights of the gender, L1 and matcher terms (1, 1, 8).
+      embedding_weight: weight of the gender term on the matcher's descriptors (0: off, as published; see the
+        module docstring); its probe is fit's `embedding_probe`, else a logistic regression learnt in fit on the
+        training faces' descriptors.
+      embedding_matcher: the recogniser whose descriptors that term reads (a matcher spec; None: the matcher).
+        One that holds gender more linearly than the matcher does gives the term more to remove.
       lr, batch_size: Adam's learning rate and the batch (official 2e-4 and 8; the matcher term is a sum
         over the batch, so its scale follows the batch size as in the original).
       augment: random horizontal flips; seed, device ("auto", "cpu", "cuda").
@@ -263,8 +295,9 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
                  enc_channels: Sequence[int] = (8, 12), dec_channels: Sequence[int] = (256, 128),
                  gender_classifier: Optional[str] = "world-attributes", matcher: Optional[str] = "world-recognizer",
                  pretrain_epochs: int = 1, epochs: int = 20, matcher_start: int = 5, gender_weight: float = 1.0,
-                 rec_weight: float = 1.0, matcher_weight: float = 8.0, lr: float = 2e-4, batch_size: int = 8,
-                 augment: bool = True, seed: int = 0, device: str = "auto", work_dir: Optional[str] = None):
+                 rec_weight: float = 1.0, matcher_weight: float = 8.0, embedding_weight: float = 0.0,
+                 embedding_matcher: Optional[str] = None, lr: float = 2e-4, batch_size: int = 8, augment: bool = True,
+                 seed: int = 0, device: str = "auto", work_dir: Optional[str] = None):
         self.size = size
         self.rgb = rgb
         self.layout = layout
@@ -278,6 +311,8 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         self.gender_weight = gender_weight
         self.rec_weight = rec_weight
         self.matcher_weight = matcher_weight
+        self.embedding_weight = embedding_weight
+        self.embedding_matcher = embedding_matcher
         self.lr = lr
         self.batch_size = batch_size
         self.augment = augment
@@ -299,7 +334,7 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 0:
                 raise SynthfaceError(f"{name} must be an integer >= 0, got {v!r}")
-        for name in ("gender_weight", "rec_weight", "matcher_weight", "lr"):
+        for name in ("gender_weight", "rec_weight", "matcher_weight", "embedding_weight", "lr"):
             v = getattr(self, name)
             if not isinstance(v, (int, float, np.number)) or not math.isfinite(v) or v < 0:
                 raise SynthfaceError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -321,9 +356,13 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
                     meta={"stage": objective.mode, "images": len(data), "size": int(self.size)})
         return _epoch_history(trainer.log_path, objective.mode)
 
-    def fit(self, images, gender, classifier=None, matcher=None, log: Optional[Callable[[str], None]] = None):
+    def fit(self, images, gender, classifier=None, matcher=None, embedding_probe=None, embedding_matcher=None,
+            log: Optional[Callable[[str], None]] = None):
         """Train on uint8 [N, S, S, 3] faces with gender labels (female/male or 0/1). classifier / matcher:
-        loaded auxiliary networks (GenderClassifier / Matcher, or specs), else the constructor's specs."""
+        loaded auxiliary networks (GenderClassifier / Matcher, or specs), else the constructor's specs.
+        embedding_probe: (coefficients [D], intercept) of a logistic P(male) on the matcher's L2-normalised
+        descriptors, used when embedding_weight > 0 (default: learnt here on the training faces);
+        embedding_matcher: a loaded Matcher (or spec) for that term instead of the constructor's."""
         self._check_params()
         images = check_images(images, int(self.size))
         codes = gender_codes(gender, len(images))
@@ -331,8 +370,15 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         clf = load_gender_classifier(classifier if classifier is not None else self._spec("gender_classifier"),
                                      self.layout) if self.epochs else None
         mat = None
-        if self.matcher_weight > 0 and self.epochs > self.matcher_start:
+        embed = self.embedding_weight > 0 and self.epochs > 0
+        if (self.matcher_weight > 0 and self.epochs > self.matcher_start) or embed:
             mat = load_matcher(matcher if matcher is not None else self._spec("matcher"), self.layout)
+        probe, emb = None, None
+        if embed:
+            spec = embedding_matcher if embedding_matcher is not None else self.embedding_matcher
+            emb = mat if spec is None else load_matcher(spec, self.layout)
+            probe = (check_probe(embedding_probe, emb, images) if embedding_probe is not None
+                     else fit_embedding_probe(emb, images, codes, bool(self.rgb), int(self.seed)))
         net = self._new_net()
         data = SANData(images, codes, bool(self.rgb), bool(self.augment), int(self.seed))
         t0 = time.perf_counter()
@@ -344,14 +390,19 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
             if self.pretrain_epochs:
                 obj = SANObjective(net, torch.from_numpy(protos[:2]), None, None, "pretrain", **kw)
                 history += self._train_stage(obj, data, int(self.pretrain_epochs), work / "pretrain", log)
-            obj = SANObjective(net, torch.from_numpy(protos[:2]), clf, mat, "san", **kw)
+            obj = SANObjective(net, torch.from_numpy(protos[:2]), clf, mat, "san", **kw,
+                               embedding_weight=self.embedding_weight if embed else 0.0, probe=probe,
+                               embedder=emb)
             history += self._train_stage(obj, data, int(self.epochs), work / "san", log)
         self.fit_seconds_ = time.perf_counter() - t0
         self.net_ = net.cpu().eval().requires_grad_(False)
         self.prototypes_ = protos
         self.counts_ = counts
         self.history_ = history
-        self.aux_ = {"gender_classifier": getattr(clf, "spec", None), "matcher": getattr(mat, "spec", None)}
+        self.aux_ = {"gender_classifier": getattr(clf, "spec", None), "matcher": getattr(mat, "spec", None),
+                     "embedding_matcher": getattr(emb, "spec", None)}
+        if probe is not None:
+            self.embedding_probe_ = (np.asarray(probe[0], np.float32), float(probe[1]))
         return self
 
     def _spec(self, name: str):
@@ -413,6 +464,9 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         self._check_fitted()
         t = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
         t["prototypes"] = torch.from_numpy(np.ascontiguousarray(self.prototypes_))
+        if hasattr(self, "embedding_probe_"):
+            t["embedding_probe.coef"] = torch.from_numpy(np.ascontiguousarray(self.embedding_probe_[0]))
+            t["embedding_probe.intercept"] = torch.tensor([self.embedding_probe_[1]], dtype=torch.float32)
         return t
 
     @classmethod
@@ -425,6 +479,9 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
             raise SynthfaceError(f"{where}: weights do not match the stored configuration ({e})") from None
         est.net_.eval().requires_grad_(False)
         est.prototypes_ = tensors["prototypes"].numpy()
+        if "embedding_probe.coef" in tensors:
+            est.embedding_probe_ = (tensors["embedding_probe.coef"].numpy(),
+                                    float(tensors["embedding_probe.intercept"][0]))
         est.counts_ = meta["counts"]
         est.history_ = meta.get("history", [])
         est.aux_ = meta.get("aux", {})
@@ -445,6 +502,36 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         """Read a file written by save(); never executes code from it."""
         meta, tensors = read_safetensors(path, FORMAT_NAME, "SemiAdversarialNet")
         return cls.from_state(json.loads(meta["config"]), tensors, str(path))
+
+
+@torch.no_grad()
+def descriptors(matcher, images: np.ndarray, rgb: bool, batch: int = 64) -> np.ndarray:
+    """The matcher's L2-normalised descriptors of uint8 faces, seen in the SAN's colour mode."""
+    return np.concatenate([matcher(to_unit(images[s:s + batch], rgb)).numpy()
+                           for s in range(0, len(images), batch)]).astype(np.float32)
+
+
+def fit_embedding_probe(matcher, images: np.ndarray, codes: np.ndarray, rgb: bool, seed: int = 0) -> tuple:
+    """(coefficients, intercept) of a logistic regression P(male | descriptor) on these faces."""
+    from sklearn.linear_model import LogisticRegression
+    lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(descriptors(matcher, images, rgb), codes)
+    return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+
+
+def check_probe(probe, matcher, images: np.ndarray) -> tuple:
+    """A given (coefficients [D], intercept) pair, checked against the matcher's descriptor width."""
+    try:
+        coef, intercept = probe
+        coef, intercept = np.asarray(coef, np.float32).ravel(), float(intercept)
+    except (TypeError, ValueError):
+        raise SynthfaceError("embedding_probe must be a pair (coefficients [D], intercept) of a logistic "
+                             "regression on the matcher's descriptors") from None
+    with torch.no_grad():
+        width = int(matcher(to_unit(images[:1], True)).shape[1])
+    if len(coef) != width:
+        raise SynthfaceError(f"embedding_probe has {len(coef)} coefficients but the matcher's descriptors have "
+                             f"{width}; learn the probe on this matcher's descriptors")
+    return coef, intercept
 
 
 def read_safetensors(path, format_name: str, what: str) -> tuple[dict, dict]:

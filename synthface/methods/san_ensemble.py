@@ -52,10 +52,11 @@ class SANEnsemble(BaseEstimator):
         if not isinstance(self.n_members, (int, np.integer)) or self.n_members < 1:
             raise SynthfaceError(f"n_members must be a positive integer, got {self.n_members!r}")
 
-    def fit(self, images, gender, classifiers: Optional[Sequence] = None, matcher=None,
-            log: Optional[Callable[[str], None]] = None) -> "SANEnsemble":
+    def fit(self, images, gender, classifiers: Optional[Sequence] = None, matcher=None, embedding_probe=None,
+            embedding_matcher=None, log: Optional[Callable[[str], None]] = None) -> "SANEnsemble":
         """classifiers: loaded GenderClassifiers (or specs), one per member or cycled; default the
-        constructor's `classifiers`, else the base's gender_classifier for every member."""
+        constructor's `classifiers`, else the base's gender_classifier for every member. embedding_probe,
+        embedding_matcher: passed to every member (SemiAdversarialNet.fit)."""
         self._check_params()
         base = dict(self.base or {})
         clfs = list(classifiers if classifiers is not None else (self.classifiers or [base.get(
@@ -70,7 +71,8 @@ class SANEnsemble(BaseEstimator):
             if log:
                 log(f"ensemble member {i + 1}/{self.n_members}: classifier {spec}, seed {params['seed']}")
             self.members_.append(SemiAdversarialNet(**params).fit(images, gender, classifier=clf, matcher=matcher,
-                                                                  log=log))
+                                                                  embedding_probe=embedding_probe,
+                                                                  embedding_matcher=embedding_matcher, log=log))
         return self
 
     def _check_fitted(self) -> None:
