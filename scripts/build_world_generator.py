@@ -18,6 +18,9 @@ The defaults are the shipped CPU build's schedule; on a GPU a larger --kimg does
 20,000,000+, a range no evaluation uses): the shipped generator's own faces cover those cells' renderer
 people least (docs/benchmarks.md), and more of their variety to learn from is the lever left once the
 sampling side is ruled out; the population stays biased (group3/male remains the largest cell).
+--resume-from DIR seeds a new run directory with a committed training state (checkpoint.pt and log.jsonl, as
+`--save-state DIR` writes them): the run directories under runs/ do not survive a fresh clone, and the
+from-scratch build takes several sessions (issue 25; scripts/world_generator_v2/ holds its state).
 --no-ship trains (and resumes) without touching the shipped assets; assess a snapshot with
 `synthface world assess --network ...` and scripts/measure_generator_coverage.py --network ....
 """
@@ -59,6 +62,18 @@ def write_training_set(workdir: Path, identities: int, images: int, extra_rare: 
         write_image_folder(cell, root / f"{group}_{gender}", extra_rare, images, DATASET["size"],
                            first_identity=EXTRA_FIRST + k * 1_000_000, workers=workers)
     return root
+
+
+def copy_state(src: Path, dst: Path) -> None:
+    """checkpoint.pt and log.jsonl from src to dst, each written whole (a copy, then a rename)."""
+    if not (src / "checkpoint.pt").is_file():
+        raise click.ClickException(f"{src} holds no checkpoint.pt to copy")
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoint.pt", "log.jsonl"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / f"{name}.tmp")
+            (dst / f"{name}.tmp").replace(dst / name)
+    click.echo(f"training state copied from {src} to {dst}")
 
 
 def config(data: Path, run: Path, kimg: float, lr: float = 0.0025) -> TrainConfig:
@@ -131,11 +146,20 @@ def extra_text(data: dict) -> str:
 @click.option("--render-workers", default=1, show_default=True, help="processes rendering the training set")
 @click.option("--keep-snapshots", is_flag=True, help="keep every 10-kimg snapshot, to compare them afterwards")
 @click.option("--skip-training", is_flag=True, help="export and assess the run's latest snapshot as it is")
+@click.option("--resume-from", type=click.Path(file_okay=False), default=None,
+              help="a saved training state (checkpoint.pt, log.jsonl) to start from when the run has none")
+@click.option("--save-state", type=click.Path(file_okay=False), default=None,
+              help="copy the run's training state there and stop (to commit it)")
 def main(workdir, identities, images, extra_rare, ship, assets, kimg, finetune_kimg, finetune_lr, threads,
-         render_workers, keep_snapshots, skip_training):
+         render_workers, keep_snapshots, skip_training, resume_from, save_state):
     workdir, assets = Path(workdir), Path(assets)
-    data = write_training_set(workdir, identities, images, extra_rare, render_workers)
     run = workdir / "stylegan2"
+    if save_state:
+        copy_state(run, Path(save_state))
+        return
+    data = write_training_set(workdir, identities, images, extra_rare, render_workers)
+    if resume_from and not (run / "checkpoint.pt").exists():
+        copy_state(Path(resume_from), run)
     # At the full rate the samples stopped improving (the CPU build plateaued from ~680 kimg);
     # going on at a lower rate lets G settle, which sharpens the cues the classifiers read.
     phases = [(kimg, 0.0025)] + ([(kimg + finetune_kimg, finetune_lr)] if finetune_kimg > 0 else [])
