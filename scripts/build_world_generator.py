@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 
 import click
-
+import torch
 from safetensors import safe_open
 
 from synthface.generator import load_generator
@@ -65,14 +65,19 @@ def write_training_set(workdir: Path, identities: int, images: int, extra_rare: 
 
 
 def copy_state(src: Path, dst: Path) -> None:
-    """checkpoint.pt and log.jsonl from src to dst, each written whole (a copy, then a rename)."""
+    """checkpoint.pt and log.jsonl from src to dst, each written whole (a copy, then a rename); the log is cut
+    at the checkpoint (training runs on past the last checkpoint, and a resumed run logs those steps again)."""
     if not (src / "checkpoint.pt").is_file():
         raise click.ClickException(f"{src} holds no checkpoint.pt to copy")
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("checkpoint.pt", "log.jsonl"):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / f"{name}.tmp")
-            (dst / f"{name}.tmp").replace(dst / name)
+    nimg = int(torch.load(src / "checkpoint.pt", map_location="cpu", weights_only=True)["nimg"])
+    shutil.copyfile(src / "checkpoint.pt", dst / "checkpoint.pt.tmp")
+    (dst / "checkpoint.pt.tmp").replace(dst / "checkpoint.pt")
+    if (src / "log.jsonl").is_file():
+        rows = [r for r in (src / "log.jsonl").read_text().splitlines() if r.strip()]
+        kept = [r for r in rows if json.loads(r).get("nimg", 0) <= nimg]
+        (dst / "log.jsonl.tmp").write_text("".join(r + "\n" for r in kept))
+        (dst / "log.jsonl.tmp").replace(dst / "log.jsonl")
     click.echo(f"training state copied from {src} to {dst}")
 
 

@@ -173,6 +173,28 @@ def test_embedding_probe_is_learnt_on_the_training_faces_when_not_given():
         _small(embedding_weight=-1.0).fit(x, g, classifier=clf, matcher=mat)
 
 
+def test_matcher_target_each_holds_every_output_and_is_never_looser_than_the_mean():
+    clf, mat = _aux()
+    x, g = _faces(4)
+    batch = {"image": torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, "gender": torch.from_numpy(g),
+             "epoch": torch.full((4,), 3)}
+    terms = {}
+    for target in ("mean", "each"):
+        torch.manual_seed(0)
+        net = SANAutoencoder(rgb=True, dec_channels=(8, 8))
+        obj = SANObjective(net, torch.rand(2, 3, S, S), clf, mat, matcher_start=0, matcher_target=target)
+        terms[target] = float(obj(batch)[1]["match"])
+        with torch.no_grad():
+            x_sm, x_op = net(batch["image"], obj.prototypes[batch["gender"]], [obj.prototypes[1 - batch["gender"]]])
+            r = mat(batch["image"])
+            a, b = (mat(x_sm) - r).pow(2).sum(), (mat(x_op) - r).pow(2).sum()
+            expect = (a + b) / 2 if target == "each" else ((mat(x_sm) + mat(x_op)) / 2 - r).pow(2).sum()
+        assert terms[target] == pytest.approx(float(expect), rel=1e-5)
+    assert terms["each"] >= terms["mean"] > 0
+    with pytest.raises(SynthfaceError, match="matcher_target must be one of mean, each"):
+        _small(matcher_target="both").fit(x, g, classifier=clf, matcher=mat)
+
+
 def test_bad_input_messages(tmp_path):
     x, g = _faces(16)
     clf, mat = _aux()

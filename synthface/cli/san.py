@@ -56,6 +56,8 @@ def _threads(n: int) -> None:
 @click.option("--embedding-weight", type=NONNEGATIVE, default=0.0, show_default=True,
               help="gender term on the matcher's descriptors (a logistic probe learnt on the training faces); "
                    "0: off, as published")
+@click.option("--matcher-target", type=click.Choice(["mean", "each"]), default="mean", show_default=True,
+              help="hold the mean of the two outputs' descriptors to the original's (official), or each one's")
 @click.option("--embedding-matcher", default=None,
               help="recogniser whose descriptors the embedding term reads (a matcher spec) [default: --matcher]")
 @click.option("--lr", type=POSITIVE, default=2e-4, show_default=True)
@@ -71,8 +73,8 @@ def _threads(n: int) -> None:
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--threads", type=NONNEG_INT, default=0, show_default=True, help="torch CPU threads (0: torch's default)")
 def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channels, dec_channels, pretrain_epochs,
-              epochs, matcher_start, gender_weight, rec_weight, matcher_weight, embedding_weight, embedding_matcher, lr,
-              batch, no_augment, members, rule, work_dir, seed, device, threads):
+              epochs, matcher_start, gender_weight, rec_weight, matcher_weight, embedding_weight, embedding_matcher,
+              matcher_target, lr, batch, no_augment, members, rule, work_dir, seed, device, threads):
     """Train a Semi-Adversarial Network (or an ensemble) that hides gender and keeps faces matchable."""
     from ..methods.san import SemiAdversarialNet
     from ..methods.san_ensemble import SANEnsemble
@@ -86,7 +88,8 @@ def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channel
                       dec_channels=_widths(dec_channels), gender_classifier=classifiers[0], matcher=matcher,
                       pretrain_epochs=pretrain_epochs, epochs=epochs, matcher_start=matcher_start,
                       gender_weight=gender_weight, rec_weight=rec_weight, matcher_weight=matcher_weight,
-                      embedding_weight=embedding_weight, embedding_matcher=embedding_matcher, lr=lr,
+                      embedding_weight=embedding_weight, embedding_matcher=embedding_matcher,
+                      matcher_target=matcher_target, lr=lr,
                       batch_size=batch, augment=not no_augment, seed=seed, device=device, work_dir=work_dir)
         _log(f"{len(images)} faces of {len(set(t['identity'].tolist()))} identities, {images.shape[1]}px; "
              f"{int((t['gender'] == 0).sum())} female, {int((t['gender'] == 1).sum())} male")

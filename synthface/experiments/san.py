@@ -76,6 +76,7 @@ class SANExperimentConfig:
     # (the world recogniser holds gender only weakly: a linear probe reads it at ~0.69 on renderer people, the
     # unseen audit recogniser at ~0.86), "matcher" the SAN's matcher, or any matcher spec
     embedding_matcher: str = "aux"
+    matcher_target: str = "mean"      # "each": every output's descriptor held to the original's (methods.san)
     aux_recognizer_epochs: int = 12
     lr: float = 2e-4
     batch: int = 8
@@ -233,8 +234,8 @@ def _san_params(cfg: SANExperimentConfig, seed: int, aux_spec: str) -> dict:
                 dec_channels=list(cfg.dec_channels), gender_classifier=aux_spec, matcher=cfg.matcher,
                 pretrain_epochs=cfg.pretrain_epochs, epochs=cfg.epochs, matcher_start=cfg.matcher_start,
                 gender_weight=cfg.gender_weight, rec_weight=cfg.rec_weight, matcher_weight=cfg.matcher_weight,
-                embedding_weight=cfg.embedding_weight, lr=cfg.lr, batch_size=cfg.batch, augment=True, seed=seed,
-                device="cpu")
+                embedding_weight=cfg.embedding_weight, matcher_target=cfg.matcher_target, lr=cfg.lr,
+                batch_size=cfg.batch, augment=True, seed=seed, device="cpu")
 
 
 def aux_recognizer(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callable) -> Optional[str]:

@@ -53,6 +53,7 @@ FORMAT_NAME = "synthface.methods.san"
 FORMAT_VERSION = 1
 GENDERS = ("female", "male")  # index 0 / 1, as the demo world numbers them
 PROTOTYPES = ("same", "opposite", "neutral")
+MATCHER_TARGETS = ("mean", "each")
 
 
 class SANAutoencoder(nn.Module):
@@ -185,7 +186,7 @@ class SANObjective(nn.Module):
     def __init__(self, net: SANAutoencoder, prototypes: torch.Tensor, classifier, matcher, mode: str = "san",
                  gender_weight: float = 1.0, rec_weight: float = 1.0, matcher_weight: float = 8.0,
                  matcher_start: int = 5, embedding_weight: float = 0.0, probe: Optional[tuple] = None,
-                 embedder=None):
+                 embedder=None, matcher_target: str = "mean"):
         super().__init__()
         self.net = net
         self.register_buffer("prototypes", prototypes, persistent=False)
@@ -194,6 +195,7 @@ class SANObjective(nn.Module):
         self.gender_weight, self.rec_weight = float(gender_weight), float(rec_weight)
         self.matcher_weight, self.matcher_start = float(matcher_weight), int(matcher_start)
         self.embedding_weight = float(embedding_weight)
+        self.matcher_target = matcher_target
         if self.embedding_weight > 0 and probe is None:
             raise SynthfaceError("embedding_weight > 0 needs a gender probe on the matcher's descriptors")
         # (coefficients [D], intercept) of P(male) = sigmoid(d . w + b), frozen
@@ -237,8 +239,11 @@ class SANObjective(nn.Module):
         if self.matcher_on(epoch):
             with torch.no_grad():
                 r_x = matcher(x)
-            mean_desc = (d_sm + d_op) / 2
-            match = (mean_desc - r_x).pow(2).sum()  # the original's sum reduction (over batch and descriptor)
+            if self.matcher_target == "each":  # both outputs near the original (>= the mean's distance)
+                match = ((d_sm - r_x).pow(2).sum() + (d_op - r_x).pow(2).sum()) / 2
+            else:
+                mean_desc = (d_sm + d_op) / 2
+                match = (mean_desc - r_x).pow(2).sum()  # the original's sum reduction (over batch and descriptor)
             loss = loss + self.matcher_weight * match
         out = {"gender_same": g_sm.detach(), "gender_opposite": g_op.detach(), "rec": rec.detach(),
                "match": match.detach(), "matcher_on": float(self.matcher_on(epoch))}
@@ -285,6 +290,9 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         training faces' descriptors.
       embedding_matcher: the recogniser whose descriptors that term reads (a matcher spec; None: the matcher).
         One that holds gender more linearly than the matcher does gives the term more to remove.
+      matcher_target: "mean" (official: the mean of the same- and opposite-prototype outputs' descriptors is held
+        to the original's) or "each" ([D]: each output's is, so the released opposite output cannot drift while
+        the same output makes up for it).
       lr, batch_size: Adam's learning rate and the batch (official 2e-4 and 8; the matcher term is a sum
         over the batch, so its scale follows the batch size as in the original).
       augment: random horizontal flips; seed, device ("auto", "cpu", "cuda").
@@ -296,8 +304,9 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
                  gender_classifier: Optional[str] = "world-attributes", matcher: Optional[str] = "world-recognizer",
                  pretrain_epochs: int = 1, epochs: int = 20, matcher_start: int = 5, gender_weight: float = 1.0,
                  rec_weight: float = 1.0, matcher_weight: float = 8.0, embedding_weight: float = 0.0,
-                 embedding_matcher: Optional[str] = None, lr: float = 2e-4, batch_size: int = 8, augment: bool = True,
-                 seed: int = 0, device: str = "auto", work_dir: Optional[str] = None):
+                 embedding_matcher: Optional[str] = None, matcher_target: str = "mean", lr: float = 2e-4,
+                 batch_size: int = 8, augment: bool = True, seed: int = 0, device: str = "auto",
+                 work_dir: Optional[str] = None):
         self.size = size
         self.rgb = rgb
         self.layout = layout
@@ -313,6 +322,7 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         self.matcher_weight = matcher_weight
         self.embedding_weight = embedding_weight
         self.embedding_matcher = embedding_matcher
+        self.matcher_target = matcher_target
         self.lr = lr
         self.batch_size = batch_size
         self.augment = augment
@@ -321,6 +331,9 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         self.work_dir = work_dir
 
     def _check_params(self) -> None:
+        if self.matcher_target not in MATCHER_TARGETS:
+            raise SynthfaceError(f"matcher_target must be one of {', '.join(MATCHER_TARGETS)}, got "
+                                 f"{self.matcher_target!r}")
         if self.layout not in LAYOUTS:
             raise SynthfaceError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         levels = len(self.enc_channels)
@@ -392,7 +405,7 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
                 history += self._train_stage(obj, data, int(self.pretrain_epochs), work / "pretrain", log)
             obj = SANObjective(net, torch.from_numpy(protos[:2]), clf, mat, "san", **kw,
                                embedding_weight=self.embedding_weight if embed else 0.0, probe=probe,
-                               embedder=emb)
+                               embedder=emb, matcher_target=self.matcher_target)
             history += self._train_stage(obj, data, int(self.epochs), work / "san", log)
         self.fit_seconds_ = time.perf_counter() - t0
         self.net_ = net.cpu().eval().requires_grad_(False)
