@@ -343,6 +343,10 @@ def test_experiment_config_and_verdict():
     assert ok["met"] and ok["error_increase"] == {"world-audit": 0.25}  # the seen classifier is left out
     bad = verdict({"single_opposite": cond(0.25, 0.95, 0.80)}, aux)
     assert bad["privacy_met"] and not bad["utility_met"] and not bad["met"]
+    # exactly 20 points up (354 - 114 of 1,200 images) is met, though 0.295 - 0.095 < 0.2 in floating point
+    edge = verdict({"single_opposite": cond(354 / 1200 - 114 / 1200, 0.95, 0.85)}, aux)
+    assert 354 / 1200 - 114 / 1200 < 0.2 and edge["privacy_met"] and edge["utility_met"]
+    assert not verdict({"single_opposite": cond(239 / 1200, 0.95, 0.90)}, aux)["privacy_met"]
     from synthface.experiments.san import seen
     given = [{"spec": "world-attributes", "variant": "given"}]
     assert seen("world", given) and seen("genderage:/x/pack", given) and seen("world-attributes", given)

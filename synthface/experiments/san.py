@@ -398,10 +398,13 @@ def verdict(res: dict, aux: list[dict], condition: str = "single_opposite") -> d
     m = r["matchers"]["world-audit"]
     o, p = m["original"]["tmr@0.001"], m["perturbed"]["tmr@0.001"]
     drop = None if o is None or p is None else o - p
+    # Error rates are counts over the test images, so a difference that is exactly 20 points can come out as
+    # 0.19999999999999998 in floating point; compare with a tolerance far below one image's share.
+    eps = 1e-9
+    privacy = min(inc.values()) >= 0.20 - eps
+    utility = drop is not None and drop <= 0.10 + eps
     return {"condition": condition, "error_increase": inc, "min_error_increase": min(inc.values()),
-            "tmr_drop": drop, "privacy_met": min(inc.values()) >= 0.20,
-            "utility_met": drop is not None and drop <= 0.10,
-            "met": min(inc.values()) >= 0.20 and drop is not None and drop <= 0.10}
+            "tmr_drop": drop, "privacy_met": privacy, "utility_met": utility, "met": privacy and utility}
 
 
 def plot(res: dict, aux: list[dict]) -> bytes:
