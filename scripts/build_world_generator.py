@@ -65,20 +65,32 @@ def write_training_set(workdir: Path, identities: int, images: int, extra_rare: 
 
 
 def copy_state(src: Path, dst: Path) -> None:
-    """checkpoint.pt and log.jsonl from src to dst, each written whole (a copy, then a rename); the log is cut
-    at the checkpoint (training runs on past the last checkpoint, and a resumed run logs those steps again)."""
+    """checkpoint.pt and log.jsonl from src to dst, each written whole (a temporary file, then a rename); the log
+    is cut at the checkpoint (training runs on past the last checkpoint, and a resumed run logs those steps again).
+
+    Adam's first moments are left out of the copy and restored as zeros: with beta1 = 0 (this build's betas
+    (0, 0.99)) a step overwrites them with the gradient before reading them, so nothing is lost, and the saved
+    state stays under 20 MB for git."""
     if not (src / "checkpoint.pt").is_file():
         raise click.ClickException(f"{src} holds no checkpoint.pt to copy")
     dst.mkdir(parents=True, exist_ok=True)
-    nimg = int(torch.load(src / "checkpoint.pt", map_location="cpu", weights_only=True)["nimg"])
-    shutil.copyfile(src / "checkpoint.pt", dst / "checkpoint.pt.tmp")
+    st = torch.load(src / "checkpoint.pt", map_location="cpu", weights_only=True)
+    for key in ("opt_G", "opt_D"):
+        if any(g["betas"][0] != 0 for g in st[key]["param_groups"]):
+            raise click.ClickException(f"{src}: {key} has beta1 != 0; its first moments cannot be dropped")
+        for state in st[key]["state"].values():
+            if "exp_avg" in state:
+                del state["exp_avg"]
+            else:
+                state["exp_avg"] = torch.zeros_like(state["exp_avg_sq"])
+    torch.save(st, dst / "checkpoint.pt.tmp")
     (dst / "checkpoint.pt.tmp").replace(dst / "checkpoint.pt")
     if (src / "log.jsonl").is_file():
         rows = [r for r in (src / "log.jsonl").read_text().splitlines() if r.strip()]
-        kept = [r for r in rows if json.loads(r).get("nimg", 0) <= nimg]
+        kept = [r for r in rows if json.loads(r).get("nimg", 0) <= int(st["nimg"])]
         (dst / "log.jsonl.tmp").write_text("".join(r + "\n" for r in kept))
         (dst / "log.jsonl.tmp").replace(dst / "log.jsonl")
-    click.echo(f"training state copied from {src} to {dst}")
+    click.echo(f"training state at {int(st['nimg']) / 1000:.1f} kimg copied from {src} to {dst}")
 
 
 def config(data: Path, run: Path, kimg: float, lr: float = 0.0025) -> TrainConfig:
