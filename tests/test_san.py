@@ -159,6 +159,34 @@ def test_embedding_term_pushes_the_opposite_output_across_the_descriptor_probe(t
     assert back.get_params()["embedding_weight"] == 5.0
 
 
+def test_a_separate_embedder_serves_the_embedding_term_and_the_matcher_waits_for_its_epoch():
+    calls = {"matcher": 0, "embedder": 0}
+
+    def counting(name):
+        class Counting(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.dummy = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+            def forward(self, x):
+                calls[name] += 1
+                return torch.nn.functional.normalize(x.mean((2, 3)) + torch.arange(x.shape[1]).float(), dim=1)
+        return Counting()
+
+    clf, _ = _aux()
+    obj = SANObjective(SANAutoencoder(rgb=True, dec_channels=(8, 8)), torch.rand(2, 3, S, S), clf, counting("matcher"),
+                       matcher_start=2, embedding_weight=1.0, probe=(np.ones(3, np.float32), 0.0),
+                       embedder=counting("embedder"))
+    x, g = _faces(4)
+    batch = {"image": torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, "gender": torch.from_numpy(g)}
+    _, early = obj({**batch, "epoch": torch.full((4,), 1)})
+    assert calls == {"matcher": 0, "embedder": 2} and float(early["embedding_opposite"]) > 0
+    obj({**batch, "epoch": torch.full((4,), 2)})
+    assert calls == {"matcher": 3, "embedder": 4}  # x_sm, x_op and the original for the matcher term
+    with pytest.raises(SynthfaceError, match="needs a gender probe"):
+        SANObjective(obj.net, obj.prototypes, clf, None, embedding_weight=1.0)
+
+
 def test_embedding_probe_is_learnt_on_the_training_faces_when_not_given():
     x, g = _faces(32)
     clf, mat = _aux()

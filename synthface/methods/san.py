@@ -19,7 +19,7 @@ and §6 (acceptance). What is reproduced, and the project's choices ([D] there):
 * both auxiliary networks are frozen and differentiable (synthface.methods.san_aux); the matcher sees the
   input in the model's colour mode (grey replicated to RGB when rgb=False), as the original's grey VGG-Face.
 * [D] an optional embedding-space auxiliary, not in the paper (`embedding_weight` > 0): a linear gender probe
-  on the matcher's L2-normalised descriptors, with the same two cross-entropies as the image classifier
+  on a recogniser's L2-normalised descriptors (`embedding_matcher`, the matcher by default), with the same two cross-entropies as the image classifier
   (same output keeps its gender, opposite output takes the other). Why: a fresh logistic regression on an
   unseen recogniser's embeddings still reads gender from faces that image classifiers no longer can
   (docs/experiments.md); the image term alone leaves the descriptor's gender direction untouched. The probe
@@ -227,7 +227,7 @@ class SANObjective(nn.Module):
         zero = torch.zeros((), device=x.device)
         match, e_sm, e_op = zero, zero, zero
         embed_on = self.embedding_weight > 0
-        if self.matcher_on(epoch) or embed_on:
+        if self.matcher_on(epoch) or (embed_on and embedder is matcher):
             d_sm, d_op = matcher(x_sm), matcher(x_op)  # one pass serves both terms when the embedder is the matcher
         if embed_on:
             w, b = (t.to(x.device) for t in self._probe)
