@@ -247,10 +247,13 @@ def aux_recognizer(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callab
     if cfg.embedding_matcher != "aux":
         return cfg.embedding_matcher
     from ..train.recognition import RecognitionConfig, train_recognition
+    from .pretrain_data import PretrainConfig
     run = runs / "aux-recognizer"
-    rc = RecognitionConfig(data=str(data), out=str(run), backbone="world-recognizer", loss="arcface", scale=32.0,
-                           embedding_dim=128, epochs=cfg.aux_recognizer_epochs, batch=64, lr=0.1, held_out=0.1,
-                           augment="strong", seed=cfg.seed, device="cpu")
+    pc = PretrainConfig()  # the pretrain experiment's recipe, one place
+    rc = RecognitionConfig(data=str(data), out=str(run), backbone=pc.backbone, loss=pc.loss, margin=pc.margin,
+                           scale=pc.scale, embedding_dim=pc.embedding_dim, epochs=cfg.aux_recognizer_epochs,
+                           batch=pc.batch, lr=pc.lr, weight_decay=pc.weight_decay, held_out=pc.held_out,
+                           augment=pc.augment, seed=cfg.seed, device="cpu")
     side = run / "aux_settings.json"
     if not ((run / "backbone.safetensors").is_file() and side.is_file()
             and json.loads(side.read_text()) == asdict(rc)):
@@ -460,8 +463,7 @@ def _embedding_line(cfg: dict, info: dict) -> str:
     p = info.get("embedding_probe", {})
     return (f"Embedding-space gender term (synthface's addition), weight {cfg['embedding_weight']:g}: a logistic "
             f"probe on {p.get('matcher', cfg['matcher'])}'s descriptors of the {p.get('images', '?')} auxiliary "
-            f"faces (held-out "
-            f"accuracy {100 * p.get('held_out_accuracy', float('nan')):.1f} %); the judges' logistic regression is "
+            f"faces (held-out accuracy {100 * p.get('held_out_accuracy', float('nan')):.1f} %); the judges' logistic regression is "
             "a fresh one on another recogniser's embeddings.\n")
 
 
