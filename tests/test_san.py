@@ -59,6 +59,50 @@ def test_official_configuration_has_324248_parameters_and_output_shapes():
     assert sum(p.numel() for p in rgb.parameters()) == 324_248 + 144 + 264
 
 
+def _reconstruction_error(net, x, protos, steps=150):
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-3)
+    for _ in range(steps):
+        (out,) = net(x, protos)
+        loss = (out - x).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(loss)
+
+
+def test_input_skip_lets_the_detail_through_that_the_official_decoder_blurs():
+    # pixel noise has detail finer than the decoder's half-resolution output can rebuild
+    x = torch.from_numpy(_faces(16)[0]).permute(0, 3, 1, 2).float() / 255
+    protos = torch.full((16, 3, S, S), 0.5)
+    errors = {}
+    for skip in (False, True):
+        torch.manual_seed(0)
+        net = SANAutoencoder(rgb=True, enc_channels=(8, 12), dec_channels=(16, 16), skip_input=skip)
+        errors[skip] = _reconstruction_error(net, x, protos)
+    assert errors[True] < 0.5 * errors[False], errors
+    # a residual in logit space: no parameter added, and a combiner that outputs zero returns the input
+    n = {k: sum(p.numel() for p in SANAutoencoder(rgb=True, skip_input=k).parameters()) for k in (False, True)}
+    assert n[True] == n[False]
+    net = SANAutoencoder(rgb=True, dec_channels=(16, 16), skip_input=True)
+    nn.init.zeros_(net.combiner[0].weight)
+    nn.init.zeros_(net.combiner[0].bias)
+    with torch.no_grad():
+        assert torch.allclose(net(x, protos)[0], x.clamp(1e-3, 1 - 1e-3), atol=1e-5)
+
+
+def test_input_skip_round_trips_and_is_checked(tmp_path):
+    x, g = _faces(16)
+    clf, mat = _aux()
+    san = _small(epochs=1, rgb=True, skip_input=True).fit(x, g, classifier=clf, matcher=mat)
+    back = SemiAdversarialNet.load(san.save(tmp_path / "m.san"))
+    assert back.get_params()["skip_input"] is True and back.net_.skip_input
+    a, b = san.outputs(x, g), back.outputs(x, g)
+    assert all(np.array_equal(a[p], b[p]) for p in ("same", "opposite", "neutral"))
+    with pytest.raises(SynthfaceError, match="skip_input must be True or False"):
+        _small(skip_input="yes").fit(x, g, classifier=clf, matcher=mat)
+
+
 def test_prototypes_are_per_gender_means_and_the_neutral_one_their_weighted_mean():
     imgs = np.zeros((5, 4, 4, 3), np.uint8)
     imgs[:2] = 200          # two women

@@ -24,6 +24,10 @@ and §6 (acceptance). What is reproduced, and the project's choices ([D] there):
   unseen recogniser's embeddings still reads gender from faces that image classifiers no longer can
   (docs/experiments.md); the image term alone leaves the descriptor's gender direction untouched. The probe
   is given to `fit` (e.g. learnt on real faces) or else learnt there on the training faces' descriptors.
+* [D] an optional residual skip (`skip_input=True`, not in the paper): the combiner's output is added to the
+  input's logit, so the network learns a change to the face rather than the whole face.
+  The official decoder ends in an up-sampling, so every output is rebuilt from half-resolution features and
+  the same-prototype output alone loses matching accuracy; the skip lets the face's detail through.
 
 Images are uint8 [N, S, S, 3] RGB in and out, like the rest of synthface (a grey model's output is
 replicated into three channels). `layout` says how they are framed (ArcFace crops, as synthface datasets
@@ -60,7 +64,7 @@ class SANAutoencoder(nn.Module):
     """The official convolutional autoencoder with its shared prototype combiner."""
 
     def __init__(self, rgb: bool = False, enc_channels: Sequence[int] = (8, 12),
-                 dec_channels: Sequence[int] = (256, 128)):
+                 dec_channels: Sequence[int] = (256, 128), skip_input: bool = False):
         super().__init__()
         c_img = 3 if rgb else 1
         layers: list[nn.Module] = []
@@ -72,7 +76,12 @@ class SANAutoencoder(nn.Module):
             layers += [nn.Conv2d(width, c, 3, 1, 1), nn.LeakyReLU(), nn.Upsample(scale_factor=2, mode="nearest")]
             width = c
         self.body = nn.Sequential(*layers)
-        self.combiner = nn.Sequential(nn.Conv2d(width + 3, c_img, 1), nn.Sigmoid())
+        # skip_input (synthface's addition): the combiner's output is added to the input's logit, so a zero output
+        # returns the face itself. The official decoder ends in an up-sampling, so its output is rebuilt from
+        # half-resolution features alone and blurs the face (a concatenated input would need weights Adam at
+        # lr 2e-4 does not reach in 20 epochs to pass it through the sigmoid)
+        self.skip_input = bool(skip_input)
+        self.combiner = nn.Sequential(nn.Conv2d(width + 3, c_img, 1))  # the sigmoid is applied in forward
         self.levels = len(enc_channels)
         if len(dec_channels) != len(enc_channels):
             raise SynthfaceError("enc_channels and dec_channels need as many stages each (every pooling is undone "
@@ -82,7 +91,8 @@ class SANAutoencoder(nn.Module):
         """x [N, C, S, S] in 0..1 and the same-gender prototype [N, 3, S, S]; returns the outputs with the same
         prototype and with each of `others` (the decoder runs once, the combiner once per prototype)."""
         h = self.body(torch.cat([x, same], 1))
-        return [self.combiner(torch.cat([h, p], 1)) for p in (same, *others)]
+        base = torch.logit(x, eps=1e-3) if self.skip_input else 0
+        return [torch.sigmoid(self.combiner(torch.cat([h, p], 1)) + base) for p in (same, *others)]
 
 
 def gender_codes(gender, n: Optional[int] = None, what: str = "gender") -> np.ndarray:
@@ -280,6 +290,10 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
       rgb: False = the official grey model (grey face + RGB prototype in, grey out); True = RGB in and out.
       layout: "arcface" (synthface dataset crops) or "ffhq" (full aligned faces): how images are framed.
       enc_channels, dec_channels: the encoder's and decoder's widths ((8, 12) and (256, 128) official).
+      skip_input: False (official) or True: the 1x1 combiner's output is added to the input's logit before the
+        sigmoid, a residual skip past the autoencoder. The official output is rebuilt from the decoder's
+        half-resolution features, so it is blurred, which costs matching even with the same prototype; with
+        the skip the face's detail passes through and the network learns a change to it.
       gender_classifier, matcher: specs of the frozen auxiliary networks (synthface.methods.san_aux);
         fit(..., classifier=, matcher=) may pass loaded ones instead.
       pretrain_epochs: epochs of reconstruction alone (same prototype) before the SAN objective.
@@ -301,7 +315,7 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
 
     def __init__(self, size: int = 112, rgb: bool = False, layout: str = "arcface",
                  enc_channels: Sequence[int] = (8, 12), dec_channels: Sequence[int] = (256, 128),
-                 gender_classifier: Optional[str] = "world-attributes", matcher: Optional[str] = "world-recognizer",
+                 skip_input: bool = False, gender_classifier: Optional[str] = "world-attributes", matcher: Optional[str] = "world-recognizer",
                  pretrain_epochs: int = 1, epochs: int = 20, matcher_start: int = 5, gender_weight: float = 1.0,
                  rec_weight: float = 1.0, matcher_weight: float = 8.0, embedding_weight: float = 0.0,
                  embedding_matcher: Optional[str] = None, matcher_target: str = "mean", lr: float = 2e-4,
@@ -312,6 +326,7 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         self.layout = layout
         self.enc_channels = enc_channels
         self.dec_channels = dec_channels
+        self.skip_input = skip_input
         self.gender_classifier = gender_classifier
         self.matcher = matcher
         self.pretrain_epochs = pretrain_epochs
@@ -351,6 +366,8 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
             v = getattr(self, name)
             if not isinstance(v, (int, float, np.number)) or not math.isfinite(v) or v < 0:
                 raise SynthfaceError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.skip_input, (bool, np.bool_)):
+            raise SynthfaceError(f"skip_input must be True or False, got {self.skip_input!r}")
         if any(int(c) < 1 for c in (*self.enc_channels, *self.dec_channels)):
             raise SynthfaceError("enc_channels and dec_channels must be positive widths")
 
@@ -358,7 +375,7 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
         with torch.random.fork_rng(devices=[]):  # seeded initial weights without touching the global stream
             torch.manual_seed(int(self.seed))
             return SANAutoencoder(bool(self.rgb), [int(c) for c in self.enc_channels],
-                                  [int(c) for c in self.dec_channels])
+                                  [int(c) for c in self.dec_channels], bool(self.skip_input))
 
     def _train_stage(self, objective: SANObjective, data: SANData, epochs: int, out: Path, log) -> list[dict]:
         from ..train.engine import Trainer
