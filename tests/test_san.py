@@ -68,7 +68,7 @@ def _reconstruction_error(net, x, protos, steps=150):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def test_input_skip_lets_the_detail_through_that_the_official_decoder_blurs():
