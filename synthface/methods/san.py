@@ -78,8 +78,8 @@ class SANAutoencoder(nn.Module):
         self.body = nn.Sequential(*layers)
         # skip_input (synthface's addition): the combiner's output is added to the input's logit, so a zero output
         # returns the face itself. The official decoder ends in an up-sampling, so its output is rebuilt from
-        # half-resolution features alone and blurs the face (a concatenated input would need weights Adam at
-        # lr 2e-4 does not reach in 20 epochs to pass it through the sigmoid)
+        # half-resolution features alone and blurs the face (an input concatenated to the combiner's features
+        # barely helped in a short test: passing it through the sigmoid takes large 1x1 weights)
         self.skip_input = bool(skip_input)
         self.combiner = nn.Sequential(nn.Conv2d(width + 3, c_img, 1))  # the sigmoid is applied in forward
         self.levels = len(enc_channels)
