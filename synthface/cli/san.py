@@ -46,7 +46,8 @@ def _threads(n: int) -> None:
 @click.option("--enc-channels", default="8,12", show_default=True)
 @click.option("--dec-channels", default="256,128", show_default=True)
 @click.option("--skip-input", is_flag=True,
-              help="the combiner also sees the input image (a skip past the blurring autoencoder; not official)")
+              help="add the output to the input's logit (a residual skip past the blurring autoencoder; "
+                   "not official)")
 @click.option("--pretrain-epochs", type=NONNEG_INT, default=1, show_default=True,
               help="reconstruction-only epochs first")
 @click.option("--epochs", type=NONNEG_INT, default=20, show_default=True)
@@ -75,8 +76,8 @@ def _threads(n: int) -> None:
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--threads", type=NONNEG_INT, default=0, show_default=True, help="torch CPU threads (0: torch's default)")
 def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channels, dec_channels, skip_input,
-              pretrain_epochs, epochs, matcher_start, gender_weight, rec_weight, matcher_weight, embedding_weight, embedding_matcher,
-              matcher_target, lr, batch, no_augment, members, rule, work_dir, seed, device, threads):
+              pretrain_epochs, epochs, matcher_start, gender_weight, rec_weight, matcher_weight, embedding_weight,
+              embedding_matcher, matcher_target, lr, batch, no_augment, members, rule, work_dir, seed, device, threads):
     """Train a Semi-Adversarial Network (or an ensemble) that hides gender and keeps faces matchable."""
     from ..methods.san import SemiAdversarialNet
     from ..methods.san_ensemble import SANEnsemble
@@ -87,7 +88,8 @@ def train_san(dataset, classifiers, matcher, out, size, rgb, layout, enc_channel
         t = face_table(dataset)
         images = read_images(t["root"], t["paths"], size)
         params = dict(size=size or int(images.shape[1]), rgb=rgb, layout=layout, enc_channels=_widths(enc_channels),
-                      dec_channels=_widths(dec_channels), skip_input=skip_input, gender_classifier=classifiers[0], matcher=matcher,
+                      dec_channels=_widths(dec_channels), skip_input=skip_input,
+                      gender_classifier=classifiers[0], matcher=matcher,
                       pretrain_epochs=pretrain_epochs, epochs=epochs, matcher_start=matcher_start,
                       gender_weight=gender_weight, rec_weight=rec_weight, matcher_weight=matcher_weight,
                       embedding_weight=embedding_weight, embedding_matcher=embedding_matcher,

@@ -63,7 +63,7 @@ class SANExperimentConfig:
     rgb: bool = True                  # RGB model: the judges see colour faces (a grey output alone confuses them)
     enc_channels: list = field(default_factory=lambda: [8, 12])
     dec_channels: list = field(default_factory=lambda: [256, 128])
-    skip_input: bool = False          # the combiner also sees the input (methods.san; False = official)
+    skip_input: bool = False          # residual skip: output added to the input's logit (methods.san; False = official)
     pretrain_epochs: int = 1
     epochs: int = 20
     matcher_start: int = 5
@@ -232,7 +232,8 @@ def train_aux(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callable) -
 
 def _san_params(cfg: SANExperimentConfig, seed: int, aux_spec: str) -> dict:
     return dict(size=cfg.size, rgb=cfg.rgb, layout="arcface", enc_channels=list(cfg.enc_channels),
-                dec_channels=list(cfg.dec_channels), skip_input=cfg.skip_input, gender_classifier=aux_spec, matcher=cfg.matcher,
+                dec_channels=list(cfg.dec_channels), skip_input=cfg.skip_input, gender_classifier=aux_spec,
+                matcher=cfg.matcher,
                 pretrain_epochs=cfg.pretrain_epochs, epochs=cfg.epochs, matcher_start=cfg.matcher_start,
                 gender_weight=cfg.gender_weight, rec_weight=cfg.rec_weight, matcher_weight=cfg.matcher_weight,
                 embedding_weight=cfg.embedding_weight, matcher_target=cfg.matcher_target, lr=cfg.lr,
@@ -479,7 +480,7 @@ def report_markdown(res: dict) -> str:
           + f"). Test: {info['test_images']} "
           f"images of {6 * cfg['test_ids_per_cell']} balanced renderer people never used in training.\n",
           f"SAN: {cfg['size']}px, {'RGB' if cfg['rgb'] else 'grey'}, encoder {cfg['enc_channels']}, decoder "
-          f"{cfg['dec_channels']}" + (", input skip to the combiner" if cfg.get("skip_input") else "")
+          f"{cfg['dec_channels']}" + (", residual input skip" if cfg.get("skip_input") else "")
           + f" ({info['san_parameters']:,} parameters); {cfg['pretrain_epochs']} reconstruction "
           f"epoch(s), then {cfg['epochs']} epochs of the official objective with the matcher term (weight "
           f"{cfg['matcher_weight']:g}) from epoch {cfg['matcher_start'] + 1}; Adam lr {cfg['lr']:g}, batch "

@@ -76,10 +76,8 @@ class SANAutoencoder(nn.Module):
             layers += [nn.Conv2d(width, c, 3, 1, 1), nn.LeakyReLU(), nn.Upsample(scale_factor=2, mode="nearest")]
             width = c
         self.body = nn.Sequential(*layers)
-        # skip_input (synthface's addition): the combiner's output is added to the input's logit, so a zero output
-        # returns the face itself. The official decoder ends in an up-sampling, so its output is rebuilt from
-        # half-resolution features alone and blurs the face (an input concatenated to the combiner's features
-        # barely helped in a short test: passing it through the sigmoid takes large 1x1 weights)
+        # skip_input (see the class docstring): a zero combiner output returns the face itself. An input
+        # concatenated to the combiner's features instead barely helped in a short test (large 1x1 weights needed)
         self.skip_input = bool(skip_input)
         self.combiner = nn.Sequential(nn.Conv2d(width + 3, c_img, 1))  # the sigmoid is applied in forward
         self.levels = len(enc_channels)
@@ -315,7 +313,8 @@ class SemiAdversarialNet(BaseEstimator, TransformerMixin):
 
     def __init__(self, size: int = 112, rgb: bool = False, layout: str = "arcface",
                  enc_channels: Sequence[int] = (8, 12), dec_channels: Sequence[int] = (256, 128),
-                 skip_input: bool = False, gender_classifier: Optional[str] = "world-attributes", matcher: Optional[str] = "world-recognizer",
+                 skip_input: bool = False, gender_classifier: Optional[str] = "world-attributes",
+                 matcher: Optional[str] = "world-recognizer",
                  pretrain_epochs: int = 1, epochs: int = 20, matcher_start: int = 5, gender_weight: float = 1.0,
                  rec_weight: float = 1.0, matcher_weight: float = 8.0, embedding_weight: float = 0.0,
                  embedding_matcher: Optional[str] = None, matcher_target: str = "mean", lr: float = 2e-4,
