@@ -4,6 +4,7 @@ given specs stay reachable; no judge is among the seen networks. No rendering or
 replaced by a recorder."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -95,6 +96,9 @@ def test_train_aux_trains_three_differing_classifiers_on_the_given_set_and_reuse
     assert all(c.task == "gender" and c.size == cfg.aux_size and c.epochs == cfg.aux_epochs for c, _ in calls)
     san.train_aux(cfg, tmp_path / "aux-data", tmp_path / "runs", log=lambda m: None)
     assert len(calls) == 3                                  # same settings: reused
+    shutil.copytree(tmp_path / "runs", tmp_path / "copy" / "runs")
+    moved = san.train_aux(cfg, tmp_path / "copy" / "aux-data", tmp_path / "copy" / "runs", log=lambda m: None)
+    assert len(calls) == 3 and moved[0]["spec"] == str(tmp_path / "copy" / "runs" / "aux-renderer0")  # a copy too
     more = san.make_config(quick=True, overrides={"aux_epochs": 7})
     san.train_aux(more, tmp_path / "aux-data", tmp_path / "runs", log=lambda m: None)
     assert len(calls) == 6 and calls[-1][0].epochs == 7     # other settings: trained again
@@ -160,3 +164,9 @@ def test_embedding_probe_learns_on_the_auxiliary_people_and_is_reused(tmp_path):
     assert probe["matcher"] == f"torch:{runs / 'aux-recognizer' / 'backbone.safetensors'}"
     assert len(probe["coef"]) == 128 and (runs / "aux-recognizer" / "aux_settings.json").is_file()
     assert "auxiliary recogniser" in logs[1] and "held-out accuracy" in logs[2]
+    # a copied experiment folder reuses both, and the probe names the copy's recogniser
+    shutil.copytree(tmp_path / "aux", tmp_path / "copy" / "aux")
+    shutil.copytree(runs, tmp_path / "copy" / "runs")
+    again = san.embedding_probe(cfg, tmp_path / "copy" / "aux", tmp_path / "copy" / "runs", logs.append)
+    assert len(logs) == 3 and again["coef"] == probe["coef"]
+    assert again["matcher"] == f"torch:{tmp_path / 'copy' / 'runs' / 'aux-recognizer' / 'backbone.safetensors'}"
