@@ -148,3 +148,20 @@ def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, pad: in
         r, q = divmod(i, cols)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = im
     return grid
+
+
+def cache_key(settings, root: Path):
+    """Settings as a cache key: paths inside the folder `root` (a run's output folder) written relative to it (as
+    "<out>/..."), so that a copied or moved run folder still finds the parts it trained."""
+    if isinstance(settings, dict):
+        return {k: cache_key(v, root) for k, v in settings.items()}
+    if isinstance(settings, (list, tuple)):
+        return [cache_key(v, root) for v in settings]
+    if isinstance(settings, str):
+        for prefix in sorted({str(root), os.path.abspath(root)}, key=len, reverse=True):
+            settings = settings.replace(prefix + os.sep, "<out>" + os.sep)
+    return settings
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -28,7 +28,6 @@ error on the originals, while the unseen matcher's TMR at FMR 1e-3 drops by <= 1
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -41,7 +40,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import SynthfaceError
-from ..fileio import atomic_write, write_json_atomic
+from ..fileio import atomic_write, cache_key, file_sha256, write_json_atomic
 
 TEST_FIRST = 5_000_000
 AUX_FIRST = 7_000_000   # renderer people the default auxiliary classifiers learn on (up to 7,600,000)
@@ -204,23 +203,6 @@ def _aux_config(cfg: SANExperimentConfig, data: Path, run: Path, k: int):
                            device="cpu")
 
 
-def _cache_key(settings, root: Path):
-    """Settings as a cache key: paths inside the experiment's folder `root` written relative to it (as
-    "<out>/..."), so that a copied or moved run folder still finds the parts it trained."""
-    if isinstance(settings, dict):
-        return {k: _cache_key(v, root) for k, v in settings.items()}
-    if isinstance(settings, (list, tuple)):
-        return [_cache_key(v, root) for v in settings]
-    if isinstance(settings, str):
-        for prefix in sorted({str(root), os.path.abspath(root)}, key=len, reverse=True):
-            settings = settings.replace(prefix + os.sep, "<out>" + os.sep)
-    return settings
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def train_aux(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callable) -> list[dict]:
     """Auxiliary gender classifiers trained on `data` (the renderer aux set or the synthetic train set, per
     aux_source): k=0 seed 0 with augmentation, k=1 seed 1 without, k=2 seed 2 with `oversample_group` three
@@ -234,7 +216,7 @@ def train_aux(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callable) -
         run = runs / f"aux-{cfg.aux_source}{k}"
         variant = ["seed 0, flips", "seed 1, no augmentation", f"seed 2, {cfg.oversample_group} x3"][k]
         acfg = _aux_config(cfg, data, run, k)
-        settings = _cache_key({**asdict(acfg), "oversample": cfg.oversample_group if k == 2 else None}, runs.parent)
+        settings = cache_key({**asdict(acfg), "oversample": cfg.oversample_group if k == 2 else None}, runs.parent)
         side = run / "aux_settings.json"
         if not ((run / "results.json").is_file() and side.is_file() and json.loads(side.read_text()) == settings):
             shutil.rmtree(run, ignore_errors=True)
@@ -274,7 +256,7 @@ def aux_recognizer(cfg: SANExperimentConfig, data: Path, runs: Path, log: Callab
                            scale=pc.scale, embedding_dim=pc.embedding_dim, epochs=cfg.aux_recognizer_epochs,
                            batch=pc.batch, lr=pc.lr, weight_decay=pc.weight_decay, held_out=pc.held_out,
                            augment=pc.augment, seed=cfg.seed, device="cpu")
-    side, key = run / "aux_settings.json", _cache_key(asdict(rc), runs.parent)
+    side, key = run / "aux_settings.json", cache_key(asdict(rc), runs.parent)
     if not ((run / "backbone.safetensors").is_file() and side.is_file()
             and json.loads(side.read_text()) == key):
         shutil.rmtree(run, ignore_errors=True)
@@ -299,8 +281,8 @@ def embedding_probe(cfg: SANExperimentConfig, data: Path, runs: Path, log: Calla
     spec = aux_recognizer(cfg, data, runs, log) or cfg.matcher
     settings = {"data": str(data), "matcher": spec, "size": cfg.size, "rgb": cfg.rgb, "seed": cfg.seed}
     if spec.startswith("torch:") and Path(spec[6:]).is_file():  # a retrained recogniser is a new probe
-        settings["weights_sha256"] = _file_sha256(Path(spec[6:]))
-    settings = _cache_key(settings, runs.parent)
+        settings["weights_sha256"] = file_sha256(Path(spec[6:]))
+    settings = cache_key(settings, runs.parent)
     path = runs / "embedding_probe.json"
     if path.is_file() and json.loads(path.read_text())["settings"] == settings:
         return {**json.loads(path.read_text()), "matcher": spec}  # the spec as it is here, if the folder moved
@@ -332,7 +314,7 @@ def train_sans(cfg: SANExperimentConfig, train: Path, aux: list[dict], runs: Pat
     members, seconds = [], []
     for i in range(cfg.members):
         params = _san_params(cfg, cfg.seed + i, aux[i % len(aux)]["spec"])
-        side_settings = _cache_key({**params, **({"probe": probe["settings"]} if probe else {})}, runs.parent)
+        side_settings = cache_key({**params, **({"probe": probe["settings"]} if probe else {})}, runs.parent)
         path, side = runs / f"member{i}.san", runs / f"member{i}.json"
         if path.is_file() and side.is_file() and json.loads(side.read_text()) == side_settings:
             m = SemiAdversarialNet.load(path)
